@@ -1,0 +1,64 @@
+"""Settings from the environment, in one place.
+
+In production the same variables are set on the Airflow workers (or read from
+Airflow Variables by the DAGs); nothing else in the package reads os.environ.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = PROJECT_ROOT / "data"
+
+
+@dataclass(frozen=True)
+class Settings:
+    landing: Path          # <landing>/<feed>/<YYYY-MM-DD>/ as departments deliver
+    inbox: Path            # <inbox>/<policy_id>/ name lists, <inbox>/_confirmations/ ...
+    policies: Path         # one YAML file per policy
+    output: Path           # <output>/<as_of>/ everything a run hands on
+    work: Path             # staged/, quarantine/, portrait/, archive/ ...: the pipeline's own layers
+    warehouse_url: str     # SQLAlchemy URL
+    expectations: Path     # GX suites
+    landing_configured: bool = True  # False when falling back to the demo landing folder
+
+    @property
+    def staged(self) -> Path:
+        return self.work / "staged"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.work / "quarantine"
+
+    @property
+    def portraits(self) -> Path:
+        return self.work / "portrait"
+
+    @property
+    def gx_root(self) -> Path:
+        return self.work / "gx"
+
+    def run_dir(self, as_of) -> Path:
+        return self.output / str(as_of)
+
+    def quality_dir(self, as_of) -> Path:
+        return self.run_dir(as_of) / "quality"
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    data = Path(env.get("MIANSHEN_DATA", DEFAULT_DATA))
+    work = Path(env.get("MIANSHEN_WORK", data / "work"))
+    warehouse = env.get("MIANSHEN_WAREHOUSE_URL") or f"sqlite:///{work / 'warehouse.db'}"
+    return Settings(
+        landing=Path(env.get("MIANSHEN_LANDING", data / "landing")),
+        inbox=Path(env.get("MIANSHEN_INBOX", data / "inbox")),
+        policies=Path(env.get("MIANSHEN_POLICIES", data / "policies")),
+        output=Path(env.get("MIANSHEN_OUTPUT", data / "output")),
+        work=work,
+        warehouse_url=warehouse,
+        expectations=Path(env.get("MIANSHEN_EXPECTATIONS", PROJECT_ROOT / "expectations")),
+        landing_configured="MIANSHEN_LANDING" in env,
+    )
