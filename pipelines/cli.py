@@ -1,0 +1,208 @@
+"""`mianshen …`: the command line for people and automation.
+
+Thin on purpose: each subcommand parses its arguments and calls one stage
+function; the DAGs call the same functions. Stage modules are imported inside
+the handlers so that `mianshen --help` stays fast (Airflow and GX are heavy).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import date
+from pathlib import Path
+
+from pipelines.config import load_settings
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"日期格式应为 YYYY-MM-DD：{text!r}") from None
+
+
+def _hold(text: str) -> tuple[str, str]:
+    policy_id, sep, period = text.partition(":")
+    if not sep or not policy_id or not period:
+        raise argparse.ArgumentTypeError(f"应写作 政策编号:期次，例如 WL-KJ-2026-01:2026：{text!r}")
+    return policy_id, period
+
+
+def _print(obj) -> None:
+    print(json.dumps(obj, ensure_ascii=False, indent=2, default=str))
+
+
+def cmd_demo_data(args) -> int:
+    from pipelines import demo_data
+
+    summary = demo_data.generate(
+        Path(args.out), args.as_of, args.enterprises, args.seed,
+        defect_share=args.defects, inbox=Path(args.inbox) if args.inbox else None,
+    )
+    _print(summary)
+    return 0
+
+
+def cmd_run(args) -> int:
+    from pipelines import nightly, validate
+
+    settings = load_settings()
+    try:
+        summary = nightly.run(settings, args.as_of, accept_drift=args.accept_drift,
+                              release_holds=tuple(args.release_hold))
+    except validate.GateClosed as closed:
+        print(f"运行已在数据闸门处停止（{args.as_of}）：\n{closed}", file=sys.stderr)
+        return 2
+    _print(summary)
+    return 0
+
+
+def cmd_stage(args) -> int:
+    from pipelines import ingest, match, portrait, validate
+
+    settings = load_settings()
+    if args.stage == "ingest":
+        _print(ingest.ingest_feed(settings, args.feed, args.as_of))
+    elif args.stage == "validate":
+        _print(validate.validate_feed(settings, args.feed, args.as_of, accept_drift=args.accept_drift))
+    elif args.stage == "gate":
+        try:
+            _print(validate.gate(settings, args.as_of))
+        except validate.GateClosed as closed:
+            print(str(closed), file=sys.stderr)
+            return 2
+    elif args.stage == "portrait":
+        print(portrait.build(settings, args.as_of))
+    elif args.stage == "match":
+        _print(match.run(settings, args.as_of))
+    return 0
+
+
+def cmd_policies_check(args) -> int:
+    from pipelines import policies
+
+    return policies.check_command(Path(args.dir) if args.dir else load_settings().policies)
+
+
+def cmd_explain(args) -> int:
+    from pipelines import explain
+
+    print(explain.explain_command(load_settings(), args.uscc, args.policy_id, args.as_of))
+    return 0
+
+
+def cmd_namelist_check(args) -> int:
+    from pipelines import namelist
+
+    return namelist.namelist_check_command(
+        Path(args.file), args.policy, registry_path=Path(args.registry) if args.registry else None,
+        as_json=args.json, settings=load_settings(),
+    )
+
+
+def cmd_inbox_process(args) -> int:
+    from pipelines import inbox
+
+    return inbox.inbox_process_command(load_settings())
+
+
+def cmd_ledger_release(args) -> int:
+    from pipelines import ledger
+
+    settings = load_settings()
+    policy_id, period = args.hold
+    print(ledger.release_hold_command(settings, policy_id, period, args.operator))
+    return 0
+
+
+def cmd_where(args) -> int:
+    settings = load_settings()
+    run_dir = settings.run_dir(args.as_of)
+    print(f"本次运行（{args.as_of}）的结果在：{run_dir}")
+    for name in ("quality", "matches.parquet", "sms", "review", "publicity", "payout", "reminders", "report.html"):
+        path = run_dir / name
+        print(f"  {'✓' if path.exists() else '✗'} {path}")
+    print(f"数据仓库：{settings.warehouse_url}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mianshen", description="卧龙区惠企政策“免申即享”数据流水线")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo-data", help="生成示例数据（各部门交付目录）")
+    p.add_argument("--out", required=True)
+    p.add_argument("--as-of", type=_date, required=True)
+    p.add_argument("--enterprises", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--defects", type=float, default=0.02, help="share of defective rows per feed")
+    p.add_argument("--inbox", help="also drop sample name-list workbooks into this inbox")
+    p.set_defaults(fn=cmd_demo_data)
+
+    p = sub.add_parser("run", help="运行完整的夜间流水线")
+    p.add_argument("--as-of", type=_date, required=True)
+    p.add_argument("--accept-drift", action="store_true", help="本次运行接受数据量波动超限")
+    p.add_argument("--release-hold", type=_hold, action="append", default=[],
+                   help="解除超预算暂停拨付：政策编号:期次（可重复）")
+    p.set_defaults(fn=cmd_run)
+
+    for stage in ("ingest", "validate"):
+        p = sub.add_parser(stage)
+        p.add_argument("--feed", required=True)
+        p.add_argument("--as-of", type=_date, required=True)
+        p.add_argument("--accept-drift", action="store_true")
+        p.set_defaults(fn=cmd_stage, stage=stage)
+    for stage in ("gate", "portrait", "match"):
+        p = sub.add_parser(stage)
+        p.add_argument("--as-of", type=_date, required=True)
+        p.set_defaults(fn=cmd_stage, stage=stage)
+
+    p = sub.add_parser("policies", help="政策条件库")
+    psub = p.add_subparsers(dest="action", required=True)
+    c = psub.add_parser("check", help="检查政策文件")
+    c.add_argument("dir", nargs="?")
+    c.set_defaults(fn=cmd_policies_check)
+
+    p = sub.add_parser("explain", help="解释某企业对某政策的匹配结果")
+    p.add_argument("uscc")
+    p.add_argument("policy_id")
+    p.add_argument("--as-of", type=_date)
+    p.set_defaults(fn=cmd_explain)
+
+    p = sub.add_parser("namelist", help="名单预检")
+    nsub = p.add_subparsers(dest="action", required=True)
+    c = nsub.add_parser("check")
+    c.add_argument("file")
+    c.add_argument("--policy", required=True)
+    c.add_argument("--registry")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(fn=cmd_namelist_check)
+
+    p = sub.add_parser("inbox", help="收件箱")
+    isub = p.add_subparsers(dest="action", required=True)
+    c = isub.add_parser("process")
+    c.set_defaults(fn=cmd_inbox_process)
+
+    p = sub.add_parser("ledger", help="台账")
+    lsub = p.add_subparsers(dest="action", required=True)
+    c = lsub.add_parser("release-hold", help="解除超预算暂停拨付")
+    c.add_argument("hold", type=_hold)
+    c.add_argument("--operator", required=True)
+    c.set_defaults(fn=cmd_ledger_release)
+
+    p = sub.add_parser("where", help="显示某次运行的结果位置")
+    p.add_argument("--as-of", type=_date, required=True)
+    p.set_defaults(fn=cmd_where)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

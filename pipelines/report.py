@@ -1,0 +1,224 @@
+"""The run report (运行报告): one self-contained HTML page per run, in Chinese.
+
+It reads only what the run wrote (quality verdicts, matches.parquet, the
+ledger summary) and keeps its key figures in report.json beside it, so the
+next run can show what changed. Charts are inline SVG: the page opens from a
+file share with no network and no JavaScript.
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+from pipelines.config import Settings
+from pipelines.contracts import FEED_ORDER, FEEDS
+
+OUTCOME_LABELS = {
+    "eligible": "符合",
+    "excluded_by_group": "就高不重复（未选）",
+    "near_miss": "差一项符合",
+    "missing_data": "数据不全",
+    "guard_failed": "基本条件不符",
+}
+STATUS_LABELS = {
+    "accepted": "已接收", "rejected": "已拒收", "stale": "已过期", "missing": "未交付", "drift": "数据量波动超限",
+}
+
+
+@dataclass
+class PolicyFigures:
+    policy_id: str
+    name: str
+    department: str
+    counts: dict[str, int]
+    eligible_amount: Decimal
+    over_budget: bool
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def feed_verdicts(settings: Settings, as_of: date) -> list[dict]:
+    verdicts = []
+    for feed in FEED_ORDER:
+        verdict = _read_json(settings.quality_dir(as_of) / f"{feed}.json") or {
+            "status": "missing", "reason": "本次运行未完成该数据的校验",
+        }
+        verdicts.append({"feed": feed, "title": FEEDS[feed].title, "department": FEEDS[feed].department, **verdict})
+    return verdicts
+
+
+def policy_figures(matches_path: Path) -> list[PolicyFigures]:
+    if not matches_path.exists():
+        return []
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(matches_path, columns=["policy_id", "policy_name", "department", "outcome", "amount", "over_budget"])
+    figures: dict[str, PolicyFigures] = {}
+    for row in table.to_pylist():
+        fig = figures.setdefault(row["policy_id"], PolicyFigures(
+            row["policy_id"], row["policy_name"], row["department"], {k: 0 for k in OUTCOME_LABELS}, Decimal(0), False))
+        fig.counts[row["outcome"]] = fig.counts.get(row["outcome"], 0) + 1
+        if row["outcome"] == "eligible":
+            fig.eligible_amount += row["amount"] or Decimal(0)
+            fig.over_budget |= bool(row["over_budget"])
+    return sorted(figures.values(), key=lambda f: f.policy_id)
+
+
+def key_figures(verdicts: list[dict], policies: list[PolicyFigures], ledger: dict | None) -> dict:
+    return {
+        "feeds_accepted": sum(v["status"] == "accepted" for v in verdicts),
+        "feeds_total": len(verdicts),
+        "eligible": sum(p.counts["eligible"] for p in policies),
+        "eligible_amount": str(sum((p.eligible_amount for p in policies), Decimal(0)).quantize(Decimal("0.01"))),
+        "near_miss": sum(p.counts["near_miss"] for p in policies),
+        "missing_data": sum(p.counts["missing_data"] for p in policies),
+        "over_budget": [p.policy_id for p in policies if p.over_budget],
+        "per_policy": {p.policy_id: {"eligible": p.counts["eligible"], "amount": str(p.eligible_amount)} for p in policies},
+        "ledger": ledger or {},
+    }
+
+
+def previous_figures(settings: Settings, as_of: date) -> tuple[str, dict] | None:
+    if not settings.output.exists():
+        return None
+    earlier = sorted(p.name for p in settings.output.iterdir() if p.is_dir() and p.name < as_of.isoformat())
+    for name in reversed(earlier):
+        figures = _read_json(settings.output / name / "report.json")
+        if figures:
+            return name, figures
+    return None
+
+
+def yuan(value) -> str:
+    return f"{Decimal(value):,.2f}"
+
+
+def bar_chart(title: str, items: list[tuple[str, float]], unit: str = "") -> str:
+    """A horizontal bar chart as inline SVG; values only scale the bars."""
+    if not items:
+        return ""
+    width, bar_h, label_w = 720, 22, 260
+    peak = max((v for _, v in items), default=0) or 1
+    rows = []
+    for i, (label, value) in enumerate(items):
+        y = 30 + i * (bar_h + 6)
+        w = (width - label_w - 120) * (value / peak)
+        rows.append(
+            f'<text x="{label_w - 8}" y="{y + 15}" text-anchor="end">{html.escape(label)}</text>'
+            f'<rect class="bar" x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h}" rx="3"></rect>'
+            f'<text x="{label_w + w + 6:.1f}" y="{y + 15}">{value:,.0f}{unit}</text>'
+        )
+    height = 40 + len(items) * (bar_h + 6)
+    return (
+        f'<figure class="chart"><svg role="img" aria-label="{html.escape(title)}" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}"><text x="0" y="16" class="title">{html.escape(title)}</text>{"".join(rows)}</svg></figure>'
+    )
+
+
+def render(as_of: date, run_id: str, verdicts, policies, figures, previous, ledger, data_docs: Path | None) -> str:
+    gate_open = all(v["status"] == "accepted" for v in verdicts)
+    esc = html.escape
+    feed_rows = "".join(
+        f'<tr class="{"ok" if v["status"] == "accepted" else "bad"}"><td>{esc(v["title"])}</td><td>{esc(v["department"])}</td>'
+        f'<td>{esc(str(v.get("delivery_date") or "—"))}</td><td>{STATUS_LABELS.get(v["status"], esc(v["status"]))}</td>'
+        f'<td class="num">{v.get("rows", "—")}</td><td class="num">{v.get("bad_rows", "—")}</td>'
+        f'<td>{esc(str(v.get("reason") or ""))}</td></tr>'
+        for v in verdicts
+    )
+    policy_rows = "".join(
+        f'<tr><td>{esc(p.policy_id)}</td><td>{esc(p.name)}</td><td>{esc(p.department)}</td>'
+        + "".join(f'<td class="num">{p.counts.get(k, 0)}</td>' for k in OUTCOME_LABELS)
+        + f'<td class="num">{yuan(p.eligible_amount)}</td><td>{"是" if p.over_budget else ""}</td></tr>'
+        for p in policies
+    )
+    change = "<p>没有可比较的上一次运行。</p>"
+    if previous:
+        prev_date, prev = previous
+        d_count = figures["eligible"] - prev.get("eligible", 0)
+        d_amount = Decimal(figures["eligible_amount"]) - Decimal(prev.get("eligible_amount", "0"))
+        change = (
+            f'<p>与上一次运行（{esc(prev_date)}）相比：符合条件 <b id="delta-eligible">{d_count:+,d}</b> 条，'
+            f'预计金额 <b id="delta-amount">{d_amount:+,.2f}</b> 元。</p>'
+        )
+    over = figures["over_budget"]
+    over_html = (
+        "<ul>" + "".join(f"<li>{esc(p)}：符合金额超出预算，拨付已暂停，待经办人员解除。</li>" for p in over) + "</ul>"
+        if over else "<p>无。</p>"
+    )
+    ledger_html = (
+        "<table><tr><th>台账变动</th><th>条数</th></tr>"
+        + "".join(f"<tr><td>{esc(str(k))}</td><td class='num'>{esc(str(v))}</td></tr>" for k, v in ledger.items()
+                  if not isinstance(v, (dict, list)))
+        + "</table>"
+        if ledger else "<p>本次运行没有台账变动记录。</p>"
+    )
+    docs_link = (
+        f'<p><a href="{esc(os.path.relpath(data_docs, start=data_docs.parents[2]))}">打开数据质量明细（Great Expectations Data Docs）</a></p>'
+        if data_docs and data_docs.exists() else "<p>本次运行没有生成数据质量明细页面。</p>"
+    )
+    charts = bar_chart("各政策符合条件企业数", [(f"{p.policy_id} {p.name}", p.counts["eligible"]) for p in policies], " 家")
+    charts += bar_chart("各政策预计兑现金额（元）", [(f"{p.policy_id} {p.name}", float(p.eligible_amount)) for p in policies])
+    charts += bar_chart("各数据源有效行数", [(v["title"], v.get("rows") or 0) for v in verdicts], " 行")
+    return f"""<!DOCTYPE html>
+<html lang="zh-CN"><head><meta charset="utf-8"><title>免申即享夜间运行报告 {as_of}</title>
+<style>
+body{{font-family:"Noto Sans CJK SC","Microsoft YaHei","PingFang SC",sans-serif;margin:2em;color:#222}}
+h1{{font-size:1.6em}} h2{{border-bottom:2px solid #c0392b;padding-bottom:.2em;margin-top:1.6em}}
+table{{border-collapse:collapse;margin:.5em 0}} td,th{{border:1px solid #bbb;padding:.3em .6em}} th{{background:#f3f3f3}}
+.num{{text-align:right}} tr.bad td{{background:#fdecea}} .badge{{display:inline-block;padding:.2em .8em;border-radius:1em;color:#fff}}
+.open{{background:#2e7d32}} .closed{{background:#c62828}} .bar{{fill:#c0392b}} svg text{{font-size:13px}} svg .title{{font-weight:bold}}
+.kpi{{display:inline-block;margin-right:2em}} .kpi b{{font-size:1.6em;display:block}}
+</style></head><body>
+<h1>卧龙区惠企政策“免申即享”夜间运行报告</h1>
+<p>运行日期：<b id="as-of">{as_of}</b>　运行编号：{esc(run_id)}　生成时间：{datetime.now():%Y-%m-%d %H:%M}</p>
+<p>数据闸门：<span id="gate" class="badge {'open' if gate_open else 'closed'}">{'通过' if gate_open else '未通过，匹配与拨付未执行'}</span></p>
+<div><span class="kpi">符合条件<b id="kpi-eligible">{figures['eligible']:,d}</b></span>
+<span class="kpi">预计金额（元）<b id="kpi-amount">{yuan(figures['eligible_amount'])}</b></span>
+<span class="kpi">差一项符合<b id="kpi-near-miss">{figures['near_miss']:,d}</b></span>
+<span class="kpi">数据不全<b id="kpi-missing">{figures['missing_data']:,d}</b></span></div>
+<h2>一、数据接收与质量</h2>
+<table id="feeds"><tr><th>数据</th><th>提供部门</th><th>交付日期</th><th>结果</th><th>行数</th><th>问题行</th><th>说明</th></tr>{feed_rows}</table>
+{docs_link}
+<h2>二、政策匹配结果</h2>
+<table id="policies"><tr><th>政策编号</th><th>政策名称</th><th>执行部门</th>{''.join(f'<th>{v}</th>' for v in OUTCOME_LABELS.values())}<th>符合金额（元）</th><th>超预算</th></tr>{policy_rows}</table>
+{charts}
+<h2>三、与上一次运行相比</h2>{change}
+<h2>四、超预算政策</h2>{over_html}
+<h2>五、台账变动</h2>{ledger_html}
+<p style="color:#777">本报告由免申即享数据流水线自动生成，不含企业联系电话及个人姓名。</p>
+</body></html>"""
+
+
+def write(settings: Settings, as_of: date, run_id: str) -> Path:
+    run_dir = settings.run_dir(as_of)
+    verdicts = feed_verdicts(settings, as_of)
+    policies = policy_figures(run_dir / "matches.parquet")
+    ledger = _read_json(run_dir / "ledger.json") or {}
+    figures = key_figures(verdicts, policies, ledger)
+    data_docs = settings.quality_dir(as_of) / "data_docs" / "index.html"
+    page = render(as_of, run_id, verdicts, policies, figures, previous_figures(settings, as_of), ledger, data_docs)
+    path = run_dir / "report.html"
+    write_atomic(path, page)
+    write_atomic(run_dir / "report.json", json.dumps(figures, ensure_ascii=False, indent=2))
+    return path
