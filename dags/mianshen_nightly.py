@@ -9,10 +9,15 @@ import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from pipelines.alerts import task_failure_callback
 from pipelines.contracts import FEED_ORDER
 from pipelines.orchestration import DAG_TIMEZONE
 
-DEFAULT_ARGS = {"retries": 1, "retry_delay": pendulum.duration(minutes=5)}
+DEFAULT_ARGS = {
+    "retries": 1,
+    "retry_delay": pendulum.duration(minutes=5),
+    "on_failure_callback": task_failure_callback,
+}
 
 
 def _ctx():
@@ -47,6 +52,10 @@ def quality_gate() -> dict:
     try:
         return validate.gate(settings, as_of)
     except validate.GateClosed as closed:
+        from pipelines import alerts, report
+
+        for alert in alerts.gate_alerts(report.feed_verdicts(settings, as_of)):
+            alerts.send(alert)
         # Stale or rejected data must never reach matching: fail without retry.
         raise AirflowFailException(str(closed)) from None
 
@@ -63,8 +72,13 @@ def build_portrait() -> str:
 def match_policies() -> dict:
     from pipelines import match
 
+    from pipelines import alerts
+
     settings, as_of, _ = _ctx()
-    return match.run(settings, as_of)
+    summary = match.run(settings, as_of)
+    for alert in alerts.over_budget_alerts(summary):
+        alerts.send(alert)
+    return summary
 
 
 @task

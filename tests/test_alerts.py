@@ -1,0 +1,95 @@
+"""Alerts reach a real receiver on loopback: an HTTP webhook and an SMTP server."""
+from __future__ import annotations
+
+import json
+import socketserver
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+from pipelines import alerts
+
+
+def _serve(server):
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_webhook_receives_gate_alert_naming_department():
+    received = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    _serve(server)
+    try:
+        verdicts = [
+            {"feed": "registry", "status": "accepted"},
+            {"feed": "tax", "status": "stale", "reason": "年度纳税信息已过期 21 天"},
+        ]
+        env = {"MIANSHEN_ALERT_WEBHOOK": f"http://127.0.0.1:{server.server_port}/hook"}
+        for alert in alerts.gate_alerts(verdicts):
+            assert alerts.send(alert, env) == ["webhook"]
+    finally:
+        server.shutdown()
+    assert len(received) == 1
+    assert received[0]["department"] == "区税务局"
+    assert received[0]["kind"] == "feed_stale"
+    assert "重新交付" in received[0]["text"]
+
+
+def test_email_alert_over_local_smtp():
+    messages = []
+
+    class SMTPHandler(socketserver.StreamRequestHandler):
+        def handle(self):
+            self.wfile.write(b"220 localhost ESMTP\r\n")
+            data_mode, lines = False, []
+            while line := self.rfile.readline():
+                if data_mode:
+                    if line in (b".\r\n", b".\n"):
+                        messages.append(b"".join(lines))
+                        data_mode = False
+                        self.wfile.write(b"250 OK\r\n")
+                    else:
+                        lines.append(line)
+                    continue
+                verb = line[:4].upper()
+                if verb == b"DATA":
+                    data_mode = True
+                    self.wfile.write(b"354 go on\r\n")
+                elif verb == b"QUIT":
+                    self.wfile.write(b"221 bye\r\n")
+                    return
+                else:
+                    self.wfile.write(b"250 OK\r\n")
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), SMTPHandler)
+    server.daemon_threads = True
+    _serve(server)
+    try:
+        summary = {"policies": [{"policy_id": "WL-KJ-2026-01", "name": "研发费用补助", "over_budget": True,
+                                 "eligible_amount": "2,100,000.00", "budget": "2,000,000.00", "period": "2026",
+                                 "department": "区科学技术局"}]}
+        env = {"MIANSHEN_ALERT_EMAIL": "ops@example.invalid", "MIANSHEN_SMTP_HOST": "127.0.0.1",
+               "MIANSHEN_SMTP_PORT": str(server.server_address[1])}
+        [alert] = alerts.over_budget_alerts(summary)
+        assert alerts.send(alert, env) == ["email"]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(messages) == 1
+    body = messages[0].decode("utf-8", "replace")
+    assert "WL-KJ-2026-01" in body or "=?utf-8?" in body
+
+
+def test_broken_channel_never_raises():
+    env = {"MIANSHEN_ALERT_WEBHOOK": "http://127.0.0.1:9/nothing-listens-here"}
+    assert alerts.send(alerts.Alert("task_failed", "标题", "内容"), env) == []
