@@ -8,7 +8,9 @@ _payments) register here, so the mechanism is built once for all of them.
 """
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -46,3 +48,18 @@ def handles(folder: str) -> Callable[[Handler], Handler]:
         return fn
 
     return register
+
+
+class RetryLater(Exception):
+    """Raised by a handler that cannot decide yet (e.g. no validated registry
+    to check a name list against): the inbox leaves the file where it is,
+    records nothing, and tries again on the next pass."""
+
+
+# When the inbox took the file now being handled (UTC). A handler that stamps
+# what it stores reads it through received_at(); set by the inbox only.
+_RECEIVED_AT: ContextVar[datetime | None] = ContextVar("mianshen_received_at", default=None)
+
+
+def received_at() -> datetime:
+    return _RECEIVED_AT.get() or datetime.now(timezone.utc)
