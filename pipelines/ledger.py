@@ -1,0 +1,394 @@
+"""The payout ledger: one row per (policy id, period, enterprise) ever eligible,
+moved only along the transitions of lifecycle.md.
+
+    eligible -> notified -> confirmed -> approved -> scheduled -> paid
+                notified -> declined;  confirmed -> rejected
+                approved -> objected -> approved (dismissed) | rejected (upheld)
+
+Every function takes an open connection and works inside the caller's
+transaction; a refusal is returned as a Chinese reason and writes nothing.
+Status moves are compare-and-set (`UPDATE ... WHERE status = :expected`) so two
+processes cannot both move the same row, and the database's triggers
+(sql/ledger_guards_*.sql) refuse any move not in `allowed_transitions`.
+
+Decisions (the spec is silent):
+- `manual` policies never enter the ledger: their pre-screened enterprises go
+  to the reminder list only (there is no amount and nothing to pay).
+- A key that is already in the ledger is never re-inserted: a later run only
+  refreshes last_run/last_as_of/last_match_amount and the over-budget flag,
+  and, while the row is still `eligible` (nobody has been told an amount),
+  its amount and evidence; the amount change is logged as an
+  eligible -> eligible entry in ledger_transitions. Once notified, the amount
+  is fixed (the database refuses a change) and only last_match_amount moves.
+- A declined or rejected key stays final for its period.
+- The publicity window of a policy with publicity_days = N starts on the
+  as_of of the first nightly run that lists the approved result on the
+  publicity list, and covers N calendar days including that day; the result is
+  payable from the run whose as_of is after the window's last day, provided it
+  is `approved` then (an open objection keeps it `objected`). A dismissed
+  objection does not restart the window.
+- An over-budget flag (from the newest run) holds the whole (policy, period)
+  off the payout list until `release_budget_hold` records an operator's release.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Iterable, Mapping
+
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from pipelines import warehouse as wh
+from pipelines.warehouse import ledger, ledger_transitions, payout_batches, payout_items, to_money
+
+Key = tuple[str, str, str]  # (policy_id, period, uscc)
+
+STATUS_LABELS = {
+    "eligible": "符合条件",
+    "notified": "已通知",
+    "confirmed": "已确认申领",
+    "declined": "已放弃",
+    "approved": "审核通过",
+    "rejected": "不予兑现",
+    "objected": "公示异议处理中",
+    "scheduled": "已列入拨付清单",
+    "paid": "已拨付",
+}
+ALLOWED = frozenset(wh.TRANSITIONS)
+FINAL = frozenset({"declined", "rejected", "paid"})
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a transition came from: a run, or a returned file and its hash."""
+
+    run_id: str | None = None
+    file: str | None = None
+    sha256: str | None = None
+
+
+def _source(source: Source | str | None) -> Source:
+    if isinstance(source, Source):
+        return source
+    return Source(run_id=source)
+
+
+def _key_text(key: Key) -> str:
+    policy_id, period, uscc = key
+    return f"政策 {policy_id} 期次 {period} 企业 {uscc}"
+
+
+def _insert_ignore(conn: Connection, table: sa.Table, keys: list[str]):
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table).on_conflict_do_nothing(index_elements=keys)
+
+
+def _log(conn: Connection, ledger_id: int, from_status: str | None, to_status: str,
+         source: Source, department: str | None, amount: Decimal | None = None,
+         note: str | None = None, at: datetime | None = None) -> None:
+    conn.execute(ledger_transitions.insert().values(
+        ledger_id=ledger_id, from_status=from_status, to_status=to_status, at=at or wh.utcnow(),
+        run_id=source.run_id, source_file=source.file, source_sha256=source.sha256,
+        department=department, amount=amount, note=note))
+
+
+def get(conn: Connection, key: Key) -> dict | None:
+    policy_id, period, uscc = key
+    row = conn.execute(sa.select(ledger).where(
+        ledger.c.policy_id == policy_id, ledger.c.period == period, ledger.c.uscc == uscc)).first()
+    return dict(row._mapping) if row else None
+
+
+def history(conn: Connection, key: Key) -> list[dict]:
+    row = get(conn, key)
+    if row is None:
+        return []
+    rows = conn.execute(sa.select(ledger_transitions)
+                        .where(ledger_transitions.c.ledger_id == row["id"])
+                        .order_by(ledger_transitions.c.id)).all()
+    return [dict(r._mapping) for r in rows]
+
+
+# ---------------------------------------------------------------- nightly sync
+
+def sync_from_matches(conn: Connection, as_of: date, matches: pa.Table | list[dict], run_id: str,
+                      publicity_days: Mapping[str, int | None] | None = None) -> dict:
+    """Bring the run's eligible results into the ledger (see the module's decisions).
+
+    publicity_days: policy id -> days (None/0: no publicity); kept on rows whose
+    window has not started. Returns counts: new, amount_changed, seen.
+    """
+    publicity_days = dict(publicity_days or {})
+    found: dict[Key, dict] = {}
+    for r in wh.match_rows(matches):
+        if r["outcome"] == "eligible" and r["kind"] != "manual":
+            found[(r["policy_id"], r["period"], r["uscc"])] = r
+    if not found:
+        return {"new": 0, "amount_changed": 0, "seen": 0}
+    now = wh.utcnow()
+    source = Source(run_id=run_id)
+
+    new_rows = [
+        {"policy_id": k[0], "period": k[1], "uscc": k[2], "status": "eligible",
+         "amount": r["amount"], "last_match_amount": r["amount"], "evidence": r["evidence"],
+         "policy_name": r["policy_name"], "department": r["department"], "name": r["name"],
+         "over_budget": r["over_budget"], "publicity_days": publicity_days.get(k[0]),
+         "first_run": run_id, "last_run": run_id, "first_as_of": as_of, "last_as_of": as_of,
+         "updated_at": now}
+        for k, r in found.items()
+    ]
+    stmt = _insert_ignore(conn, ledger, ["policy_id", "period", "uscc"]).returning(
+        ledger.c.id, ledger.c.department, ledger.c.amount)
+    inserted = conn.execute(stmt, new_rows).all()
+    for ledger_id, department, amount in inserted:
+        _log(conn, ledger_id, None, "eligible", source, department, amount,
+             note=f"数据比对符合（{as_of}）", at=now)
+    inserted_ids = {r[0] for r in inserted}
+
+    policy_ids = sorted({k[0] for k in found})
+    existing = conn.execute(sa.select(ledger).where(ledger.c.policy_id.in_(policy_ids))).all()
+    refresh, changed = [], 0
+    for row in existing:
+        m = row._mapping
+        match = found.get((m["policy_id"], m["period"], m["uscc"]))
+        if match is None or m["id"] in inserted_ids:
+            continue
+        values = {"_id": m["id"], "last_run": run_id, "last_as_of": as_of,
+                  "last_match_amount": match["amount"],
+                  "over_budget": match["over_budget"] if m["status"] not in FINAL | {"scheduled"}
+                  else m["over_budget"],
+                  "publicity_days": publicity_days.get(m["policy_id"], m["publicity_days"])
+                  if m["publicity_from"] is None else m["publicity_days"]}
+        refresh.append(values)
+        if m["status"] == "eligible" and match["amount"] != m["amount"]:
+            done = conn.execute(
+                ledger.update().where(ledger.c.id == m["id"], ledger.c.status == "eligible")
+                .values(amount=match["amount"], evidence=match["evidence"], updated_at=now))
+            if done.rowcount == 1:
+                changed += 1
+                _log(conn, m["id"], "eligible", "eligible", source, m["department"],
+                     match["amount"], note=f"金额调整：{m['amount']} → {match['amount']}", at=now)
+    if refresh:
+        conn.execute(
+            ledger.update().where(ledger.c.id == sa.bindparam("_id")).values(
+                last_run=sa.bindparam("last_run"), last_as_of=sa.bindparam("last_as_of"),
+                last_match_amount=sa.bindparam("last_match_amount"),
+                over_budget=sa.bindparam("over_budget"),
+                publicity_days=sa.bindparam("publicity_days")),
+            refresh)
+    return {"new": len(inserted), "amount_changed": changed, "seen": len(found)}
+
+
+# ---------------------------------------------------------------- transitions
+
+def transition(conn: Connection, key: Key, to: str, source: Source | str | None,
+               department: str | None, amount: Decimal | None = None, note: str | None = None,
+               at: datetime | None = None, as_of: date | None = None) -> str | None:
+    """Move one ledger row to `to`. Returns None when done, else the Chinese reason
+    it was refused (unknown match, wrong state, amount differing from the ledger's),
+    in which case nothing changed."""
+    if to not in STATUS_LABELS:
+        raise ValueError(f"unknown status {to!r}")
+    row = get(conn, key)
+    if row is None:
+        return f"无此匹配结果：{_key_text(key)} 不在兑现台账中"
+    current = row["status"]
+    if (current, to) not in ALLOWED:
+        return (f"当前状态为“{STATUS_LABELS[current]}”，不能变更为“{STATUS_LABELS[to]}”"
+                f"（{_key_text(key)}）")
+    if amount is not None:
+        try:
+            given = to_money(amount)
+        except (TypeError, ArithmeticError, ValueError):
+            return f"金额“{amount}”无法识别"
+        if given != row["amount"]:
+            return f"金额 {given:,.2f} 元与台账金额 {_fmt(row['amount'])} 元不一致"
+    values = {"status": to, "updated_at": wh.utcnow()}
+    if to == "notified":
+        values["notified_as_of"] = as_of or date.today()
+    done = conn.execute(ledger.update()
+                        .where(ledger.c.id == row["id"], ledger.c.status == current)
+                        .values(**values))
+    if done.rowcount != 1:
+        return "该结果的状态已被同时处理的其他文件或任务更改，本行未处理，请核对后重新报送"
+    _log(conn, row["id"], current, to, _source(source), department, row["amount"], note, at)
+    return None
+
+
+def _fmt(amount: Decimal | None) -> str:
+    return "（无金额）" if amount is None else f"{amount:,.2f}"
+
+
+def release_budget_hold(conn: Connection, policy_id: str, period: str, operator: str,
+                        note: str | None = None) -> bool:
+    """Record an operator's release of an over-budget hold. True when newly released."""
+    stmt = _insert_ignore(conn, wh.budget_releases, ["policy_id", "period"]).values(
+        policy_id=policy_id, period=period, operator=operator, released_at=wh.utcnow(), note=note)
+    return conn.execute(stmt).rowcount == 1
+
+
+def released_holds(conn: Connection) -> set[tuple[str, str]]:
+    rows = conn.execute(sa.select(wh.budget_releases.c.policy_id, wh.budget_releases.c.period))
+    return {(r[0], r[1]) for r in rows}
+
+
+# ---------------------------------------------------------------- nightly moves
+
+def rows_in(conn: Connection, *statuses: str) -> list[dict]:
+    rows = conn.execute(sa.select(ledger).where(ledger.c.status.in_(statuses))
+                        .order_by(ledger.c.department, ledger.c.policy_id, ledger.c.period,
+                                  ledger.c.uscc)).all()
+    return [dict(r._mapping) for r in rows]
+
+
+def notify(conn: Connection, as_of: date, run_id: str) -> list[dict]:
+    """Move every `eligible` row to `notified` (the SMS outbox is handed on) and
+    return the rows notified for this as_of, including those an earlier attempt
+    of the same date already moved, so a rerun writes the same outbox."""
+    for row in rows_in(conn, "eligible"):
+        reason = transition(conn, (row["policy_id"], row["period"], row["uscc"]), "notified",
+                            run_id, row["department"], note="短信待发清单已生成", as_of=as_of)
+        if reason:
+            raise RuntimeError(reason)
+    rows = conn.execute(sa.select(ledger).where(ledger.c.notified_as_of == as_of)
+                        .order_by(ledger.c.department, ledger.c.policy_id, ledger.c.uscc)).all()
+    return [dict(r._mapping) for r in rows]
+
+
+def start_publicity(conn: Connection, as_of: date) -> list[dict]:
+    """Open the publicity window of approved rows listed for the first time, and
+    return every row whose window contains as_of (approved or under objection)."""
+    now = wh.utcnow()
+    for row in rows_in(conn, "approved"):
+        days = row["publicity_days"] or 0
+        if days > 0 and row["publicity_from"] is None:
+            conn.execute(ledger.update().where(ledger.c.id == row["id"],
+                                               ledger.c.publicity_from.is_(None))
+                         .values(publicity_from=as_of,
+                                 publicity_to=as_of + timedelta(days=days - 1), updated_at=now))
+    rows = conn.execute(
+        sa.select(ledger).where(ledger.c.status.in_(("approved", "objected")),
+                                ledger.c.publicity_from <= as_of, ledger.c.publicity_to >= as_of)
+        .order_by(ledger.c.policy_id, ledger.c.period, ledger.c.uscc)).all()
+    return [dict(r._mapping) for r in rows]
+
+
+def payable(conn: Connection, as_of: date) -> tuple[list[dict], list[dict]]:
+    """(rows to put on a payout list now, approved rows held over budget)."""
+    released = released_holds(conn)
+    pay, held = [], []
+    for row in rows_in(conn, "approved"):
+        days = row["publicity_days"] or 0
+        if days > 0 and (row["publicity_to"] is None or row["publicity_to"] >= as_of):
+            continue
+        if row["amount"] is None or row["amount"] <= 0:
+            continue
+        if row["over_budget"] and (row["policy_id"], row["period"]) not in released:
+            held.append(row)
+            continue
+        pay.append(row)
+    return pay, held
+
+
+def batch_id_for(as_of: date, n: int) -> str:
+    return f"PB-{as_of:%Y%m%d}-{n:02d}"
+
+
+def schedule_payout(conn: Connection, as_of: date, run_id: str) -> str | None:
+    """Put every payable row on a new batch and move it to `scheduled`.
+
+    The batch id is PB-<as_of>-NN, NN counting the date's batches: a rerun after
+    a crash either finds the committed batch (and nothing left to pay) or
+    rebuilds the same one from the same rows. Returns the new batch id or None."""
+    rows, _held = payable(conn, as_of)
+    if not rows:
+        return None
+    n = conn.execute(sa.select(sa.func.count()).select_from(payout_batches)
+                     .where(payout_batches.c.as_of == as_of)).scalar_one()
+    batch_id = batch_id_for(as_of, n + 1)
+    total = sum((r["amount"] for r in rows), Decimal("0.00"))
+    conn.execute(payout_batches.insert().values(
+        batch_id=batch_id, as_of=as_of, run_id=run_id, created_at=wh.utcnow(),
+        status="scheduled", items=len(rows), total=total))
+    conn.execute(payout_items.insert(), [
+        {"batch_id": batch_id, "ledger_id": r["id"], "amount": r["amount"],
+         "department": r["department"]} for r in rows])
+    for r in rows:
+        reason = transition(conn, (r["policy_id"], r["period"], r["uscc"]), "scheduled", run_id,
+                            r["department"], note=f"列入拨付批次 {batch_id}")
+        if reason:  # a concurrent move: give the whole batch up rather than half of it
+            raise RuntimeError(reason)
+    return batch_id
+
+
+def batch_rows(conn: Connection, as_of: date) -> list[dict]:
+    """The items of every batch created for as_of, with their ledger rows."""
+    q = (sa.select(payout_items.c.batch_id, ledger)
+         .join(ledger, ledger.c.id == payout_items.c.ledger_id)
+         .join(payout_batches, payout_batches.c.batch_id == payout_items.c.batch_id)
+         .where(payout_batches.c.as_of == as_of)
+         .order_by(payout_items.c.batch_id, ledger.c.department, ledger.c.policy_id,
+                   ledger.c.period, ledger.c.uscc))
+    return [dict(r._mapping) for r in conn.execute(q).all()]
+
+
+def record_payment(conn: Connection, key: Key, batch_id: str, amount: Decimal,
+                   paid_on: date | None, source: Source | str | None,
+                   department: str | None = None) -> str | None:
+    """scheduled -> paid for one row of a batch; refused when the row is not on
+    that batch, already paid, or the amount differs."""
+    row = get(conn, key)
+    if row is None:
+        return f"无此匹配结果：{_key_text(key)} 不在兑现台账中"
+    item = conn.execute(sa.select(payout_items).where(payout_items.c.ledger_id == row["id"])).first()
+    if row["status"] == "paid":
+        where = f"（批次 {item.batch_id}）" if item else ""
+        return f"该结果已拨付{where}，不重复支付"
+    if item is None:
+        return f"该结果未列入任何拨付批次（当前状态“{STATUS_LABELS[row['status']]}”）"
+    if item.batch_id != batch_id:
+        return f"批次号不符：该结果列入的是批次 {item.batch_id}，不是 {batch_id}"
+    note = f"批次 {batch_id} 实付" + (f"，支付日期 {paid_on}" if paid_on else "")
+    reason = transition(conn, key, "paid", source, department, amount=amount, note=note)
+    if reason is None:
+        left = conn.execute(
+            sa.select(sa.func.count()).select_from(payout_items)
+            .join(ledger, ledger.c.id == payout_items.c.ledger_id)
+            .where(payout_items.c.batch_id == batch_id, ledger.c.status != "paid")).scalar_one()
+        if left == 0:
+            conn.execute(payout_batches.update().where(payout_batches.c.batch_id == batch_id)
+                         .values(status="paid"))
+    return reason
+
+
+def keys(rows: Iterable[dict]) -> list[Key]:
+    return [(r["policy_id"], r["period"], r["uscc"]) for r in rows]
+
+
+# ---------------------------------------------------------------- entry points for the CLI / DAG
+
+def ledger_and_outputs(settings, as_of: date, run_id: str, release_holds: Iterable = ()) -> dict:
+    """The nightly step after matching (see pipelines.outputs.ledger_and_outputs)."""
+    from pipelines.outputs import ledger_and_outputs as run
+
+    return run(settings, as_of, run_id, release_holds=release_holds)
+
+
+def release_hold_command(settings, policy_id: str, period: str, operator: str) -> str:
+    """`mianshen ledger release-hold POLICY:PERIOD --operator NAME`: a Chinese line to print."""
+    engine = wh.connect(settings.warehouse_url)
+    with engine.begin() as conn:
+        held = conn.execute(sa.select(sa.func.count()).select_from(ledger).where(
+            ledger.c.policy_id == policy_id, ledger.c.period == period,
+            ledger.c.over_budget.is_(True), ledger.c.status == "approved")).scalar_one()
+        new = release_budget_hold(conn, policy_id, period, operator)
+    if not new:
+        return f"政策 {policy_id} 期次 {period} 的超预算暂停此前已解除，未重复记录。"
+    return (f"已记录：{operator} 解除政策 {policy_id} 期次 {period} 的超预算暂停拨付；"
+            f"当前待拨付 {held} 条将在下一次夜间运行列入拨付清单。")

@@ -1,0 +1,110 @@
+"""Match evidence as a department reads it (Chinese, one condition per line)."""
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from pipelines.contracts import FIELD_LABELS
+
+OPS = {"eq": "等于", "ne": "不等于", "gt": "大于", "ge": "不低于", "lt": "小于", "le": "不高于",
+       "in": "属于", "not_in": "不属于"}
+GUARDS = {"registered": "在登记库中有登记信息", "active": "登记状态为存续（在业）",
+          "not_dishonest": "未列入失信名单"}
+
+
+def leaves(evidence: Any) -> list[dict]:
+    if evidence is None or evidence == "":
+        return []
+    if isinstance(evidence, str):
+        try:
+            evidence = json.loads(evidence)
+        except ValueError:
+            return []
+    return [e for e in evidence if isinstance(e, dict)] if isinstance(evidence, list) else []
+
+
+def show(value: Any) -> str:
+    if value is None:
+        return "无数据"
+    if isinstance(value, bool):
+        return "是" if value else "否"
+    if isinstance(value, (list, tuple)):
+        return "、".join(show(v) for v in value)
+    if isinstance(value, (int, float, Decimal)) or (isinstance(value, str) and re.fullmatch(r"-?\d+\.\d+", value)):
+        try:
+            d = Decimal(str(value))
+        except InvalidOperation:
+            return str(value)
+        text = format(d.normalize(), "f")
+        return text
+    return str(value)
+
+
+def verdict(result: Any) -> str:
+    text = str(result).lower()
+    if result is True or text == "true":
+        return "符合"
+    if result is False or text == "false":
+        return "不符合"
+    return "数据缺失"
+
+
+def condition(leaf: dict) -> str:
+    field = str(leaf.get("field") or "")
+    label = FIELD_LABELS.get(field, field)
+    op, value = leaf.get("op"), leaf.get("value")
+    if op in OPS:
+        return f"{label}{OPS[op]}{show(value)}"
+    if op == "between":
+        lo, hi = (list(value) + [None, None])[:2] if isinstance(value, (list, tuple)) else (None, None)
+        if lo is not None and hi is not None:
+            return f"{label}介于{show(lo)}至{show(hi)}"
+        return f"{label}不低于{show(lo)}" if lo is not None else f"{label}不高于{show(hi)}"
+    if op == "prefix_in":
+        return f"{label}以{show(value)}开头"
+    return {"is_true": f"{label}为“是”", "is_false": f"{label}为“否”",
+            "is_null": f"{label}为空", "not_null": f"{label}不为空"}.get(op, f"{label} {op} {show(value)}")
+
+
+def line(leaf: dict) -> str:
+    if "guard" in leaf:   # registered / active / not_dishonest checks
+        guard = str(leaf["guard"])
+        return f"【{verdict(leaf.get('result'))}】{GUARDS.get(guard, guard)}"
+    if leaf.get("name_list"):
+        return f"【名单】部门报送名单金额：{show(leaf.get('amount'))} 元"
+    return f"【{verdict(leaf.get('result'))}】{condition(leaf)}（实际：{show(leaf.get('actual'))}）"
+
+
+def _conditions(ls: list[dict]) -> list[dict]:
+    return [l for l in ls if "op" in l]
+
+
+def readable(evidence: Any) -> str:
+    return "\n".join(line(l) for l in leaves(evidence))
+
+
+def _top_item(path: Any) -> int | None:
+    m = re.search(r"\d+", str(path or ""))
+    return int(m.group()) if m else None
+
+
+def failing(outcome: str, evidence: Any, failed_item: int | None = None,
+            failed_guard: str | None = None) -> str:
+    """Why a result is not (yet) eligible: the failing item, the missing data or the guard."""
+    ls = _conditions(leaves(evidence))
+    if outcome == "guard_failed" and failed_guard:
+        return "未满足：" + GUARDS.get(failed_guard, failed_guard)
+    if outcome == "missing_data":
+        missing = [l for l in ls if verdict(l.get("result")) == "数据缺失"]
+        if not missing:
+            return "兑现金额计算所需数据缺失"
+        names = dict.fromkeys(FIELD_LABELS.get(str(l.get("field")), str(l.get("field"))) for l in missing)
+        return "数据缺失：" + "、".join(names)
+    if outcome == "near_miss":
+        chosen = [l for l in ls if failed_item is not None and _top_item(l.get("path")) == failed_item]
+        if not chosen:
+            chosen = [l for l in ls if verdict(l.get("result")) == "不符合"]
+        return "未满足：" + "；".join(f"{condition(l)}（实际：{show(l.get('actual'))}）" for l in chosen)
+    return ""

@@ -1,0 +1,48 @@
+"""短信待发清单: one row per newly eligible result, for the SMS platform."""
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+from pipelines.outputs.workbook import Col, write_csv, write_workbook
+
+COLUMNS = (
+    Col("序号", "seq", "int"),
+    Col("手机号码", "phone"),
+    Col("企业名称", "name"),
+    Col("统一社会信用代码", "uscc"),
+    Col("政策编号", "policy_id"),
+    Col("政策名称", "policy_name"),
+    Col("期次", "period"),
+    Col("预计金额（元）", "amount", "money"),
+    Col("短信内容", "message", max_width=90),
+    Col("备注", "remark"),
+)
+
+
+def message(name: str | None, policy_name: str, amount: Decimal | None) -> str:
+    benefit = f"预计可享受 {amount:,.2f} 元。" if amount is not None else "可享受相关政策支持。"
+    return (f"【卧龙区惠企政策】{name or '贵单位'}：经数据比对，贵单位符合“{policy_name}”，"
+            f"{benefit}请登录平台确认申领意愿。")
+
+
+def rows(ledger_rows: list[dict], phones: dict[str, str]) -> list[dict]:
+    out = []
+    for i, r in enumerate(ledger_rows, start=1):
+        phone = phones.get(r["uscc"]) or ""
+        out.append({**r, "seq": i, "phone": phone,
+                    "message": message(r["name"], r["policy_name"], r["amount"]),
+                    "remark": "" if phone else "无有效手机号码，请线下通知"})
+    return out
+
+
+def write(run_dir: Path, as_of: date, ledger_rows: list[dict], phones: dict[str, str],
+          unit: str) -> list[Path]:
+    data = rows(ledger_rows, phones)
+    folder = run_dir / "sms"
+    return [
+        write_csv(folder / "短信待发清单.csv", COLUMNS, data),
+        write_workbook(folder / "短信待发清单.xlsx", "惠企政策免申即享短信待发清单", COLUMNS, data,
+                       unit=unit, made_on=as_of),
+    ]

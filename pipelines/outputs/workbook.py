@@ -1,0 +1,220 @@
+"""Government-office workbooks and CSVs, written atomically.
+
+A workbook looks like what a Chinese district office prints: a merged title
+row, 制表日期, a bold frozen header row with thin borders, fitted column
+widths, `#,##0.00` amounts, a 合计 row where there are amounts, and a
+制表单位 line. Every text cell that a spreadsheet would read as a formula
+(starting with = + - @ TAB CR) is neutralised with a leading apostrophe.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from openpyxl import Workbook
+from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
+from openpyxl.utils import get_column_letter
+from openpyxl.worksheet.datavalidation import DataValidation
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+MONEY_FORMAT = "#,##0.00"
+THIN = Side(style="thin", color="000000")
+BORDER = Border(left=THIN, right=THIN, top=THIN, bottom=THIN)
+HEADER_FILL = PatternFill("solid", fgColor="D9E1F2")
+
+
+@dataclass(frozen=True)
+class Col:
+    header: str               # what the reader sees (Chinese), or a machine key when hidden
+    key: str                  # the row dict's key
+    kind: str = "text"        # text | money | int | date
+    hidden: bool = False
+    choices: tuple[str, ...] = ()   # a dropdown (data validation) on this column
+    wrap: bool = False
+    max_width: int = 60
+
+
+def neutralise(value: Any) -> Any:
+    """Text a spreadsheet would evaluate is prefixed with an apostrophe."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
+def display_width(text: str) -> int:
+    # CJK characters take two columns in Excel's default fonts.
+    return sum(2 if ord(ch) > 0x2E7F else 1 for ch in text)
+
+
+def cn_date(day: date) -> str:
+    return f"{day.year}年{day.month:02d}月{day.day:02d}日"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """temp file in the same folder + fsync + os.replace: a reader sees the old file or the new."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def _cell_value(value: Any, kind: str) -> Any:
+    if value is None:
+        return None
+    if kind == "money":
+        return Decimal(value)
+    if kind == "date" and isinstance(value, (date, datetime)):
+        return value.strftime("%Y-%m-%d")
+    if isinstance(value, (Decimal, int)) and kind == "int":
+        return int(value)
+    return neutralise(value if isinstance(value, (str, int, Decimal)) else str(value))
+
+
+def workbook_bytes(title: str, columns: Sequence[Col], rows: Iterable[dict], *, unit: str,
+                   made_on: date, sheet: str = "Sheet1", subtitle: str | None = None,
+                   total: bool | None = None) -> bytes:
+    """The xlsx bytes of one list. `total`: add a 合计 row (default: when a money column exists)."""
+    rows = list(rows)
+    columns = list(columns)
+    wb = Workbook()
+    ws = wb.active
+    ws.title = sheet
+    ncol = len(columns)
+    last = get_column_letter(ncol)
+
+    ws.merge_cells(f"A1:{last}1")
+    ws["A1"] = neutralise(title)
+    ws["A1"].font = Font(name="宋体", size=16, bold=True)
+    ws["A1"].alignment = Alignment(horizontal="center", vertical="center")
+    ws.row_dimensions[1].height = 30
+    ws.merge_cells(f"A2:{last}2")
+    ws["A2"] = "制表日期：" + cn_date(made_on) + (f"　　{subtitle}" if subtitle else "")
+    ws["A2"].alignment = Alignment(horizontal="left")
+
+    header_row = 3
+    widths = [display_width(c.header) + 2 for c in columns]
+    for j, col in enumerate(columns, start=1):
+        cell = ws.cell(row=header_row, column=j, value=neutralise(col.header))
+        cell.font = Font(bold=True)
+        cell.fill = HEADER_FILL
+        cell.border = BORDER
+        cell.alignment = Alignment(horizontal="center", vertical="center", wrap_text=True)
+    ws.freeze_panes = ws.cell(row=header_row + 1, column=1)
+
+    r = header_row
+    for r, row in enumerate(rows, start=header_row + 1):
+        for j, col in enumerate(columns, start=1):
+            value = _cell_value(row.get(col.key), col.kind)
+            cell = ws.cell(row=r, column=j, value=value)
+            cell.border = BORDER
+            if col.kind == "money":
+                cell.number_format = MONEY_FORMAT
+                text = f"{value:,.2f}" if value is not None else ""
+            else:
+                cell.number_format = "@" if col.kind == "text" else cell.number_format
+                text = "" if value is None else str(value)
+            cell.alignment = Alignment(vertical="top", wrap_text=col.wrap)
+            longest = max((display_width(t) for t in text.splitlines()), default=0)
+            widths[j - 1] = max(widths[j - 1], min(longest + 2, col.max_width))
+    money_cols = [j for j, c in enumerate(columns, start=1) if c.kind == "money"]
+    if total is None:
+        total = bool(money_cols)
+    if total:
+        r += 1
+        ws.cell(row=r, column=1, value="合计").font = Font(bold=True)
+        for j in range(1, ncol + 1):
+            ws.cell(row=r, column=j).border = BORDER
+        for j in money_cols:
+            key = columns[j - 1].key
+            s = sum((Decimal(row[key]) for row in rows if row.get(key) is not None), Decimal("0.00"))
+            cell = ws.cell(row=r, column=j, value=s)
+            cell.number_format = MONEY_FORMAT
+            cell.font = Font(bold=True)
+            widths[j - 1] = max(widths[j - 1], display_width(f"{s:,.2f}") + 2)
+        if ncol > 1 and 2 not in money_cols:
+            ws.cell(row=r, column=2, value=f"共 {len(rows)} 条")
+    ws.cell(row=r + 2, column=1, value=f"制表单位：{unit}")
+
+    for j, col in enumerate(columns, start=1):
+        letter = get_column_letter(j)
+        ws.column_dimensions[letter].width = widths[j - 1]
+        if col.hidden:
+            ws.column_dimensions[letter].hidden = True
+        if col.choices and rows:
+            dv = DataValidation(type="list", formula1='"' + ",".join(col.choices) + '"',
+                                allow_blank=True, showErrorMessage=True,
+                                errorTitle="输入有误", error="请从下拉列表中选择：" + "/".join(col.choices))
+            dv.add(f"{letter}{header_row + 1}:{letter}{header_row + len(rows)}")
+            ws.add_data_validation(dv)
+    ws.print_title_rows = f"{header_row}:{header_row}"
+    ws.page_setup.orientation = "landscape"
+    ws.page_setup.fitToWidth = 1
+    ws.sheet_properties.pageSetUpPr.fitToPage = True
+    ws.page_setup.fitToHeight = 0
+
+    buf = io.BytesIO()
+    wb.save(buf)
+    return buf.getvalue()
+
+
+def write_workbook(path: Path, title: str, columns: Sequence[Col], rows: Iterable[dict], **kw) -> Path:
+    atomic_write_bytes(Path(path), workbook_bytes(title, columns, rows, **kw))
+    return Path(path)
+
+
+def csv_bytes(columns: Sequence[Col], rows: Iterable[dict]) -> bytes:
+    """UTF-8 with BOM (so Excel opens it as Chinese), amounts as plain 0.00 text."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")
+    w.writerow([neutralise(c.header) for c in columns])
+    for row in rows:
+        out = []
+        for c in columns:
+            v = row.get(c.key)
+            if v is None:
+                out.append("")
+            elif c.kind == "money":
+                out.append(f"{Decimal(v):.2f}")
+            elif isinstance(v, (date, datetime)):
+                out.append(v.strftime("%Y-%m-%d"))
+            else:
+                out.append(neutralise(str(v)))
+        w.writerow(out)
+    return ("\ufeff" + buf.getvalue()).encode("utf-8")
+
+
+def write_csv(path: Path, columns: Sequence[Col], rows: Iterable[dict]) -> Path:
+    atomic_write_bytes(Path(path), csv_bytes(columns, rows))
+    return Path(path)
+
+
+def clear_stale(folder: Path, keep: Iterable[Path]) -> None:
+    """Remove files of an earlier attempt of the same run that this attempt did not write."""
+    keep = {Path(p).resolve() for p in keep}
+    if folder.is_dir():
+        for p in folder.rglob("*"):
+            if p.is_file() and p.resolve() not in keep:
+                p.unlink()

@@ -1,0 +1,373 @@
+"""Handlers for the files that come back into the inbox: confirmations, reviews,
+objections and payments. Each moves ledger rows (pipelines.ledger) and reports
+per row; the inbox (pipelines/inbox.py) does the exactly-once mechanics.
+
+Decisions:
+- Each row is applied in its own transaction: a row that does not fit is
+  refused with a Chinese reason and changes nothing, the rows that fit apply.
+- Rows whose key cells are all empty (a 合计 line, a 制表单位 line, blank
+  lines) are skipped silently; a file with no usable header or no data row is
+  refused whole.
+- Objections: a row without 处理结果 opens an objection (approved ->
+  objected); 维持 (objection upheld) moves objected -> rejected, 撤销
+  (objection dismissed) moves objected -> approved. A row that carries both
+  the objection and its 处理结果 for an approved result records both moves.
+  An objection on a result that is already `scheduled` (on a payout list) or
+  `paid` is refused: lifecycle.md has no such transition, so the finance
+  bureau must stop the payment outside the pipeline; the reason says so.
+- Reviews: 不通过 needs a 审核意见; a row with 审核结果 left empty is
+  reported as not processed (the department may send it again later).
+- Payments: the amount must equal the ledger's and the batch must be the one
+  the row was scheduled on; a row already paid is refused ("不重复支付").
+"""
+from __future__ import annotations
+
+import csv
+import io
+import unicodedata
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Callable
+
+from pipelines import intake, ledger, warehouse
+from pipelines.config import Settings
+from pipelines.intake import IntakeResult, RowOutcome
+from pipelines.ledger import Source
+from pipelines.outputs import review as review_sheet
+from pipelines.uscc import normalise_code
+
+FINANCE = "区财政局"
+USCC, POLICY, PERIOD = "统一社会信用代码", "政策编号", "期次"
+KEY = (USCC, POLICY, PERIOD)
+HEADER_SCAN_ROWS = 30
+
+
+class Refused(Exception):
+    """The whole file is refused (Chinese reason)."""
+
+
+# ---------------------------------------------------------------- reading
+# A small header-finding reader of our own; pipelines/namelist.py has the
+# general messy-workbook reader, to be merged with this one later.
+
+def _clean_header(value: object) -> str:
+    text = unicodedata.normalize("NFKC", "" if value is None else str(value))
+    return "".join(text.split())
+
+
+def _raw_rows(path: Path) -> list[tuple[int, list]]:
+    suffix = path.suffix.lower()
+    if suffix in (".xlsx", ".xlsm"):
+        from openpyxl import load_workbook
+        wb = load_workbook(path, read_only=True, data_only=True)
+        try:
+            ws = wb.worksheets[0]
+            return [(i, list(r)) for i, r in enumerate(ws.iter_rows(values_only=True), start=1)]
+        finally:
+            wb.close()
+    if suffix == ".xls":
+        import xlrd
+        book = xlrd.open_workbook(str(path))
+        sheet = book.sheet_by_index(0)
+        out = []
+        for i in range(sheet.nrows):
+            row = []
+            for cell in sheet.row(i):
+                if cell.ctype == xlrd.XL_CELL_DATE:
+                    row.append(xlrd.xldate.xldate_as_datetime(cell.value, book.datemode))
+                else:
+                    row.append(cell.value)
+            out.append((i + 1, row))
+        return out
+    if suffix in (".csv", ".txt"):
+        data = path.read_bytes()
+        for encoding in ("utf-8-sig", "gb18030"):
+            try:
+                text = data.decode(encoding)
+                break
+            except UnicodeDecodeError:
+                continue
+        else:
+            raise Refused("文件编码无法识别，请使用 UTF-8 或 GBK 编码的 CSV")
+        return [(i, r) for i, r in enumerate(csv.reader(io.StringIO(text)), start=1)]
+    raise Refused(f"不支持的文件类型“{path.suffix}”，请报送 xlsx、xls 或 csv 文件")
+
+
+def read_table(path: Path, required: tuple[str, ...],
+               alternatives: tuple[tuple[str, ...], ...] = ()) -> tuple[list[str], list[tuple[int, dict]]]:
+    """Find the header row (title rows above it are tolerated) holding `required`
+    and one of `alternatives` (each a full set), and return (headers, rows)."""
+    try:
+        raw = _raw_rows(path)
+    except Refused:
+        raise
+    except Exception as exc:  # a corrupt workbook is the sender's problem, not a crash
+        raise Refused(f"文件无法读取（{type(exc).__name__}），请检查文件是否损坏") from exc
+    for _, cells in raw[:HEADER_SCAN_ROWS]:
+        headers = [_clean_header(c) for c in cells]
+        present = set(headers)
+        if set(required) <= present and (not alternatives or any(set(a) <= present for a in alternatives)):
+            break
+    else:
+        need = "、".join(required + (alternatives[0] if alternatives else ()))
+        raise Refused(f"未找到表头：表格须包含列 {need}")
+    header_at = next(i for i, (_, c) in enumerate(raw) if [_clean_header(x) for x in c] == headers)
+    rows = []
+    for rownum, cells in raw[header_at + 1:]:
+        values = {h: (cells[j] if j < len(cells) else None) for j, h in enumerate(headers) if h}
+        rows.append((rownum, values))
+    return headers, rows
+
+
+def text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, date):
+        return value.isoformat()
+    return unicodedata.normalize("NFKC", str(value)).strip()
+
+
+def money(value: object) -> Decimal:
+    """An amount as sent (number, "5,000.00", "5000元"); ValueError when it is not one."""
+    if value is None or value == "":
+        raise ValueError("empty")
+    if isinstance(value, float):
+        value = repr(value)   # shortest repr: 1234.56 stays 1234.56
+    cleaned = text(value).replace(",", "").replace("，", "").replace("元", "").replace("¥", "")
+    try:
+        amount = Decimal(cleaned)
+    except InvalidOperation as exc:
+        raise ValueError(cleaned) from exc
+    if not amount.is_finite():
+        raise ValueError(cleaned)
+    return amount
+
+
+def day(value: object) -> date | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    t = text(value).replace("/", "-").replace(".", "-")
+    for fmt in ("%Y-%m-%d", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y年%m月%d日", "%Y%m%d"):
+        try:
+            return datetime.strptime(t, fmt).date()
+        except ValueError:
+            continue
+    raise ValueError(t)
+
+
+# ---------------------------------------------------------------- the common loop
+
+@dataclass
+class Applied:
+    error: str | None
+    amount: Decimal | None = None
+    department: str | None = None
+
+
+RowFn = Callable[[object, dict, Source], Applied]
+
+
+def _key(values: dict, headers: tuple[str, str, str] = KEY) -> tuple[str, str, str]:
+    return (text(values.get(headers[1])), text(values.get(headers[2])),
+            normalise_code(values.get(headers[0])))
+
+
+def _missing_key(key: tuple[str, str, str]) -> str | None:
+    names = [n for n, v in zip((POLICY, PERIOD, USCC), key) if not v]
+    return f"{'、'.join(names)}为空" if names else None
+
+
+def _footer(values: dict) -> bool:
+    """The 合计 / 制表单位 lines our own workbooks end with."""
+    first = text(next(iter(values.values()), None))
+    return first.startswith(("合计", "制表单位", "制表日期"))
+
+
+def _run(settings: Settings, path: Path, sha256: str, required: tuple[str, ...], fn: RowFn,
+         alternatives: tuple[tuple[str, ...], ...] = (), key_cells: tuple[str, ...] = KEY,
+         department: str | None = None) -> IntakeResult:
+    try:
+        _headers, rows = read_table(Path(path), required, alternatives)
+    except Refused as exc:
+        return IntakeResult(accepted=False, reason=str(exc), summary="文件未受理：" + str(exc),
+                            department=department)
+    rows = [(n, v) for n, v in rows
+            if any(text(v.get(k)) for k in key_cells if k in v) and not _footer(v)]
+    if not rows:
+        reason = "文件中没有数据行"
+        return IntakeResult(accepted=False, reason=reason, summary="文件未受理：" + reason,
+                            department=department)
+    engine = warehouse.connect(settings.warehouse_url)
+    source = Source(file=Path(path).name, sha256=sha256)
+    outcomes, total, departments = [], Decimal("0.00"), set()
+    for rownum, values in rows:
+        shown = {k: (text(v) if not isinstance(v, (int, Decimal)) else v) for k, v in values.items()}
+        with engine.connect() as conn:
+            trans = conn.begin()
+            try:
+                applied = fn(conn, values, source)
+            except BaseException:
+                trans.rollback()
+                raise
+            # A refused row leaves nothing behind, even a first move it had made.
+            (trans.rollback if applied.error else trans.commit)()
+        outcomes.append(RowOutcome(row=rownum, values=shown, error=applied.error))
+        if applied.error is None:
+            total += applied.amount or 0
+        if applied.department:
+            departments.add(applied.department)
+    errors = sum(1 for o in outcomes if o.error)
+    summary = f"接收 {len(outcomes) - errors} 行，错误 {errors} 行，金额合计 {total:,.2f} 元"
+    if department is None and len(departments) == 1:
+        department = departments.pop()
+    return IntakeResult(accepted=True, reason=None, rows=outcomes, summary=summary,
+                        department=department)
+
+
+# ---------------------------------------------------------------- _confirmations
+
+CONFIRM = {"确认申领": "confirmed", "确认": "confirmed", "申领": "confirmed",
+           "放弃": "declined", "放弃申领": "declined", "不申领": "declined"}
+
+
+def _confirmation(conn, values: dict, source: Source) -> Applied:
+    key = _key(values)
+    if (missing := _missing_key(key)):
+        return Applied(missing)
+    answer = text(values.get("确认结果"))
+    to = CONFIRM.get(answer)
+    if to is None:
+        return Applied(f"确认结果“{answer}”无法识别，应填写“确认申领”或“放弃”")
+    row = ledger.get(conn, key)
+    when = text(values.get("确认时间"))
+    reason = ledger.transition(conn, key, to, source, row["department"] if row else None,
+                               note=f"企业{answer}" + (f"（{when}）" if when else ""))
+    return Applied(reason, row["amount"] if row and to == "confirmed" else None,
+                   row["department"] if row else None)
+
+
+@intake.handles("_confirmations")
+def handle_confirmations(settings: Settings, path: Path, sha256: str, folder: str) -> IntakeResult:
+    return _run(settings, path, sha256, KEY + ("确认结果",), _confirmation)
+
+
+# ---------------------------------------------------------------- _reviews
+
+HIDDEN = ("policy_id", "period", "uscc")
+AMOUNT_HEADERS = ("兑现金额（元）", "兑现金额(元)", "兑现金额")
+
+
+def _review(conn, values: dict, source: Source) -> Applied:
+    if all(text(values.get(h)) for h in HIDDEN):
+        key = _key(values, ("uscc", "policy_id", "period"))
+    else:
+        key = _key(values)
+    if (missing := _missing_key(key)):
+        return Applied(missing)
+    result = text(values.get(review_sheet.RESULT))
+    opinion = text(values.get(review_sheet.OPINION))
+    if not result:
+        return Applied("未填写审核结果，本行未处理")
+    if result not in (review_sheet.APPROVE, review_sheet.REJECT):
+        return Applied(f"审核结果“{result}”无法识别，应填写“通过”或“不通过”")
+    if result == review_sheet.REJECT and not opinion:
+        return Applied("审核结果为“不通过”时须填写审核意见")
+    amount = None
+    for h in AMOUNT_HEADERS:
+        if text(values.get(_clean_header(h))):
+            try:
+                amount = money(values[_clean_header(h)])
+            except ValueError:
+                return Applied(f"兑现金额“{text(values[_clean_header(h)])}”无法识别")
+            break
+    row = ledger.get(conn, key)
+    to = "approved" if result == review_sheet.APPROVE else "rejected"
+    note = f"部门审核{result}" + (f"：{opinion}" if opinion else "")
+    reason = ledger.transition(conn, key, to, source, row["department"] if row else None,
+                               amount=amount, note=note)
+    return Applied(reason, row["amount"] if row and to == "approved" else None,
+                   row["department"] if row else None)
+
+
+@intake.handles("_reviews")
+def handle_reviews(settings: Settings, path: Path, sha256: str, folder: str) -> IntakeResult:
+    return _run(settings, path, sha256, (review_sheet.RESULT,), _review,
+                alternatives=(HIDDEN, KEY), key_cells=HIDDEN + KEY)
+
+
+# ---------------------------------------------------------------- _objections
+
+UPHELD, DISMISSED = "维持", "撤销"
+
+
+def _objection(conn, values: dict, source: Source) -> Applied:
+    key = _key(values)
+    if (missing := _missing_key(key)):
+        return Applied(missing)
+    content = text(values.get("异议内容"))
+    decision = text(values.get("处理结果"))
+    if decision and decision not in (UPHELD, DISMISSED):
+        return Applied(f"处理结果“{decision}”无法识别，应填写“维持”（异议成立）或“撤销”（异议不成立），未处理可留空")
+    row = ledger.get(conn, key)
+    if row is None:
+        return Applied(ledger.transition(conn, key, "objected", source, None))
+    dept, status = row["department"], row["status"]
+    if status in ("scheduled", "paid"):
+        where = "已列入拨付清单" if status == "scheduled" else "已拨付"
+        return Applied(f"该结果{where}，公示异议已不能在平台受理；如需暂停拨付，请联系{FINANCE}", None, dept)
+    if status == "objected" and not decision:
+        return Applied("该结果已有异议正在处理，请在处理结果栏填写“维持”或“撤销”", None, dept)
+    if status == "approved":
+        if not content:
+            return Applied("异议内容为空", None, dept)
+        reason = ledger.transition(conn, key, "objected", source, dept, note=f"公示异议：{content}")
+        if reason or not decision:
+            return Applied(reason, None, dept)
+    elif status != "objected":
+        return Applied(ledger.transition(conn, key, "objected", source, dept), None, dept)
+    to = "rejected" if decision == UPHELD else "approved"
+    note = ("异议成立（维持），不予兑现" if decision == UPHELD else "异议不成立（撤销），恢复审核通过")
+    reason = ledger.transition(conn, key, to, source, dept, note=note + (f"；异议内容：{content}" if content else ""))
+    return Applied(reason, None, dept)
+
+
+@intake.handles("_objections")
+def handle_objections(settings: Settings, path: Path, sha256: str, folder: str) -> IntakeResult:
+    return _run(settings, path, sha256, KEY + ("异议内容",), _objection)
+
+
+# ---------------------------------------------------------------- _payments
+
+def _payment(conn, values: dict, source: Source) -> Applied:
+    key = _key(values)
+    if (missing := _missing_key(key)):
+        return Applied(missing)
+    batch = text(values.get("批次号"))
+    if not batch:
+        return Applied("批次号为空")
+    try:
+        amount = money(values.get("实付金额"))
+    except ValueError:
+        return Applied(f"实付金额“{text(values.get('实付金额'))}”无法识别")
+    try:
+        paid_on = day(values.get("支付日期"))
+    except ValueError:
+        return Applied(f"支付日期“{text(values.get('支付日期'))}”无法识别")
+    reason = ledger.record_payment(conn, key, batch, amount, paid_on, source, FINANCE)
+    return Applied(reason, amount)
+
+
+@intake.handles("_payments")
+def handle_payments(settings: Settings, path: Path, sha256: str, folder: str) -> IntakeResult:
+    return _run(settings, path, sha256, ("批次号",) + KEY + ("实付金额", "支付日期"), _payment,
+                key_cells=("批次号",) + KEY, department=FINANCE)

@@ -1,0 +1,392 @@
+"""The warehouse: tables, engines and migrations (SQLite by default, PostgreSQL too).
+
+The schema is created and evolved only by the Alembic migrations in
+pipelines/migrations/ (run programmatically by `migrate`), never by
+`metadata.create_all`; the Core tables below are what the code queries and are
+compared against the migrated schema in the tests.
+
+Money is `Money`: NUMERIC(20,2) on PostgreSQL and canonical decimal text on
+SQLite, because SQLite would otherwise keep NUMERIC as a binary float.
+Timestamps are naive UTC.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Iterable
+
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+CENT = Decimal("0.01")
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+
+# The ledger's statuses and the only transitions allowed (lifecycle.md).
+# The database holds the same pairs in `allowed_transitions`, seeded by the
+# initial migration, and a trigger refuses any other status change.
+STATUSES = ("eligible", "notified", "confirmed", "declined", "approved", "rejected",
+            "objected", "scheduled", "paid")
+TRANSITIONS = (
+    ("eligible", "notified"),
+    ("notified", "confirmed"),
+    ("notified", "declined"),
+    ("confirmed", "approved"),
+    ("confirmed", "rejected"),
+    ("approved", "scheduled"),
+    ("approved", "objected"),
+    ("objected", "approved"),
+    ("objected", "rejected"),
+    ("scheduled", "paid"),
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def to_money(value: object) -> Decimal | None:
+    """Exact amount to the fen; refuses floats so that binary money never sneaks in."""
+    if value is None:
+        return None
+    if isinstance(value, float):
+        raise TypeError("money must not be a float")
+    return Decimal(str(value)).quantize(CENT)
+
+
+class Money(sa.types.TypeDecorator):
+    """NUMERIC(20,2) where the database keeps decimals exact, text on SQLite."""
+
+    impl = sa.Numeric(20, 2)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(sa.String(32))
+        return dialect.type_descriptor(sa.Numeric(20, 2, asdecimal=True))
+
+    def process_bind_param(self, value, dialect):
+        money = to_money(value)
+        if money is None:
+            return None
+        return str(money) if dialect.name == "sqlite" else money
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else Decimal(str(value)).quantize(CENT)
+
+
+metadata = sa.MetaData()
+
+runs = sa.Table(
+    "runs", metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("as_of", sa.Date, nullable=False, index=True),
+    sa.Column("started_at", sa.DateTime, nullable=False),
+    sa.Column("finished_at", sa.DateTime),
+    sa.Column("status", sa.String(16), nullable=False),   # running | success | failed
+    sa.Column("note", sa.Text),
+)
+
+# What a run read: one row per feed delivery and per policy file, with hashes.
+run_inputs = sa.Table(
+    "run_inputs", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), sa.ForeignKey("runs.run_id"), nullable=False, index=True),
+    sa.Column("kind", sa.String(16), nullable=False),     # feed | policy
+    sa.Column("name", sa.String(200), nullable=False),    # feed name or policy file name
+    sa.Column("delivered_on", sa.Date),                   # feeds: delivery date
+    sa.Column("path", sa.Text),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("accepted", sa.Boolean),
+    sa.UniqueConstraint("run_id", "kind", "name", name="uq_run_inputs"),
+)
+
+# The portrait itself stays in Parquet (it can be large and is rebuilt per
+# as_of); the warehouse records where it is and its hash so explain can find
+# and verify it.
+portraits = sa.Table(
+    "portraits", metadata,
+    sa.Column("as_of", sa.Date, primary_key=True),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("run_id", sa.String(64)),
+)
+
+matches = sa.Table(
+    "matches", metadata,
+    sa.Column("as_of", sa.Date, primary_key=True),
+    sa.Column("policy_id", sa.String(100), primary_key=True),
+    sa.Column("period", sa.String(32), primary_key=True),
+    sa.Column("uscc", sa.String(18), primary_key=True),
+    sa.Column("policy_name", sa.Text, nullable=False),
+    sa.Column("department", sa.Text, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("name", sa.Text),
+    sa.Column("outcome", sa.String(24), nullable=False),
+    sa.Column("amount", Money),
+    sa.Column("failed_item", sa.BigInteger),
+    sa.Column("failed_guard", sa.Text),
+    sa.Column("excluded_by", sa.Text),
+    sa.Column("exclusive_group", sa.Text),
+    sa.Column("over_budget", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("evidence", sa.Text),
+    sa.Column("run_id", sa.String(64)),
+)
+
+ledger = sa.Table(
+    "ledger", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("policy_id", sa.String(100), nullable=False),
+    sa.Column("period", sa.String(32), nullable=False),
+    sa.Column("uscc", sa.String(18), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("amount", Money),
+    sa.Column("last_match_amount", Money),   # newest run's amount (differs once past eligible)
+    sa.Column("evidence", sa.Text),
+    sa.Column("policy_name", sa.Text, nullable=False),
+    sa.Column("department", sa.Text, nullable=False),
+    sa.Column("name", sa.Text),
+    sa.Column("over_budget", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("publicity_days", sa.Integer),
+    sa.Column("publicity_from", sa.Date),
+    sa.Column("publicity_to", sa.Date),
+    sa.Column("notified_as_of", sa.Date),
+    sa.Column("first_run", sa.String(64), nullable=False),
+    sa.Column("last_run", sa.String(64), nullable=False),
+    sa.Column("first_as_of", sa.Date, nullable=False),
+    sa.Column("last_as_of", sa.Date, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.UniqueConstraint("policy_id", "period", "uscc", name="uq_ledger_key"),
+    sa.CheckConstraint(
+        "status IN (" + ", ".join(f"'{s}'" for s in STATUSES) + ")", name="ck_ledger_status"
+    ),
+)
+
+allowed_transitions = sa.Table(
+    "allowed_transitions", metadata,
+    sa.Column("from_status", sa.String(16), primary_key=True),
+    sa.Column("to_status", sa.String(16), primary_key=True),
+)
+
+ledger_transitions = sa.Table(
+    "ledger_transitions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("ledger_id", sa.Integer, sa.ForeignKey("ledger.id"), nullable=False, index=True),
+    sa.Column("from_status", sa.String(16)),        # NULL: the row was created
+    sa.Column("to_status", sa.String(16), nullable=False),
+    sa.Column("at", sa.DateTime, nullable=False),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("source_file", sa.Text),
+    sa.Column("source_sha256", sa.String(64)),
+    sa.Column("department", sa.Text),
+    sa.Column("amount", Money),
+    sa.Column("note", sa.Text),
+)
+
+# An operator's release of an over-budget hold, per policy and period.
+budget_releases = sa.Table(
+    "budget_releases", metadata,
+    sa.Column("policy_id", sa.String(100), primary_key=True),
+    sa.Column("period", sa.String(32), primary_key=True),
+    sa.Column("operator", sa.Text, nullable=False),
+    sa.Column("released_at", sa.DateTime, nullable=False),
+    sa.Column("note", sa.Text),
+)
+
+payout_batches = sa.Table(
+    "payout_batches", metadata,
+    sa.Column("batch_id", sa.String(32), primary_key=True),
+    sa.Column("as_of", sa.Date, nullable=False, index=True),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # scheduled | paid (all items paid)
+    sa.Column("items", sa.Integer, nullable=False),
+    sa.Column("total", Money, nullable=False),
+)
+
+payout_items = sa.Table(
+    "payout_items", metadata,
+    sa.Column("batch_id", sa.String(32), sa.ForeignKey("payout_batches.batch_id"), nullable=False,
+              index=True),
+    sa.Column("ledger_id", sa.Integer, sa.ForeignKey("ledger.id"), primary_key=True),
+    sa.Column("amount", Money, nullable=False),
+    sa.Column("department", sa.Text, nullable=False),
+)
+
+inbox_files = sa.Table(
+    "inbox_files", metadata,
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("folder", sa.Text, nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("received_at", sa.DateTime, nullable=False),
+    sa.Column("outcome", sa.Text),
+)
+
+
+# ---------------------------------------------------------------- engines
+
+def _sqlite_begin_immediate(engine: Engine) -> None:
+    # pysqlite's own transaction handling starts transactions lazily and in
+    # DEFERRED mode, so two writers can deadlock on the read->write lock
+    # upgrade. Take the write lock at BEGIN instead; the busy timeout then
+    # queues concurrent writers.
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+_ENGINES: dict[str, Engine] = {}
+_MIGRATED: set[str] = set()
+_LOCK = threading.Lock()
+
+
+def engine_for(url: str) -> Engine:
+    """One engine per URL and process (SQLite: immediate transactions, foreign keys on)."""
+    with _LOCK:
+        engine = _ENGINES.get(url)
+        if engine is None:
+            if url.startswith("sqlite"):
+                db = sa.engine.make_url(url).database
+                if db and db != ":memory:":
+                    Path(db).parent.mkdir(parents=True, exist_ok=True)
+                engine = sa.create_engine(url, connect_args={"timeout": 60})
+                _sqlite_begin_immediate(engine)
+            else:
+                engine = sa.create_engine(url, pool_pre_ping=True)
+            _ENGINES[url] = engine
+        return engine
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    """Upgrade the warehouse at `url` to `revision` with Alembic, no alembic.ini needed."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    engine = engine_for(url)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+    _MIGRATED.add(url)
+
+
+def connect(url: str) -> Engine:
+    """The engine for `url`, migrated to head once per process."""
+    if url not in _MIGRATED:
+        migrate(url)
+    return engine_for(url)
+
+
+def dispose_all() -> None:
+    with _LOCK:
+        for engine in _ENGINES.values():
+            engine.dispose()
+        _ENGINES.clear()
+        _MIGRATED.clear()
+
+
+def sql_statements(name: str) -> list[str]:
+    """The statements of a hand-written file in sql/, separated by lines reading `--;`."""
+    text = (SQL_DIR / name).read_text(encoding="utf-8")
+    parts = [p.strip() for p in text.split("\n--;\n")]
+    return [p for p in parts if p and not all(l.startswith("--") for l in p.splitlines())]
+
+
+# ---------------------------------------------------------------- run audit
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def record_run(conn: Connection, run_id: str, as_of: date, status: str,
+               started_at: datetime | None = None, finished_at: datetime | None = None,
+               note: str | None = None) -> None:
+    """Insert or update the run's audit row (status: running | success | failed)."""
+    row = conn.execute(sa.select(runs.c.run_id).where(runs.c.run_id == run_id)).first()
+    if row is None:
+        conn.execute(runs.insert().values(run_id=run_id, as_of=as_of, status=status,
+                                          started_at=started_at or utcnow(),
+                                          finished_at=finished_at, note=note))
+    else:
+        values = {"status": status}
+        if finished_at is not None:
+            values["finished_at"] = finished_at
+        if note is not None:
+            values["note"] = note
+        conn.execute(runs.update().where(runs.c.run_id == run_id).values(**values))
+
+
+def record_inputs(conn: Connection, run_id: str, feeds: Iterable[dict] = (),
+                  policy_files: Iterable[Path] = ()) -> int:
+    """Record what the run read. feeds: dicts with name, delivered_on, sha256 (, path, accepted);
+    policy_files: paths, hashed here. A repeated call for the same run replaces its rows."""
+    rows = [
+        {"run_id": run_id, "kind": "feed", "name": f["name"], "delivered_on": f.get("delivered_on"),
+         "path": str(f["path"]) if f.get("path") else None, "sha256": f["sha256"],
+         "accepted": f.get("accepted")}
+        for f in feeds
+    ] + [
+        {"run_id": run_id, "kind": "policy", "name": Path(p).name, "delivered_on": None,
+         "path": str(p), "sha256": sha256_file(Path(p)), "accepted": None}
+        for p in policy_files
+    ]
+    conn.execute(run_inputs.delete().where(run_inputs.c.run_id == run_id))
+    if rows:
+        conn.execute(run_inputs.insert(), rows)
+    return len(rows)
+
+
+def record_portrait(conn: Connection, as_of: date, path: Path, rows: int,
+                    run_id: str | None = None) -> None:
+    conn.execute(portraits.delete().where(portraits.c.as_of == as_of))
+    conn.execute(portraits.insert().values(as_of=as_of, path=str(path), sha256=sha256_file(path),
+                                           rows=rows, run_id=run_id))
+
+
+# ---------------------------------------------------------------- matches
+
+MATCH_COLUMNS = ("policy_id", "policy_name", "department", "kind", "period", "uscc", "name",
+                 "outcome", "amount", "failed_item", "failed_guard", "excluded_by",
+                 "exclusive_group", "over_budget", "evidence")
+
+
+def match_rows(table: pa.Table | list[dict]) -> list[dict]:
+    """matches.parquet rows as dicts (amounts stay Decimal)."""
+    rows = table.to_pylist() if isinstance(table, pa.Table) else list(table)
+    out = []
+    for r in rows:
+        d = {c: r.get(c) for c in MATCH_COLUMNS}
+        d["amount"] = to_money(d["amount"])
+        d["over_budget"] = bool(d["over_budget"])
+        if d["evidence"] is not None and not isinstance(d["evidence"], str):
+            d["evidence"] = json.dumps(d["evidence"], ensure_ascii=False, default=str)
+        out.append(d)
+    return out
+
+
+def store_matches(conn: Connection, as_of: date, rows: list[dict], run_id: str | None) -> int:
+    """Replace the date's match rows (inside the caller's transaction)."""
+    conn.execute(matches.delete().where(matches.c.as_of == as_of))
+    if rows:
+        conn.execute(matches.insert(), [{**r, "as_of": as_of, "run_id": run_id} for r in rows])
+    return len(rows)

@@ -1,0 +1,172 @@
+"""The ledger state machine and the nightly moves, on SQLite and PostgreSQL."""
+from __future__ import annotations
+
+import threading
+from datetime import date, timedelta
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+
+from h5_support import code, db_url, engine, match, table  # noqa: F401  (fixtures)
+from pipelines import ledger, warehouse
+from pipelines.warehouse import ledger as ledger_t, ledger_transitions
+
+D1 = date(2026, 11, 26)
+KEY = ("WL-RS-2026-01", "2026", code(1))
+
+
+def sync(engine, rows, as_of=D1, run="r1", days=None):
+    with engine.begin() as conn:
+        return ledger.sync_from_matches(conn, as_of, table(rows), run, days)
+
+
+def move(engine, key, to, amount=None, source="test"):
+    with engine.begin() as conn:
+        return ledger.transition(conn, key, to, source, "区人力资源和社会保障局", amount=amount)
+
+
+def snapshot(engine):
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(ledger_t.c.policy_id, ledger_t.c.period, ledger_t.c.uscc,
+                                      ledger_t.c.status, ledger_t.c.amount)
+                            .order_by(ledger_t.c.id)).all()
+        log = conn.execute(sa.select(sa.func.count()).select_from(ledger_transitions)).scalar()
+    return rows, log
+
+
+def test_rerun_of_the_same_date_adds_nothing_and_keeps_later_states(engine):
+    rows = [match(n=1), match(n=2), match(n=3, outcome="near_miss", amount=None),
+            match(n=4, kind="manual", amount=None, policy_id="WL-M-01")]
+    assert sync(engine, rows)["new"] == 2
+    assert move(engine, KEY, "notified") is None
+    before = snapshot(engine)
+    assert sync(engine, rows, run="r1-retry") == {"new": 0, "amount_changed": 0, "seen": 2}
+    assert snapshot(engine) == before
+    assert [r.status for r in before[0]] == ["notified", "eligible"]  # manual never enters
+
+
+def test_amount_follows_the_newest_run_only_while_eligible(engine):
+    sync(engine, [match(n=1), match(n=2)])
+    move(engine, KEY, "notified")
+    d2 = D1 + timedelta(days=1)
+    out = sync(engine, [match(n=1, amount="6000.00"), match(n=2, amount="7000.00")], d2, "r2")
+    assert out["amount_changed"] == 1
+    with engine.connect() as conn:
+        got = {r.uscc: (r.amount, r.last_match_amount, r.last_run)
+               for r in conn.execute(sa.select(ledger_t))}
+        notes = conn.execute(sa.select(ledger_transitions.c.note)
+                             .where(ledger_transitions.c.from_status == "eligible",
+                                    ledger_transitions.c.to_status == "eligible")).scalars().all()
+    assert got[code(1)] == (Decimal("5000.00"), Decimal("6000.00"), "r2")  # told 5000: fixed
+    assert got[code(2)] == (Decimal("7000.00"), Decimal("7000.00"), "r2")
+    assert notes == ["金额调整：5000.00 → 7000.00"]
+
+
+def test_two_syncs_at_once_leave_one_set_of_rows(db_url, engine):
+    rows = [match(n=i) for i in range(1, 41)]
+    errors, barrier = [], threading.Barrier(2)
+
+    def worker(run):
+        try:
+            barrier.wait()
+            with warehouse.engine_for(db_url).begin() as conn:
+                ledger.sync_from_matches(conn, D1, table(rows), run)
+        except Exception as exc:  # pragma: no cover - the assertion below reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(f"r{i}",)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    ledger_rows, log = snapshot(engine)
+    assert len(ledger_rows) == 40 and log == 40   # one creation entry per row
+
+
+@pytest.mark.parametrize("key,to,amount,reason", [
+    (("WL-RS-2026-01", "2026", code(9)), "confirmed", None, "无此匹配结果"),
+    (KEY, "approved", None, "当前状态为“已通知”，不能变更为“审核通过”"),
+    (KEY, "confirmed", Decimal("4999.99"), "金额 4,999.99 元与台账金额 5,000.00 元不一致"),
+])
+def test_each_refusal_changes_nothing(engine, key, to, amount, reason):
+    sync(engine, [match(n=1)])
+    move(engine, KEY, "notified")
+    before = snapshot(engine)
+    refused = move(engine, key, to, amount)
+    assert refused is not None and reason in refused
+    assert snapshot(engine) == before
+
+
+def test_compare_and_set_lets_only_one_of_two_racing_moves_through(engine):
+    sync(engine, [match(n=1)])
+    with engine.begin() as conn:
+        row = ledger.get(conn, KEY)
+    # Another worker moves the row after we read it: our UPDATE ... WHERE status = 'eligible' misses.
+    move(engine, KEY, "notified")
+    with engine.begin() as conn:
+        done = conn.execute(ledger_t.update().where(ledger_t.c.id == row["id"],
+                                                    ledger_t.c.status == row["status"])
+                            .values(status="notified"))
+    assert done.rowcount == 0
+
+
+def walk_to_approved(engine, key, source="test"):
+    for to in ("notified", "confirmed", "approved"):
+        assert move(engine, key, to, source=source) is None
+
+
+def test_payout_respects_publicity_objections_and_budget_holds(engine):
+    sync(engine, [match(n=1), match(n=2),
+                  match(n=3, policy_id="WL-B-01", over_budget=True)],
+         days={"WL-RS-2026-01": 5})
+    for n in (1, 2):
+        walk_to_approved(engine, ("WL-RS-2026-01", "2026", code(n)))
+    walk_to_approved(engine, ("WL-B-01", "2026", code(3)))
+    with engine.begin() as conn:
+        listed = ledger.start_publicity(conn, D1)
+    assert [(r["publicity_from"], r["publicity_to"]) for r in listed] == [(D1, D1 + timedelta(days=4))] * 2
+    with engine.begin() as conn:  # objection on one during the window
+        assert ledger.transition(conn, ("WL-RS-2026-01", "2026", code(2)), "objected", "f", None) is None
+        pay, held = ledger.payable(conn, D1 + timedelta(days=4))
+    assert pay == [] and [r["uscc"] for r in held] == [code(3)]
+    with engine.begin() as conn:
+        pay, held = ledger.payable(conn, D1 + timedelta(days=5))
+        assert [r["uscc"] for r in pay] == [code(1)]
+        assert ledger.release_budget_hold(conn, "WL-B-01", "2026", "张科长") is True
+        assert ledger.release_budget_hold(conn, "WL-B-01", "2026", "张科长") is False
+        pay, held = ledger.payable(conn, D1 + timedelta(days=5))
+    assert sorted(r["uscc"] for r in pay) == [code(1), code(3)] and held == []
+
+
+def test_a_paid_result_is_never_listed_again(engine):
+    sync(engine, [match(n=1)])
+    walk_to_approved(engine, KEY)
+    with engine.begin() as conn:
+        batch = ledger.schedule_payout(conn, D1, "r1")
+    assert batch == "PB-20261126-01"
+    with engine.begin() as conn:
+        assert ledger.record_payment(conn, KEY, batch, Decimal("5000"), D1, "pay.csv") is None
+    for i, day in enumerate((D1 + timedelta(days=1), D1 + timedelta(days=30)), start=2):
+        out = sync(engine, [match(n=1, amount="8000.00")], day, f"r{i}")
+        assert out["new"] == 0
+        with engine.begin() as conn:
+            assert ledger.schedule_payout(conn, day, f"r{i}") is None
+            assert ledger.batch_rows(conn, day) == []
+    with engine.connect() as conn:
+        statuses = conn.execute(sa.select(ledger_t.c.status)).scalars().all()
+        batches = conn.execute(sa.select(warehouse.payout_batches.c.status)).scalars().all()
+    assert statuses == ["paid"] and batches == ["paid"]
+
+
+def test_history_records_every_move_with_its_source(engine):
+    sync(engine, [match(n=1)])
+    with engine.begin() as conn:
+        ledger.transition(conn, KEY, "notified", ledger.Source(run_id="r1"), "区人社局")
+        ledger.transition(conn, KEY, "declined", ledger.Source(file="c.csv", sha256="f" * 64), "区人社局")
+        hist = ledger.history(conn, KEY)
+    assert [(h["from_status"], h["to_status"]) for h in hist] == [
+        (None, "eligible"), ("eligible", "notified"), ("notified", "declined")]
+    assert hist[2]["source_file"] == "c.csv" and hist[2]["source_sha256"] == "f" * 64
+    assert move(engine, KEY, "confirmed") is not None   # declined is final

@@ -1,0 +1,138 @@
+"""The lists a night hands on: workbook form, SMS text, publicity privacy,
+deterministic payout batches across a crash and rerun."""
+from __future__ import annotations
+
+import csv
+from datetime import date, timedelta
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+from openpyxl import load_workbook
+
+from h5_support import (code, db_url, engine, match, settings, write_matches,  # noqa: F401
+                        write_policy, write_portrait)
+from pipelines import ledger, outputs, warehouse
+from pipelines.outputs import payout, reminders, sms
+from pipelines.outputs.workbook import Col, csv_bytes, workbook_bytes, write_workbook
+
+D1 = date(2026, 11, 26)
+
+
+def test_sms_message_reads_exactly_like_the_spec():
+    assert sms.message("XX公司", "小微企业稳岗奖励", Decimal("5000.00")) == (
+        "【卧龙区惠企政策】XX公司：经数据比对，贵单位符合“小微企业稳岗奖励”，"
+        "预计可享受 5,000.00 元。请登录平台确认申领意愿。")
+
+
+def test_workbook_has_the_government_form_and_neutralises_formulas(tmp_path):
+    cols = (Col("序号", "seq", "int"), Col("企业名称", "name"), Col("金额（元）", "amount", "money"))
+    rows = [{"seq": 1, "name": "=HYPERLINK(\"http://x\")", "amount": Decimal("1234.5")},
+            {"seq": 2, "name": "@SUM(A1)", "amount": Decimal("0.5")},
+            {"seq": 3, "name": "南阳市卧龙区某某有限公司", "amount": None}]
+    path = write_workbook(tmp_path / "t.xlsx", "测试清单", cols, rows, unit="某单位", made_on=D1)
+    ws = load_workbook(path).active
+    assert "A1:C1" in [str(r) for r in ws.merged_cells.ranges] and ws["A1"].value == "测试清单"
+    assert ws["A2"].value == "制表日期：2026年11月26日"
+    assert ws["A3"].font.bold and ws.freeze_panes == "A4"
+    assert ws["B4"].value == "'=HYPERLINK(\"http://x\")" and ws["B4"].data_type == "s"
+    assert ws["B5"].value == "'@SUM(A1)"
+    assert ws["C4"].number_format == "#,##0.00" and ws["C4"].border.left.style == "thin"
+    assert (ws["A7"].value, ws["C7"].value) == ("合计", 1235)
+    assert ws["A9"].value == "制表单位：某单位"
+    assert ws.column_dimensions["B"].width >= 24   # fitted to the longest Chinese name
+    data = csv_bytes(cols, rows)
+    assert data.startswith(b"\xef\xbb\xbf")
+    lines = list(csv.reader(data.decode("utf-8-sig").splitlines()))
+    assert lines[1] == ["1", "'=HYPERLINK(\"http://x\")", "1234.50"]
+
+
+def run(settings, as_of, rows, run_id="r1", **kw):
+    write_matches(settings, as_of, rows)
+    return outputs.ledger_and_outputs(settings, as_of, run_id, **kw)
+
+
+def approve_all(settings):
+    with warehouse.connect(settings.warehouse_url).begin() as conn:
+        for row in ledger.rows_in(conn, "notified"):
+            key = (row["policy_id"], row["period"], row["uscc"])
+            assert ledger.transition(conn, key, "confirmed", "t", None) is None
+            assert ledger.transition(conn, key, "approved", "t", None) is None
+
+
+def test_publicity_list_carries_no_phone_or_personal_name(settings):
+    write_policy(settings, "WL-RS-2026-01", 5)
+    write_portrait(settings, D1, {code(1): ("13812345678", "王建国")})
+    run(settings, D1, [match(n=1)])
+    approve_all(settings)
+    d2 = D1 + timedelta(days=1)
+    write_portrait(settings, d2, {code(1): ("13812345678", "王建国")})
+    out = run(settings, d2, [match(n=1)], "r2")
+    assert out["publicity_rows"] == 1 and out["payout_items"] == 0
+    ws = load_workbook(settings.run_dir(d2) / "publicity" / "WL-RS-2026-01_公示名单.xlsx").active
+    cells = [str(c) for row in ws.iter_rows(values_only=True) for c in row if c is not None]
+    assert any("南阳市卧龙区示范1有限公司" in c for c in cells)
+    assert not any("13812345678" in c or "王建国" in c for c in cells)
+    assert any("2026年11月27日至2026年12月01日" in c for c in cells)
+    # the SMS outbox of day 1 does carry the phone
+    sms_csv = (settings.run_dir(D1) / "sms" / "短信待发清单.csv").read_text(encoding="utf-8-sig")
+    assert "13812345678" in sms_csv and "预计可享受 5,000.00 元" in sms_csv
+    # paid only once the five days 11-27..12-01 are over
+    assert run(settings, date(2026, 12, 1), [], "r3")["payout_items"] == 0
+    assert run(settings, date(2026, 12, 2), [], "r4")["payout_batches"] == ["PB-20261202-01"]
+
+
+@pytest.mark.parametrize("crash_in", ["payout", "reminders"])
+def test_a_rerun_after_a_crash_yields_the_same_batch_and_files(settings, monkeypatch, crash_in):
+    rows = [match(n=1), match(n=2, department="区科学技术局", policy_id="WL-KJ-01",
+                              amount="12345.67")]
+    run(settings, D1, rows)
+    approve_all(settings)
+    d2 = D1 + timedelta(days=1)
+
+    real = {"payout": payout.write, "reminders": reminders.write}[crash_in]
+    module = {"payout": payout, "reminders": reminders}[crash_in]
+
+    def crash(*a, **k):
+        if crash_in == "reminders":   # the payout list is already on disk
+            real(*a, **k)
+        raise RuntimeError("worker killed")
+
+    monkeypatch.setattr(module, "write", crash)
+    with pytest.raises(RuntimeError):
+        run(settings, d2, rows, "r2")
+    first = (settings.run_dir(d2) / "payout" / "payout.csv").read_bytes() if crash_in == "reminders" else None
+    monkeypatch.setattr(module, "write", real)
+    out = run(settings, d2, rows, "r2-retry")
+    assert out["payout_batches"] == ["PB-20261127-01"] and out["payout_items"] == 2
+    assert out["payout_total"] == "17345.67"
+    folder = settings.run_dir(d2) / "payout"
+    if first is not None:
+        assert (folder / "payout.csv").read_bytes() == first
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["payout.csv", "payout.parquet", "区人力资源和社会保障局_拨付清单.xlsx", "区科学技术局_拨付清单.xlsx"])
+    with warehouse.connect(settings.warehouse_url).connect() as conn:
+        assert conn.execute(sa.select(warehouse.payout_batches.c.batch_id)).scalars().all() == [
+            "PB-20261127-01"]
+    ws = load_workbook(folder / "区科学技术局_拨付清单.xlsx").active
+    values = [r for r in ws.iter_rows(values_only=True)]
+    total_row = next(r for r in values if r[0] == "合计")
+    assert total_row[-1] == pytest.approx(12345.67)
+
+
+def test_reminders_name_the_failing_condition_and_include_manual_policies(settings):
+    near = match(n=5, outcome="near_miss", amount=None, failed_item=1, evidence=[
+        {"path": "0", "field": "division_code", "op": "eq", "value": "411303", "actual": "411303",
+         "result": True},
+        {"path": "1", "field": "insured_avg_12m", "op": "ge", "value": 10, "actual": "8.500000",
+         "result": False}])
+    missing = match(n=6, outcome="missing_data", amount=None, evidence=[
+        {"path": "0", "field": "tax_growth", "op": "ge", "value": "0.2", "actual": None, "result": None}])
+    manual = match(n=7, kind="manual", amount=None, policy_id="WL-M-01", policy_name="人才引进补贴")
+    out = run(settings, D1, [near, missing, manual])
+    assert out["reminders"] == 3 and out["ledger_new"] == 0 and out["sms"] == 0
+    ws = load_workbook(settings.run_dir(D1) / "reminders" / "区人力资源和社会保障局_应享未享提醒.xlsx").active
+    text = "\n".join(str(c) for row in ws.iter_rows(values_only=True) for c in row if c)
+    assert "未满足：近12个月平均参保人数不低于10（实际：8.5）" in text
+    assert "数据缺失：纳税增长率" in text
+    assert "人工核定类政策：预筛符合" in text

@@ -1,0 +1,228 @@
+"""Returned files (confirmations, reviews, objections, payments) and one full
+lifecycle from a hand-made match to a paid result, on SQLite and PostgreSQL."""
+from __future__ import annotations
+
+import csv
+from datetime import date, timedelta
+from decimal import Decimal
+
+import sqlalchemy as sa
+from openpyxl import Workbook, load_workbook
+
+from h5_support import (code, db_url, engine, match, settings, write_matches,  # noqa: F401
+                        write_policy, write_portrait)
+from pipelines import intake, ledger, outputs, returns, warehouse
+
+D1 = date(2026, 11, 26)
+P = "WL-RS-2026-01"
+
+
+def write_csv(path, header, rows, title=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8-sig", newline="") as fh:
+        w = csv.writer(fh)
+        if title:
+            w.writerow([title])
+            w.writerow([])
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def handle(settings, folder, path, sha="0" * 64):
+    return intake.HANDLERS[folder](settings, path, sha, folder)
+
+
+def statuses(settings):
+    with warehouse.connect(settings.warehouse_url).connect() as conn:
+        return dict(conn.execute(sa.select(warehouse.ledger.c.uscc, warehouse.ledger.c.status)).all())
+
+
+def setup_notified(settings, n=3):
+    write_matches(settings, D1, [match(n=i) for i in range(1, n + 1)])
+    outputs.ledger_and_outputs(settings, D1, "r1")
+
+
+CONFIRM_HEADER = ["统一社会信用代码", "政策编号", "期次", "确认结果", "确认时间"]
+
+
+def test_handlers_are_registered():
+    assert {"_confirmations", "_reviews", "_objections", "_payments"} <= set(intake.HANDLERS)
+
+
+def test_confirmations_apply_good_rows_and_refuse_the_rest(settings, tmp_path):
+    setup_notified(settings)
+    path = write_csv(tmp_path / "c.csv", CONFIRM_HEADER, [
+        [code(1), P, "2026", "确认申领", "2026-11-27 09:00"],
+        [code(2).lower(), P, 2026, "放弃", ""],               # lower case code, numeric period
+        [code(9), P, "2026", "确认申领", ""],                  # unknown
+        [code(3), P, "2026", "同意吧", ""],                    # bad answer
+        ["", "", "", "", ""],
+        [code(1), P, "2026", "放弃", ""],                      # already confirmed
+    ], title="企业申领意愿确认结果")
+    result = handle(settings, "_confirmations", path)
+    assert result.accepted
+    errors = [(o.row, o.error is None) for o in result.rows]
+    assert errors == [(4, True), (5, True), (6, False), (7, False), (9, False)]
+    assert "无此匹配结果" in result.rows[2].error and "确认结果“同意吧”" in result.rows[3].error
+    assert "当前状态为“已确认申领”" in result.rows[4].error
+    assert result.summary == "接收 2 行，错误 3 行，金额合计 5,000.00 元"
+    assert result.department == "区人力资源和社会保障局"
+    assert statuses(settings) == {code(1): "confirmed", code(2): "declined", code(3): "notified"}
+
+
+def test_a_file_without_the_header_is_refused_whole(settings, tmp_path):
+    path = write_csv(tmp_path / "c.csv", ["企业", "结果"], [["a", "b"]])
+    result = handle(settings, "_confirmations", path)
+    assert not result.accepted and "未找到表头" in result.reason
+
+
+def schedule(settings, keys_amounts):
+    with warehouse.connect(settings.warehouse_url).begin() as conn:
+        for key in keys_amounts:
+            for to in ("confirmed", "approved"):
+                assert ledger.transition(conn, key, to, "t", None) is None
+        return ledger.schedule_payout(conn, D1, "r1")
+
+
+def test_a_payment_file_received_twice_pays_once(settings, tmp_path):
+    setup_notified(settings, 2)
+    batch = schedule(settings, [(P, "2026", code(1)), (P, "2026", code(2))])
+    header = ["批次号", "统一社会信用代码", "政策编号", "期次", "实付金额", "支付日期"]
+    pay = write_csv(tmp_path / "pay.csv", header, [
+        [batch, code(1), P, "2026", "5,000.00", "2026-11-30"],
+        [batch, code(2), P, "2026", "4999.00", "2026-11-30"],      # amount differs
+    ])
+    first = handle(settings, "_payments", pay, "a" * 64)
+    assert [o.error is None for o in first.rows] == [True, False]
+    assert "与台账金额 5,000.00 元不一致" in first.rows[1].error
+    again = write_csv(tmp_path / "pay2.csv", header, [[batch, code(1), P, "2026", "5000", "2026-12-01"]])
+    second = handle(settings, "_payments", again, "b" * 64)
+    assert "已拨付" in second.rows[0].error and "不重复支付" in second.rows[0].error
+    wrong_batch = write_csv(tmp_path / "pay3.csv", header, [["PB-20991231-01", code(2), P, "2026", "5000", ""]])
+    assert "批次号不符" in handle(settings, "_payments", wrong_batch).rows[0].error
+    assert statuses(settings) == {code(1): "paid", code(2): "scheduled"}
+    with warehouse.connect(settings.warehouse_url).connect() as conn:
+        paid_moves = conn.execute(sa.select(sa.func.count()).select_from(warehouse.ledger_transitions)
+                                  .where(warehouse.ledger_transitions.c.to_status == "paid")).scalar()
+    assert paid_moves == 1
+    assert first.department == "区财政局"
+
+
+def test_objections_open_dismiss_uphold_and_refuse_on_scheduled(settings, tmp_path):
+    setup_notified(settings, 4)
+    with warehouse.connect(settings.warehouse_url).begin() as conn:
+        for n in (1, 2, 3, 4):
+            for to in ("confirmed", "approved"):
+                ledger.transition(conn, (P, "2026", code(n)), to, "t", None)
+        ledger.transition(conn, (P, "2026", code(4)), "scheduled", "t", None)
+    header = ["统一社会信用代码", "政策编号", "期次", "异议内容", "处理结果"]
+    opened = handle(settings, "_objections", write_csv(tmp_path / "o1.csv", header, [
+        [code(1), P, "2026", "实际参保人数不足", ""],
+        [code(2), P, "2026", "该企业已停业", ""],
+        [code(3), P, "2026", "重复享受", "维持"],            # objection and decision together
+        [code(4), P, "2026", "异议", ""],
+    ]))
+    assert [o.error is None for o in opened.rows] == [True, True, True, False]
+    assert "已列入拨付清单" in opened.rows[3].error
+    decided = handle(settings, "_objections", write_csv(tmp_path / "o2.csv", header, [
+        [code(1), P, "2026", "", "撤销"], [code(2), P, "2026", "", "维持"],
+        [code(3), P, "2026", "", "撤销"],                     # already rejected: refused
+    ]))
+    assert [o.error is None for o in decided.rows] == [True, True, False]
+    assert statuses(settings) == {code(1): "approved", code(2): "rejected", code(3): "rejected",
+                                  code(4): "scheduled"}
+
+
+def test_review_rejection_needs_an_opinion(settings, tmp_path):
+    setup_notified(settings, 1)
+    with warehouse.connect(settings.warehouse_url).begin() as conn:
+        ledger.transition(conn, (P, "2026", code(1)), "confirmed", "t", None)
+    path = write_csv(tmp_path / "r.csv", ["统一社会信用代码", "政策编号", "期次", "审核结果", "审核意见"],
+                     [[code(1), P, "2026", "不通过", ""]])
+    result = handle(settings, "_reviews", path)
+    assert result.rows[0].error == "审核结果为“不通过”时须填写审核意见"
+    assert statuses(settings) == {code(1): "confirmed"}
+
+
+def test_one_full_lifecycle_from_match_to_paid(settings, tmp_path):
+    write_policy(settings, P, 3)
+    people = {code(1): ("13900000001", "李四"), code(2): ("13900000002", "赵六")}
+    rows = [match(n=1), match(n=2, amount="2500.50")]
+
+    # night 1: eligible -> SMS -> notified
+    write_portrait(settings, D1, people)
+    write_matches(settings, D1, rows)
+    out = outputs.ledger_and_outputs(settings, D1, "r1")
+    assert (out["ledger_new"], out["sms"]) == (2, 2)
+    wb = load_workbook(settings.run_dir(D1) / "sms" / "短信待发清单.xlsx").active
+    assert wb["B4"].value == "13900000001"
+
+    # the platform returns the confirmations (an xlsx with a title row)
+    wb = Workbook()
+    ws = wb.active
+    ws.append(["意愿确认结果（平台导出）"])
+    ws.append(CONFIRM_HEADER)
+    ws.append([code(1), P, "2026", "确认申领", "2026-11-27 10:00:00"])
+    ws.append([code(2), P, "2026", "确认申领", "2026-11-27 11:00:00"])
+    conf = tmp_path / "inbox" / "_confirmations" / "c.xlsx"
+    conf.parent.mkdir(parents=True)
+    wb.save(conf)
+    assert handle(settings, "_confirmations", conf).summary == "接收 2 行，错误 0 行，金额合计 7,500.50 元"
+
+    # night 2: review workbook per policy; the department fills it in and returns it
+    d2 = D1 + timedelta(days=1)
+    write_matches(settings, d2, rows)
+    out = outputs.ledger_and_outputs(settings, d2, "r2")
+    assert out["review_rows"] == 2 and out["sms"] == 0
+    sheet = settings.run_dir(d2) / "review" / "区人力资源和社会保障局" / f"{P}_部门审核表.xlsx"
+    wb = load_workbook(sheet)
+    ws = wb.active
+    header = [c.value for c in ws[3]]
+    col = {h: i + 1 for i, h in enumerate(header)}
+    assert ws.column_dimensions["K"].hidden and header[10:] == ["policy_id", "period", "uscc"]
+    assert ws.data_validations.dataValidation[0].formula1 == '"通过,不通过"'
+    assert "【符合】近12个月平均参保人数不低于10（实际：12.5）" in ws.cell(4, col["比对依据"]).value
+    for r in (4, 5):
+        ws.cell(r, col["审核结果"], "通过")
+        ws.cell(r, col["审核意见"], "同意")
+    returned = tmp_path / "inbox" / "_reviews" / "back.xlsx"
+    returned.parent.mkdir(parents=True)
+    wb.save(returned)
+    result = handle(settings, "_reviews", returned)
+    assert [o.error for o in result.rows] == [None, None]
+    assert set(statuses(settings).values()) == {"approved"}
+
+    # night 3: publicity window opens (3 days: 11-28..11-30); nothing paid yet
+    d3 = D1 + timedelta(days=2)
+    write_matches(settings, d3, rows)
+    out = outputs.ledger_and_outputs(settings, d3, "r3")
+    assert out["publicity_rows"] == 2 and out["payout_items"] == 0
+
+    # night 6 (12-01): the window has passed without objection -> payout list, scheduled
+    d6 = date(2026, 12, 1)
+    write_matches(settings, d6, rows)
+    out = outputs.ledger_and_outputs(settings, d6, "r6")
+    assert out["payout_batches"] == ["PB-20261201-01"] and out["payout_total"] == "7500.50"
+    assert set(statuses(settings).values()) == {"scheduled"}
+    with open(settings.run_dir(d6) / "payout" / "payout.csv", encoding="utf-8-sig") as fh:
+        listed = list(csv.DictReader(fh))
+
+    # the finance bureau returns the payout CSV with what it paid
+    pay = write_csv(tmp_path / "inbox" / "_payments" / "p.csv",
+                    ["批次号", "统一社会信用代码", "政策编号", "期次", "实付金额", "支付日期"],
+                    [[r["批次号"], r["统一社会信用代码"], r["政策编号"], r["期次"], r["拨付金额（元）"],
+                      "2026-12-03"] for r in listed])
+    assert handle(settings, "_payments", pay).summary == "接收 2 行，错误 0 行，金额合计 7,500.50 元"
+    assert set(statuses(settings).values()) == {"paid"}
+    with warehouse.connect(settings.warehouse_url).connect() as conn:
+        hist = ledger.history(conn, (P, "2026", code(2)))
+    assert [h["to_status"] for h in hist] == [
+        "eligible", "notified", "confirmed", "approved", "scheduled", "paid"]
+    assert hist[-1]["amount"] == Decimal("2500.50") and hist[-1]["source_file"] == "p.csv"
+
+    # a later night where both qualify again: nothing new is listed or paid
+    d7 = date(2026, 12, 2)
+    write_matches(settings, d7, rows)
+    out = outputs.ledger_and_outputs(settings, d7, "r7")
+    assert (out["ledger_new"], out["sms"], out["payout_items"]) == (0, 0, 0)

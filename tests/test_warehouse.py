@@ -1,0 +1,99 @@
+"""Warehouse schema, migrations and the database's own guards, on SQLite and PostgreSQL."""
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from h5_support import db_url, engine, match, table  # noqa: F401  (fixtures)
+from pipelines import ledger, warehouse
+from pipelines.warehouse import ledger as ledger_t, ledger_transitions
+
+AS_OF = date(2026, 11, 26)
+
+
+def test_migrated_schema_is_the_metadata_and_migrate_is_repeatable(db_url, engine):
+    warehouse.migrate(db_url)  # second upgrade: nothing to do, no error
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(ctx, warehouse.metadata) == []
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0001"
+        pairs = set(conn.execute(sa.select(warehouse.allowed_transitions)).all())
+    assert pairs == set(warehouse.TRANSITIONS)
+
+
+def test_money_is_exact_on_both_databases(engine):
+    big = Decimal("123456789012345678.91")
+    with engine.begin() as conn:
+        warehouse.store_matches(conn, AS_OF, warehouse.match_rows(table([match(amount=str(big))])), "r1")
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(warehouse.matches.c.amount)).scalar_one() == big
+    with pytest.raises(TypeError):
+        warehouse.to_money(0.1)
+
+
+def test_storing_matches_again_replaces_the_date(engine):
+    with engine.begin() as conn:
+        warehouse.store_matches(conn, AS_OF, warehouse.match_rows(table([match(n=1), match(n=2)])), "r1")
+    with engine.begin() as conn:
+        warehouse.store_matches(conn, AS_OF, warehouse.match_rows(table([match(n=3)])), "r2")
+        warehouse.store_matches(conn, date(2026, 11, 27),
+                                warehouse.match_rows(table([match(n=4)])), "r3")
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(warehouse.matches.c.as_of, warehouse.matches.c.run_id)).all()
+    assert sorted(rows) == [(AS_OF, "r2"), (date(2026, 11, 27), "r3")]
+
+
+def _one_row(engine):
+    with engine.begin() as conn:
+        ledger.sync_from_matches(conn, AS_OF, table([match()]), "r1")
+    with engine.connect() as conn:
+        return conn.execute(sa.select(ledger_t.c.id)).scalar_one()
+
+
+def _refused(engine, statement, params):
+    with pytest.raises(sa.exc.DBAPIError):
+        with engine.begin() as conn:
+            conn.execute(sa.text(statement), params)
+
+
+def test_database_refuses_an_illegal_transition(engine):
+    lid = _one_row(engine)
+    _refused(engine, "UPDATE ledger SET status = 'paid' WHERE id = :id", {"id": lid})
+    _refused(engine, "UPDATE ledger SET status = 'bogus' WHERE id = :id", {"id": lid})
+    _refused(engine, "DELETE FROM ledger WHERE id = :id", {"id": lid})
+    with engine.begin() as conn:  # an allowed one passes the trigger
+        conn.execute(sa.text("UPDATE ledger SET status = 'notified' WHERE id = :id"), {"id": lid})
+    # once notified the amount is fixed
+    _refused(engine, "UPDATE ledger SET amount = '1.00' WHERE id = :id", {"id": lid})
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(ledger_t.c.status, ledger_t.c.amount)).one()
+    assert row == ("notified", Decimal("5000.00"))
+
+
+def test_database_refuses_to_edit_the_transition_log(engine):
+    _one_row(engine)
+    _refused(engine, "UPDATE ledger_transitions SET note = 'x'", {})
+    _refused(engine, "DELETE FROM ledger_transitions", {})
+    _refused(engine, "INSERT INTO allowed_transitions VALUES ('paid', 'eligible')", {})
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(ledger_transitions)).scalar() == 1
+
+
+def test_run_audit_records_inputs_with_hashes(engine, tmp_path):
+    policy = tmp_path / "p.yaml"
+    policy.write_text("id: X\n", encoding="utf-8")
+    with engine.begin() as conn:
+        warehouse.record_run(conn, "run-1", AS_OF, "running")
+        warehouse.record_inputs(conn, "run-1", feeds=[{"name": "registry", "delivered_on": AS_OF,
+                                                       "sha256": "ab" * 32}], policy_files=[policy])
+        warehouse.record_run(conn, "run-1", AS_OF, "success", finished_at=warehouse.utcnow())
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(warehouse.runs.c.status)).scalar_one() == "success"
+        inputs = conn.execute(sa.select(warehouse.run_inputs.c.kind, warehouse.run_inputs.c.sha256)
+                              .order_by(warehouse.run_inputs.c.kind)).all()
+    assert inputs == [("feed", "ab" * 32), ("policy", warehouse.sha256_file(policy))]
