@@ -1,0 +1,504 @@
+"""The matching engine: portrait x policies -> results (政策匹配库). Pure, no I/O.
+
+Vectorised over enterprises with pyarrow.compute: a leaf is one comparison over
+a whole column giving a nullable boolean array (null = UNKNOWN), and groups are
+`and_kleene` / `or_kleene` / `invert`, which is exactly SQL three-valued logic.
+Numbers are compared as decimal128(38, 18) (ints too), so `ge 0.2` against
+exactly 0.2 is TRUE; money is never a float. Evidence JSON is built only for
+the rows that are stored, with string kernels, not one dict per enterprise.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+from functools import reduce
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines import contracts
+from pipelines.policies import FIELD_KINDS, NUMERIC_KINDS, Group, Leaf, Node, Policy, in_force
+
+NUM = contracts.RATIO                 # decimal128(38, 18): every numeric comparison
+AMOUNT = pa.decimal128(38, 2)         # result amounts, to the 分
+ROUND = dict(ndigits=2, round_mode="half_towards_infinity")   # == Decimal ROUND_HALF_UP
+
+OUTCOMES = ("eligible", "missing_data", "near_miss", "guard_failed", "excluded_by_group", "not_eligible")
+STORED = ("eligible", "missing_data", "near_miss", "guard_failed", "excluded_by_group")
+
+RESULT_SCHEMA = pa.schema(
+    [
+        ("as_of", pa.date32()),
+        ("policy_id", pa.string()),
+        ("policy_name", pa.string()),
+        ("department", pa.string()),
+        ("kind", pa.string()),
+        ("period", pa.string()),
+        ("uscc", pa.string()),
+        ("name", pa.string()),
+        ("outcome", pa.string()),
+        ("amount", AMOUNT),
+        ("failed_item", pa.int64()),
+        ("failed_guard", pa.string()),
+        ("excluded_by", pa.string()),
+        ("exclusive_group", pa.string()),
+        ("over_budget", pa.bool_()),
+        ("evidence", pa.string()),
+    ]
+)
+
+# A guard: (portrait field, the value that passes). A null field fails.
+GUARD_FIELDS = {"registered": ("registered", True), "active": ("active", True), "not_dishonest": ("dishonest", False)}
+
+NAME_LIST_SCHEMA = pa.schema(
+    [("uscc", pa.string()), ("name", pa.string()), ("amount", contracts.MONEY),
+     ("note", pa.string()), ("source", pa.string())]
+)
+
+
+# ---------------------------------------------------------------- columns
+
+class Columns:
+    """The population's columns, with numeric casts made once per evaluate call."""
+
+    def __init__(self, table: pa.Table):
+        self.table = table
+        self.n = table.num_rows
+        self._raw: dict[str, pa.Array] = {}
+        self._num: dict[str, pa.Array] = {}
+
+    def raw(self, name: str) -> pa.Array:
+        if name not in self._raw:
+            if name in self.table.column_names:
+                col = self.table.column(name).combine_chunks()
+                want = contracts.PORTRAIT_SCHEMA.field(name).type if name in contracts.PORTRAIT_SCHEMA.names else col.type
+                if col.type != want and not pa.types.is_decimal(want):
+                    col = col.cast(want)
+            else:
+                # A portrait without the field: every value unknown.
+                col = pa.nulls(self.n, contracts.PORTRAIT_SCHEMA.field(name).type)
+            self._raw[name] = col
+        return self._raw[name]
+
+    def num(self, name: str) -> pa.Array:
+        if name not in self._num:
+            self._num[name] = self.raw(name).cast(NUM)
+        return self._num[name]
+
+
+def _lit(value, kind: str) -> pa.Scalar:
+    if kind in NUMERIC_KINDS:
+        return pa.scalar(Decimal(value), NUM)
+    if kind == "date":
+        return pa.scalar(value, pa.date32())
+    if kind == "bool":
+        return pa.scalar(value, pa.bool_())
+    return pa.scalar(value, pa.string())
+
+
+def _column(cols: Columns, name: str) -> pa.Array:
+    return cols.num(name) if FIELD_KINDS[name] in NUMERIC_KINDS else cols.raw(name)
+
+
+def _unknown_where_null(result: pa.Array, col: pa.Array) -> pa.Array:
+    return pc.if_else(pc.is_null(col), pa.scalar(None, pa.bool_()), result)
+
+
+_COMPARE = {"eq": pc.equal, "ne": pc.not_equal, "gt": pc.greater, "ge": pc.greater_equal,
+            "lt": pc.less, "le": pc.less_equal}
+
+
+def leaf_result(cols: Columns, leaf: Leaf) -> pa.Array:
+    """TRUE / FALSE / null (UNKNOWN) per enterprise."""
+    kind = FIELD_KINDS[leaf.field]
+    col = _column(cols, leaf.field)
+    op = leaf.op
+    if op == "is_null":
+        return pc.is_null(col)
+    if op == "not_null":
+        return pc.is_valid(col)
+    if op == "is_true":
+        return pc.equal(col, pa.scalar(True))
+    if op == "is_false":
+        return pc.equal(col, pa.scalar(False))
+    if op in _COMPARE:
+        return _COMPARE[op](col, _lit(leaf.value, kind))
+    if op == "between":
+        lo, hi = leaf.value
+        parts = []
+        if lo is not None:
+            parts.append(pc.greater_equal(col, _lit(lo, kind)))
+        if hi is not None:
+            parts.append(pc.less_equal(col, _lit(hi, kind)))
+        if not parts:
+            return _unknown_where_null(pa.repeat(pa.scalar(True), cols.n), col)
+        return reduce(pc.and_kleene, parts)
+    if op in ("in", "not_in"):
+        type_ = NUM if kind in NUMERIC_KINDS else col.type
+        values = pa.array([Decimal(v) if kind in NUMERIC_KINDS else v for v in leaf.value], type_)
+        found = _unknown_where_null(pc.is_in(col, value_set=values), col)
+        return found if op == "in" else pc.invert(found)
+    if op == "prefix_in":
+        return reduce(pc.or_kleene, [pc.starts_with(col, p) for p in leaf.value])
+    raise ValueError(f"unknown operator {op}")
+
+
+def node_result(cols: Columns, node: Node, leaves: dict[str, pa.Array]) -> pa.Array:
+    if isinstance(node, Leaf):
+        res = leaf_result(cols, node)
+        leaves[node.path] = res
+        return res
+    items = [node_result(cols, item, leaves) for item in node.items]
+    if node.op == "all":
+        return reduce(pc.and_kleene, items)
+    anyof = reduce(pc.or_kleene, items)
+    return anyof if node.op == "any" else pc.invert(anyof)
+
+
+# ---------------------------------------------------------------- amounts
+
+def _dec_type(d: Decimal, wide: bool = True) -> pa.DataType:
+    sign, digits, exp = d.as_tuple()
+    scale = max(0, -exp)
+    precision = max(len(digits), scale) + 1
+    return pa.decimal256(precision, scale) if wide else pa.decimal128(precision, scale)
+
+
+def _times(base: pa.Array, factor: Decimal) -> pa.Array:
+    """base (decimal128(38,18)) x an exact policy number, with no precision lost."""
+    return pc.multiply(base.cast(pa.decimal256(38, 18)), pa.scalar(factor, _dec_type(factor)))
+
+
+def _clamp(amount: pa.Array, low: Decimal | None, high: Decimal | None) -> pa.Array:
+    if low is not None:
+        amount = pc.max_element_wise(amount, pa.scalar(low, amount.type), skip_nulls=False)
+    if high is not None:
+        amount = pc.min_element_wise(amount, pa.scalar(high, amount.type), skip_nulls=False)
+    return amount
+
+
+def to_fen(amount: pa.Array) -> pa.Array:
+    """Round half-up to the 分 and give the result amount type."""
+    return pc.round(amount, **ROUND).cast(AMOUNT)
+
+
+def raw_amounts(cols: Columns, policy: Policy, list_amount: pa.Array | None) -> tuple[pa.Array, pa.Array]:
+    """(amount rounded to the 分 or null, base is null) per enterprise."""
+    b = policy.benefit
+    n = cols.n
+    no = pa.repeat(pa.scalar(False), n)
+    if b is None:
+        return pa.nulls(n, AMOUNT), no
+    if b.type == "fixed":
+        return to_fen(pa.repeat(pa.scalar(b.amount, _dec_type(b.amount, wide=False)), n)), no
+    if b.type == "from_list":
+        amount = list_amount if list_amount is not None else pa.nulls(n, contracts.MONEY)
+        return to_fen(amount), pc.is_null(amount)
+    base = cols.num(b.base)
+    if b.type == "rate":
+        amount = _clamp(_times(base, b.rate), b.min, b.cap)
+    elif b.type == "per_head":
+        amount = _clamp(_times(base, b.amount_each), None, b.cap)
+    elif b.type == "tiered":
+        amount = pa.repeat(pa.scalar(Decimal(0), NUM), n)
+        for tier in b.tiers:   # ascending: the last tier whose min <= base wins
+            amount = pc.if_else(pc.greater_equal(base, pa.scalar(tier.min, NUM)), pa.scalar(tier.amount, NUM), amount)
+        amount = pc.if_else(pc.is_null(base), pa.scalar(None, NUM), amount)
+    else:
+        raise ValueError(f"unknown benefit type {b.type}")
+    return to_fen(amount), pc.is_null(base)
+
+
+# ---------------------------------------------------------------- evidence
+
+def _jdump(v) -> str:
+    return json.dumps(v, ensure_ascii=False)
+
+
+def json_value(v, kind: str):
+    """A policy value as it reads in evidence: decimals as plain strings, dates ISO."""
+    if v is None:
+        return None
+    if isinstance(v, tuple):
+        return [json_value(x, kind) for x in v]
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, Decimal):
+        if kind == "int" and v == v.to_integral_value():
+            return int(v)
+        return decimal_text(v)
+    if isinstance(v, dt.date):
+        return v.isoformat()
+    return v
+
+
+def decimal_text(d: Decimal) -> str:
+    """Plain notation without trailing zeros: 0.2, 12, -0.05."""
+    text = format(d, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+_CONTROL = [chr(i) for i in range(32)]
+
+
+def _json_strings(arr: pa.Array) -> pa.Array:
+    """Each string as a JSON string literal (null -> null literal)."""
+    s = pc.replace_substring(arr, "\\", "\\\\")
+    s = pc.replace_substring(s, '"', '\\"')
+    if pc.any(pc.match_substring_regex(s, "[\\x00-\\x1f]")).as_py():
+        for ch in _CONTROL:
+            s = pc.replace_substring(s, ch, json.dumps(ch)[1:-1])
+    return pc.fill_null(pc.binary_join_element_wise('"', s, '"', ""), "null")
+
+
+def _strip_zeros(text: pa.Array) -> pa.Array:
+    text = pc.replace_substring_regex(text, r"(\.\d*?[1-9])0+$", r"\1")
+    return pc.replace_substring_regex(text, r"\.0+$", "")
+
+
+def json_actual(arr: pa.Array) -> pa.Array:
+    """Portrait values as JSON: text and dates as strings (ISO), decimals as plain strings, ints, bools."""
+    t = arr.type
+    if pa.types.is_decimal(t):
+        return _json_strings(_strip_zeros(arr.cast(pa.string())))
+    if pa.types.is_integer(t) or pa.types.is_boolean(t):
+        return pc.fill_null(arr.cast(pa.string()), "null")
+    if pa.types.is_date(t):
+        return _json_strings(arr.cast(pa.string()))
+    return _json_strings(arr.cast(pa.string()))
+
+
+def _bool_json(arr: pa.Array) -> pa.Array:
+    return pc.fill_null(arr.cast(pa.string()), "null")
+
+
+def evidence(policy: Policy, raw: dict[str, pa.Array], leaves: dict[str, pa.Array],
+             guards: dict[str, pa.Array], list_amount: pa.Array | None) -> pa.Array:
+    """The JSON evidence list per row, from arrays already restricted to the stored rows."""
+    parts = []
+    for leaf in policy.leaves():
+        kind = FIELD_KINDS[leaf.field]
+        head = (f'{{"path": {_jdump(leaf.path)}, "field": {_jdump(leaf.field)}, "op": {_jdump(leaf.op)}, '
+                f'"value": {_jdump(json_value(leaf.value, kind))}, "actual": ')
+        parts.append(pc.binary_join_element_wise(head, json_actual(raw[leaf.field]), ', "result": ',
+                                                 _bool_json(leaves[leaf.path]), "}", ""))
+    for g in policy.guards:
+        fname, _ = GUARD_FIELDS[g]
+        head = f'{{"guard": {_jdump(g)}, "field": {_jdump(fname)}, "actual": '
+        parts.append(pc.binary_join_element_wise(head, json_actual(raw[fname]), ', "result": ',
+                                                 _bool_json(guards[g]), "}", ""))
+    if policy.kind == "name_list" and list_amount is not None:
+        parts.append(pc.binary_join_element_wise('{"name_list": true, "amount": ', json_actual(list_amount), "}", ""))
+    if not parts:
+        return pa.repeat(pa.scalar("[]"), len(next(iter(raw.values()))) if raw else 0)
+    body = pc.binary_join_element_wise(*parts, ", ")
+    return pc.binary_join_element_wise("[", body, "]", "")
+
+
+# ---------------------------------------------------------------- one policy
+
+def _population(portrait: pa.Table, policy: Policy, name_lists: dict[str, pa.Table] | None):
+    """(table, list amount or None): the whole portrait, or the enterprises on the policy's list."""
+    if policy.kind != "name_list":
+        return portrait, None
+    lst = (name_lists or {}).get(policy.id)
+    if lst is None or lst.num_rows == 0:
+        return portrait.slice(0, 0), pa.array([], contracts.MONEY)
+    lst = _dedupe_list(lst)
+    idx = pc.index_in(lst.column("uscc"), value_set=portrait.column("uscc"))
+    table = portrait.take(idx)
+    # Listed enterprises missing from the portrait keep their code and listed name;
+    # with every other field null they fail the registered guard (or are UNKNOWN).
+    uscc = lst.column("uscc").combine_chunks()
+    names = pc.coalesce(table.column("name"), lst.column("name").cast(pa.string())) if "name" in lst.column_names \
+        else table.column("name")
+    table = table.set_column(table.schema.get_field_index("uscc"), "uscc", uscc)
+    table = table.set_column(table.schema.get_field_index("name"), "name", names)
+    amount = lst.column("amount").combine_chunks().cast(contracts.MONEY) if "amount" in lst.column_names \
+        else pa.nulls(lst.num_rows, contracts.MONEY)
+    return table, amount
+
+
+def _dedupe_list(lst: pa.Table) -> pa.Table:
+    """One row per uscc: the last one given wins (match.py orders rows by received_at)."""
+    n = lst.num_rows
+    codes = lst.column("uscc").combine_chunks()
+    reversed_codes = codes.take(pa.array(range(n - 1, -1, -1), pa.int64()))
+    first_in_reversed = pc.index_in(pc.unique(codes), value_set=reversed_codes).cast(pa.int64())
+    last = pc.subtract(pa.scalar(n - 1, pa.int64()), first_in_reversed)
+    return lst.take(pc.take(last, pc.sort_indices(last)))
+
+
+def evaluate_policy(portrait: pa.Table, policy: Policy, as_of: dt.date,
+                    name_lists: dict[str, pa.Table] | None = None, keep_all: bool = False,
+                    cols: Columns | None = None) -> pa.Table:
+    """One policy, before exclusive groups and budgets. keep_all also returns not_eligible rows."""
+    table, list_amount = _population(portrait, policy, name_lists)
+    if cols is None or policy.kind == "name_list":
+        cols = Columns(table)
+    n = cols.n
+    leaves: dict[str, pa.Array] = {}
+    items = [node_result(cols, node, leaves) for node in policy.conditions]
+    true_ = pa.scalar(True)
+    if items:
+        cond = reduce(pc.and_kleene, items)
+        false_count = reduce(pc.add, [pc.fill_null(pc.invert(i), False).cast(pa.int64()) for i in items])
+        true_count = reduce(pc.add, [pc.fill_null(i, False).cast(pa.int64()) for i in items])
+        failed_at = reduce(pc.add, [pc.if_else(pc.fill_null(pc.invert(it), False), k, 0) for k, it in enumerate(items)])
+        near = pc.and_(pc.equal(false_count, 1), pc.equal(true_count, len(items) - 1))
+    else:
+        cond = pa.repeat(true_, n)
+        near = pa.repeat(pa.scalar(False), n)
+        failed_at = pa.repeat(pa.scalar(0, pa.int64()), n)
+
+    guards: dict[str, pa.Array] = {}
+    failed_guard = pa.nulls(n, pa.string())
+    for g in policy.guards:
+        fname, passes = GUARD_FIELDS[g]
+        guards[g] = pc.fill_null(pc.equal(cols.raw(fname), pa.scalar(passes)), False)
+    for g in reversed(policy.guards):   # the first failing guard, in GUARDS order
+        failed_guard = pc.if_else(guards[g], failed_guard, pa.scalar(g))
+    guard_ok = pc.is_null(failed_guard)
+
+    amount, base_null = raw_amounts(cols, policy, list_amount)
+    cond_unknown = pc.is_null(cond)
+    cond_false = pc.fill_null(pc.invert(cond), False)
+    positive = pc.fill_null(pc.greater(amount, pa.scalar(Decimal(0), AMOUNT)), False)
+
+    def pick(mask, label, otherwise):
+        return pc.if_else(mask, label if isinstance(label, pa.Array) else pa.scalar(label), otherwise)
+
+    if policy.kind == "manual":
+        outcome = pa.repeat(pa.scalar("eligible"), n)
+    else:
+        outcome = pick(positive, "eligible", pa.repeat(pa.scalar("not_eligible"), n))
+        outcome = pick(base_null, "missing_data", outcome)
+    outcome = pick(pc.invert(guard_ok), "guard_failed", outcome)
+    outcome = pick(cond_false, pick(near, "near_miss", pa.scalar("not_eligible")), outcome)
+    outcome = pick(cond_unknown, "missing_data", outcome)
+
+    if keep_all:
+        rows = pa.array(range(n), pa.int64())
+    else:
+        rows = pc.indices_nonzero(pc.not_equal(outcome, pa.scalar("not_eligible")))
+    outcome = outcome.take(rows)
+    m = len(rows)
+    is_eligible = pc.equal(outcome, pa.scalar("eligible"))
+
+    raw = {name: cols.raw(name).take(rows) for name in {l.field for l in policy.leaves()}}
+    for g in policy.guards:
+        raw[GUARD_FIELDS[g][0]] = cols.raw(GUARD_FIELDS[g][0]).take(rows)
+    ev = evidence(policy, raw, {p: a.take(rows) for p, a in leaves.items()},
+                  {g: a.take(rows) for g, a in guards.items()},
+                  list_amount.take(rows) if list_amount is not None else None)
+    if m == 0:
+        ev = pa.array([], pa.string())
+
+    def const(value, type_):
+        return pa.repeat(pa.scalar(value, type_), m) if m else pa.array([], type_)
+
+    group = policy.exclusive_group if policy.kind != "manual" else None
+    return pa.table(
+        {
+            "as_of": const(as_of, pa.date32()),
+            "policy_id": const(policy.id, pa.string()),
+            "policy_name": const(policy.name, pa.string()),
+            "department": const(policy.department, pa.string()),
+            "kind": const(policy.kind, pa.string()),
+            "period": const(policy.period, pa.string()),
+            "uscc": cols.raw("uscc").take(rows).cast(pa.string()),
+            "name": cols.raw("name").take(rows).cast(pa.string()),
+            "outcome": outcome,
+            "amount": pc.if_else(is_eligible, amount.take(rows), pa.scalar(None, AMOUNT)),
+            "failed_item": pc.if_else(pc.equal(outcome, pa.scalar("near_miss")), failed_at.take(rows),
+                                      pa.scalar(None, pa.int64())),
+            "failed_guard": pc.if_else(pc.equal(outcome, pa.scalar("guard_failed")), failed_guard.take(rows),
+                                       pa.scalar(None, pa.string())),
+            "excluded_by": pa.nulls(m, pa.string()),
+            "exclusive_group": const(group, pa.string()),
+            "over_budget": const(False, pa.bool_()),
+            "evidence": ev,
+        },
+        schema=RESULT_SCHEMA,
+    )
+
+
+# ---------------------------------------------------------------- groups and budgets
+
+def apply_groups(table: pa.Table) -> pa.Table:
+    """就高不重复: per enterprise, exclusive_group and period, the highest eligible amount stays."""
+    cand = pc.and_(pc.equal(table.column("outcome"), pa.scalar("eligible")), pc.is_valid(table.column("exclusive_group")))
+    idx = pc.indices_nonzero(pc.fill_null(cand, False))
+    if len(idx) < 2:
+        return table
+    sub = table.select(["uscc", "exclusive_group", "period", "amount", "policy_id"]).take(idx)
+    sub = sub.append_column("row", idx)
+    sub = sub.sort_by([("uscc", "ascending"), ("exclusive_group", "ascending"), ("period", "ascending"),
+                       ("amount", "descending"), ("policy_id", "ascending")])
+    keys = [sub.column(k).combine_chunks() for k in ("uscc", "exclusive_group", "period")]
+    n = sub.num_rows
+    same = reduce(pc.and_, [pc.equal(k.slice(1), k.slice(0, n - 1)) for k in keys])
+    start = pa.concat_arrays([pa.array([True]), pc.invert(same)])
+    pid = sub.column("policy_id").combine_chunks()
+    winner = pc.fill_null_forward(pc.if_else(start, pid, pa.scalar(None, pa.string())))
+    losers = pc.indices_nonzero(pc.invert(start))
+    if len(losers) == 0:
+        return table
+    lost = pa.table({"row": sub.column("row").take(losers), "by": winner.take(losers)}).sort_by("row")
+    mask = pc.is_in(pa.array(range(table.num_rows), pa.uint64()), value_set=lost.column("row").cast(pa.uint64()))
+    outcome = pc.replace_with_mask(table.column("outcome").combine_chunks(), mask,
+                                   pa.repeat(pa.scalar("excluded_by_group"), len(lost)))
+    excluded_by = pc.replace_with_mask(table.column("excluded_by").combine_chunks(), mask,
+                                       lost.column("by").combine_chunks())
+    table = table.set_column(table.schema.get_field_index("outcome"), "outcome", outcome)
+    return table.set_column(table.schema.get_field_index("excluded_by"), "excluded_by", excluded_by)
+
+
+def _pro_rata(amount: pa.Array, budget: Decimal, total: Decimal) -> pa.Array:
+    """amount x budget / total, rounded down to the 分, in exact integer 分."""
+    fen = pc.multiply(amount.cast(pa.decimal256(40, 2)), pa.scalar(Decimal(100), pa.decimal256(3, 0))).cast(pa.decimal256(20, 0))
+    budget_fen = int((budget * 100).to_integral_value(rounding="ROUND_FLOOR"))
+    total_fen = int(total * 100)
+    scaled = pc.divide(pc.multiply(fen, pa.scalar(Decimal(budget_fen), pa.decimal256(20, 0))),
+                       pa.scalar(Decimal(total_fen), pa.decimal256(20, 0)))
+    scaled = pc.floor(scaled).cast(pa.decimal256(40, 0))
+    return pc.multiply(scaled, pa.scalar(Decimal("0.01"), pa.decimal256(2, 2))).cast(AMOUNT)
+
+
+def apply_budget(part: pa.Table, policy: Policy) -> pa.Table:
+    """One policy's rows: flag or scale when its eligible total strictly exceeds the budget."""
+    if policy.budget is None or policy.kind == "manual" or part.num_rows == 0:
+        return part
+    eligible = pc.equal(part.column("outcome"), pa.scalar("eligible"))
+    total = pc.sum(pc.if_else(eligible, part.column("amount"), pa.scalar(None, AMOUNT))).as_py() or Decimal(0)
+    if total <= policy.budget:
+        return part
+    if policy.budget_rule == "pro_rata":
+        amount = part.column("amount").combine_chunks()
+        scaled = _pro_rata(pc.fill_null(amount, Decimal(0)), policy.budget, total)
+        new = pc.if_else(eligible, scaled, amount)
+        return part.set_column(part.schema.get_field_index("amount"), "amount", new)
+    return part.set_column(part.schema.get_field_index("over_budget"), "over_budget", eligible)
+
+
+# ---------------------------------------------------------------- all policies
+
+def evaluate(portrait: pa.Table, policies: list[Policy], as_of: dt.date,
+             name_lists: dict[str, pa.Table] | None = None) -> pa.Table:
+    """Every policy in force on `as_of` against the portrait: the stored results (RESULT_SCHEMA)."""
+    active = sorted(in_force(policies, as_of), key=lambda p: p.id)
+    cols = Columns(portrait)
+    parts = [evaluate_policy(portrait, p, as_of, name_lists, cols=cols) for p in active]
+    if not parts:
+        return RESULT_SCHEMA.empty_table()
+    table = pa.concat_tables(parts).combine_chunks()
+    table = apply_groups(table)
+    out, offset = [], 0
+    for policy, part in zip(active, parts):
+        out.append(apply_budget(table.slice(offset, part.num_rows), policy))
+        offset += part.num_rows
+    table = pa.concat_tables(out).combine_chunks()
+    return table.sort_by([("policy_id", "ascending"), ("uscc", "ascending")])
