@@ -93,11 +93,13 @@ def ledger_and_outputs() -> dict:
 
 @task(trigger_rule="all_done")
 def run_report() -> str:
-    from pipelines import report
+    from pipelines import nightly, report
     from pipelines.orchestration import run_id_from_context
 
     settings, as_of, context = _ctx()
-    path = report.write(settings, as_of, run_id_from_context(context))
+    run_id = run_id_from_context(context)
+    nightly.record_audit(settings, as_of, run_id, nightly.run_status(settings, as_of, context["dag_run"].start_date))
+    path = report.write(settings, as_of, run_id)
     print(f"运行报告 (run report): {path}")
     return str(path)
 

@@ -105,7 +105,7 @@ def cmd_namelist_check(args) -> int:
 def cmd_inbox_process(args) -> int:
     from pipelines import inbox
 
-    return inbox.inbox_process_command(load_settings())
+    return inbox.inbox_process_command(load_settings(), settle_seconds=args.settle_seconds)
 
 
 def cmd_ledger_release(args) -> int:
@@ -182,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inbox", help="收件箱")
     isub = p.add_subparsers(dest="action", required=True)
-    c = isub.add_parser("process")
+    c = isub.add_parser("process", help="处理收件箱中的新文件（每个文件按内容只处理一次）")
+    c.add_argument("--settle-seconds", type=int, default=60,
+                   help="files modified more recently than this may still be copying and wait for the next pass")
     c.set_defaults(fn=cmd_inbox_process)
 
     p = sub.add_parser("ledger", help="台账")

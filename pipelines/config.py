@@ -6,7 +6,7 @@ Airflow Variables by the DAGs); nothing else in the package reads os.environ.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -23,6 +23,9 @@ class Settings:
     warehouse_url: str     # SQLAlchemy URL
     expectations: Path     # GX suites
     landing_configured: bool = True  # False when falling back to the demo landing folder
+    # feed -> (SQLAlchemy URL or airflow://<conn_id>, table name or SELECT): feeds
+    # pulled from a department's exchange database instead of the file drop.
+    sources: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def staged(self) -> Path:
@@ -55,10 +58,23 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     return Settings(
         landing=Path(env.get("MIANSHEN_LANDING", data / "landing")),
         inbox=Path(env.get("MIANSHEN_INBOX", data / "inbox")),
-        policies=Path(env.get("MIANSHEN_POLICIES", data / "policies")),
+        policies=Path(env.get("MIANSHEN_POLICIES", DEFAULT_DATA / "policies")),
         output=Path(env.get("MIANSHEN_OUTPUT", data / "output")),
         work=work,
         warehouse_url=warehouse,
         expectations=Path(env.get("MIANSHEN_EXPECTATIONS", PROJECT_ROOT / "expectations")),
         landing_configured="MIANSHEN_LANDING" in env,
+        sources=_sources(env),
     )
+
+
+def _sources(env) -> dict[str, tuple[str, str]]:
+    """MIANSHEN_SOURCE_<FEED>=<url> with MIANSHEN_SOURCE_<FEED>_QUERY=<table or SELECT>."""
+    prefix = "MIANSHEN_SOURCE_"
+    out: dict[str, tuple[str, str]] = {}
+    for key, url in env.items():
+        if key.startswith(prefix) and not key.endswith("_QUERY") and url:
+            query = env.get(key + "_QUERY")
+            if query:
+                out[key[len(prefix):].lower()] = (url, query)
+    return out

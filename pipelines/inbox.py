@@ -390,9 +390,9 @@ def process(settings: Settings, now: datetime | None = None, settle_seconds: int
         return one.run()
 
 
-def inbox_process_command(settings: Settings | None = None) -> int:
+def inbox_process_command(settings: Settings | None = None, settle_seconds: int = 60) -> int:
     """`mianshen inbox process`: prints one line per file; exit 0 unless a handler failed."""
-    results = process(settings or load_settings())
+    results = process(settings or load_settings(), settle_seconds=settle_seconds)
     for r in results:
         line = f"{r['folder']}/{r['file']}: {r['status']}"
         if r.get("summary") or r.get("reason"):

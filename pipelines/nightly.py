@@ -57,6 +57,52 @@ def run(settings: Settings, as_of: date, run_id: str | None = None, accept_drift
     except validate.GateClosed:
         from pipelines import report
 
+        record_audit(settings, as_of, run_id, "failed")
         report.write(settings, as_of, run_id)
         raise
-    return downstream(settings, as_of, run_id, release_holds=release_holds)
+    summary = downstream(settings, as_of, run_id, release_holds=release_holds)
+    record_audit(settings, as_of, run_id, "success")
+    return summary
+
+
+def record_audit(settings: Settings, as_of: date, run_id: str, status: str) -> None:
+    """What the run read (each delivery file with its sha256, each policy file
+    with its hash) and how it ended, so any result can be explained later."""
+    import json
+
+    from pipelines import warehouse
+
+    feeds = []
+    for feed in FEED_ORDER:
+        try:
+            summary = json.loads((settings.quality_dir(as_of) / f"{feed}.ingest.json").read_text(encoding="utf-8"))
+            verdict = json.loads((settings.quality_dir(as_of) / f"{feed}.json").read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            continue
+        delivered = summary.get("delivery_date")
+        for info in summary.get("files") or []:
+            feeds.append({
+                "name": f"{feed}/{info['name']}",
+                "delivered_on": date.fromisoformat(delivered) if delivered else None,
+                "sha256": info["sha256"],
+                "accepted": verdict.get("status") == "accepted",
+            })
+    policy_files = sorted(settings.policies.glob("*.y*ml")) if settings.policies.exists() else []
+    engine = warehouse.connect(settings.warehouse_url)
+    with engine.begin() as conn:
+        warehouse.record_run(conn, run_id, as_of, status, finished_at=warehouse.utcnow())
+        warehouse.record_inputs(conn, run_id, feeds=feeds, policy_files=policy_files)
+        portrait_path = settings.portraits / f"{as_of}.parquet"
+        if status == "success" and portrait_path.exists():
+            import pyarrow.parquet as pq
+
+            warehouse.record_portrait(conn, as_of, portrait_path, pq.ParquetFile(portrait_path).metadata.num_rows,
+                                      run_id=run_id)
+
+
+def run_status(settings: Settings, as_of: date, started_at) -> str:
+    """'success' when this run got as far as the ledger (it writes ledger.json last)."""
+    ledger_json = settings.run_dir(as_of) / "ledger.json"
+    if not ledger_json.exists() or started_at is None:
+        return "failed"
+    return "success" if ledger_json.stat().st_mtime >= started_at.timestamp() else "failed"

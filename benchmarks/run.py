@@ -1,0 +1,151 @@
+"""`make bench`: the nightly pipeline at 10k / 100k / 1M enterprises × 200 policies.
+
+Each scale gets seeded demo deliveries and a policy set made by varying the
+sample policies; every stage then runs in a fresh process (`benchmarks.stage`)
+so its wall time and peak memory are its own. The Markdown table is written to
+benchmarks/RESULTS.md and printed; the README carries it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = ("ingest", "validate", "portrait", "match", "ledger_outputs")
+AS_OF = date(2026, 11, 26)
+
+
+def vary_policies(source: Path, target: Path, count: int) -> int:
+    """`count` policies: the sample condition policies with ids suffixed and
+    numeric thresholds scaled by a few per cent, so each is a distinct policy."""
+    target.mkdir(parents=True, exist_ok=True)
+    samples = []
+    for path in sorted(source.glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if doc.get("kind") == "condition":
+            samples.append(path.read_text(encoding="utf-8"))
+    written = 0
+    variant = 0
+    while written < count:
+        for text in samples:
+            if written >= count:
+                break
+            doc = yaml.safe_load(text)
+            factor = Decimal(100 + (variant % 9) - 4) / 100
+            doc["id"] = f"{doc['id']}-V{variant:03d}"
+            doc.pop("exclusive_group", None) if variant % 3 else None
+            doc["conditions"] = _scale(doc.get("conditions"), factor)
+            (target / f"{doc['id']}.yaml").write_text(
+                yaml.safe_dump(_plain(doc), allow_unicode=True, sort_keys=False), encoding="utf-8")
+            written += 1
+        variant += 1
+    return written
+
+
+def _scale(node, factor):
+    if isinstance(node, list):
+        return [_scale(n, factor) for n in node]
+    if isinstance(node, dict):
+        if "field" in node and isinstance(node.get("value"), (int, float)) and not isinstance(node["value"], bool):
+            value = Decimal(str(node["value"])) * factor
+            return {**node, "value": value.quantize(Decimal("0.01"))}
+        return {k: _scale(v, factor) for k, v in node.items()}
+    return node
+
+
+def _plain(obj):
+    if isinstance(obj, Decimal):
+        # written as YAML text; the policy loader reads the scalar text back exactly
+        return float(obj) if obj != obj.to_integral() else int(obj)
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, date):
+        return obj.isoformat()
+    return obj
+
+
+def run_stage(stage: str, env: dict) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.stage", stage, AS_OF.isoformat()], env=env,
+                          capture_output=True, text=True, cwd=ROOT)
+    line = next((l for l in proc.stdout.splitlines() if l.startswith("BENCH ")), None)
+    if proc.returncode != 0 or line is None:
+        raise RuntimeError(f"stage {stage} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return json.loads(line[6:])
+
+
+def bench_scale(enterprises: int, policies: int, workdir: Path) -> dict:
+    from pipelines import demo_data
+
+    base = workdir / f"n{enterprises}_p{policies}"
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    started = time.perf_counter()
+    demo_data.generate(base / "landing", AS_OF, enterprises, 42)
+    generated = time.perf_counter() - started
+    vary_policies(ROOT / "data" / "policies", base / "policies", policies)
+    env = {**os.environ, "MIANSHEN_DATA": str(base), "MIANSHEN_LANDING": str(base / "landing"),
+           "MIANSHEN_POLICIES": str(base / "policies"), "PYTHONPATH": str(ROOT)}
+    stages = {s: run_stage(s, env) for s in STAGES}
+    return {"enterprises": enterprises, "policies": policies, "generate_seconds": round(generated, 1), "stages": stages}
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores ({cpu}), {mem_gib:.0f} GiB RAM, Python {platform.python_version()}, {platform.system()}"
+
+
+def table(results: list[dict]) -> str:
+    head = "| enterprises | policies | " + " | ".join(f"{s} s / MiB" for s in STAGES) + " | total s | match results/s |"
+    rows = [head, "|" + "---|" * (len(STAGES) + 4)]
+    for r in results:
+        total = sum(st["seconds"] for st in r["stages"].values())
+        match = r["stages"]["match"]
+        rate = f"{(match.get('results') or 0) / match['seconds']:,.0f}" if match["seconds"] else "—"
+        cells = " | ".join(f"{r['stages'][s]['seconds']:.1f} / {r['stages'][s]['peak_mib']:,}" for s in STAGES)
+        rows.append(f"| {r['enterprises']:,} | {r['policies']} | {cells} | {total:.1f} | {rate} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scales", default="10000,100000,1000000")
+    parser.add_argument("--policies", default="200")
+    parser.add_argument("--extra", default="100000x20", help="extra NxP runs for the linear-growth check")
+    parser.add_argument("--workdir", default=str(ROOT / "bench-out"))
+    args = parser.parse_args()
+    workdir = Path(args.workdir)
+    runs = [(int(n), int(p)) for n in args.scales.split(",") for p in args.policies.split(",")]
+    runs += [tuple(int(x) for x in spec.split("x")) for spec in args.extra.split(",") if spec]
+    results = []
+    for n, p in runs:
+        print(f"benchmark: {n:,} enterprises × {p} policies …", flush=True)
+        results.append(bench_scale(n, p, workdir))
+        print(json.dumps(results[-1], ensure_ascii=False), flush=True)
+    text = (f"Measured {date.today()} on {machine()}.\n\n" + table(results) + "\n")
+    (ROOT / "benchmarks" / "RESULTS.md").write_text(text, encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
