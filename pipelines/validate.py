@@ -1,0 +1,491 @@
+"""Validate a staged delivery with Great Expectations; the quality gate.
+
+The rules live in the suites `expectations/<feed>.json` (GX suite JSON, each
+expectation carrying `meta.reason_zh`, a template formatted with the failing
+row's values and the run-time parameters). Rules that depend on dates (not in
+the future, plausible for the delivery date) read suite parameters supplied
+here at run time: `as_of`, `delivery_date`, `delivery_day_end`,
+`delivery_year`, `delivery_month`, `delivery_month_start`.
+
+GX Core runs directly (no Airflow provider) on one pandas frame built once
+from the typed staged table, with result_format COMPLETE and the helper index
+column `_idx`, so every failure maps back to its row. A row failing any rule
+goes to quarantine with all its reasons. Timeliness, row-count drift, the
+bad-row threshold and referential integrity against the registry are decided
+here, outside the suites, because they compare deliveries rather than rows.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import os
+import shutil
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipelines.config import Settings
+from pipelines.contracts import FEED_ORDER, FEEDS, Feed
+from pipelines.ingest import HELPER_COLUMNS, cell_text, staged_schema, write_json, write_parquet
+
+ACCEPTED = "accepted"
+GX_INDEX = "_idx"
+
+
+class GateClosed(Exception):
+    """A feed is not fit for matching; the message (Chinese) names each one and why."""
+
+    def __init__(self, message: str, verdict: dict | None = None):
+        super().__init__(message)
+        self.message = message
+        self.verdict = verdict or {}
+
+
+# --------------------------------------------------------------------------
+# paths
+
+
+def validated_dir(settings: Settings, feed: str) -> Path:
+    return settings.work / "validated" / feed
+
+
+def verdict_path(settings: Settings, feed: str, as_of: dt.date) -> Path:
+    return settings.quality_dir(as_of) / f"{feed}.json"
+
+
+def data_docs_dir(settings: Settings, as_of: dt.date) -> Path:
+    return settings.quality_dir(as_of) / "data_docs"
+
+
+# --------------------------------------------------------------------------
+# suites and GX
+
+
+def load_suite(settings: Settings, feed: str) -> dict:
+    return json.loads((settings.expectations / f"{feed}.json").read_text(encoding="utf-8"))
+
+
+def suite_parameters(as_of: dt.date, delivery: dt.date) -> dict:
+    return {
+        "as_of": as_of.isoformat(),
+        "delivery_date": delivery.isoformat(),
+        "delivery_day_end": f"{delivery.isoformat()}T23:59:59",
+        "delivery_year": delivery.year,
+        "delivery_month": f"{delivery:%Y-%m}",
+        "delivery_month_start": delivery.replace(day=1).isoformat(),
+    }
+
+
+def _gx():
+    """Import GX once per process (≈7 s) and register the custom expectation."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    import great_expectations as gx
+
+    import pipelines.gx_uscc  # noqa: F401  registers expect_column_values_to_be_valid_uscc
+
+    return gx
+
+
+def gx_context(quality_dir: Path):
+    """An ephemeral context whose results store and Data Docs site live in the run's quality folder.
+
+    The context itself costs milliseconds (the import is the expensive part and
+    happens once per process); a fresh one per call means no suite or
+    checkpoint state leaks between feeds or runs, while the file-backed
+    results store lets the Data Docs index list every feed validated for this
+    run, even when each feed is validated in its own Airflow task process.
+    """
+    gx = _gx()
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
+        analytics_enabled=False,
+        progress_bars=ProgressBarsConfig(globally=False),
+        data_docs_sites={
+            "quality": {
+                "class_name": "SiteBuilder",
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(quality_dir / "data_docs")},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            }
+        },
+    )
+    config.stores["validation_results_store"] = {
+        "class_name": "ValidationResultsStore",
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(quality_dir / "gx_results")},
+    }
+    return gx.get_context(project_config=config, mode="ephemeral")
+
+
+def gx_frame(table: pa.Table):
+    """The one pandas frame GX sees: typed columns, periods as the first day of their month, `_idx`."""
+    import pandas as pd
+
+    cols = {}
+    for name in table.column_names:
+        if name in HELPER_COLUMNS:
+            continue
+        column = table[name]
+        if name == "period":
+            column = pc.strptime(pc.binary_join_element_wise(column, "-01", ""), format="%Y-%m-%d", unit="s").cast(pa.date32())
+        cols[name] = column
+    cols[GX_INDEX] = pa.array(range(table.num_rows), pa.int64())
+    mapping = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
+    return pa.table(cols).to_pandas(types_mapper=mapping.get)
+
+
+def run_suite(settings: Settings, feed: str, suite: dict, table: pa.Table, params: dict, as_of: dt.date) -> list[dict]:
+    """Validate `table` against `suite`; per expectation: config, success and the failing `_idx` values.
+
+    Also stores the result and rebuilds this run's Data Docs.
+    """
+    gx = _gx()
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    qdir = settings.quality_dir(as_of)
+    # A rerun replaces this feed's earlier result for the same run date.
+    shutil.rmtree(qdir / "gx_results" / feed, ignore_errors=True)
+    shutil.rmtree(qdir / "data_docs" / "validations" / feed, ignore_errors=True)
+    ctx = gx_context(qdir)
+    expectations = [
+        ExpectationConfiguration(type=e["type"], kwargs=e["kwargs"], meta=e.get("meta", {})).to_domain_obj()
+        for e in suite["expectations"]
+    ]
+    gx_suite = ctx.suites.add(gx.ExpectationSuite(name=feed, expectations=expectations, meta=suite.get("meta", {})))
+    batch_def = ctx.data_sources.add_pandas("staged").add_dataframe_asset(feed).add_batch_definition_whole_dataframe("delivery")
+    definition = ctx.validation_definitions.add(gx.ValidationDefinition(name=feed, data=batch_def, suite=gx_suite))
+    checkpoint = ctx.checkpoints.add(
+        gx.Checkpoint(
+            name=feed,
+            validation_definitions=[definition],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
+            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [GX_INDEX]},
+        )
+    )
+    run = checkpoint.run(batch_parameters={"dataframe": gx_frame(table)}, expectation_parameters=params)
+    (result,) = run.run_results.values()
+    out = []
+    for er in result.results:
+        info = er.exception_info or {}
+        if info.get("raised_exception"):
+            # A rule that could not be evaluated must not pass silently.
+            raise RuntimeError(f"GX expectation {er.expectation_config.type} failed: {info.get('exception_message')}")
+        indices = [item[GX_INDEX] for item in (er.result.get("unexpected_index_list") or [])]
+        out.append(
+            {
+                "type": er.expectation_config.type,
+                "kwargs": dict(er.expectation_config.kwargs),
+                "meta": dict(er.expectation_config.meta or {}),
+                "success": bool(er.success),
+                "unexpected": [int(i) for i in indices],
+            }
+        )
+    return out
+
+
+class _Blank(dict):
+    def __missing__(self, key):
+        return "{" + key + "}"
+
+
+def display(value) -> str:
+    return "空" if value is None else cell_text(value)
+
+
+def row_failures(results: list[dict], table: pa.Table, params: dict) -> dict[int, list[str]]:
+    """Staged row position -> Chinese reasons (`第12行 …`), from the suite's reason templates."""
+    failures: dict[int, list[str]] = {}
+    rows = table["_row"]
+    for res in results:
+        template = res["meta"].get("reason_zh") or res["type"]
+        if not res["unexpected"]:
+            continue
+        subset = table.take(pa.array(res["unexpected"], pa.int64())).to_pylist()
+        for idx, record in zip(res["unexpected"], subset):
+            values = _Blank({k: str(v) for k, v in params.items()})
+            values.update({k: display(v) for k, v in record.items()})
+            failures.setdefault(idx, []).append(f"第{rows[idx].as_py()}行 {template.format_map(values)}")
+    return failures
+
+
+# --------------------------------------------------------------------------
+# verdict
+
+
+def _label(spec: Feed) -> str:
+    return f"{spec.department}「{spec.title}」"
+
+
+def _share(bad: int, total: int) -> Decimal:
+    return (Decimal(bad) / Decimal(total)).quantize(Decimal("0.000001")) if total else Decimal(0)
+
+
+def _percent(value: Decimal) -> str:
+    text = format((value * 100).quantize(Decimal("0.01")), "f")
+    return text.rstrip("0").rstrip(".")
+
+
+def previous_accepted(settings: Settings, feed: str, delivery: dt.date) -> dict | None:
+    """The newest accepted delivery of `feed` dated before `delivery` (its sidecar record)."""
+    folder = validated_dir(settings, feed)
+    best = None
+    for path in folder.glob("*.json") if folder.is_dir() else []:
+        try:
+            day = dt.date.fromisoformat(path.stem)
+        except ValueError:
+            continue
+        if day < delivery and (best is None or day > best[0]):
+            best = (day, path)
+    return json.loads(best[1].read_text(encoding="utf-8")) if best else None
+
+
+def registry_codes(settings: Settings, as_of: dt.date) -> tuple[pa.Array | None, str | None]:
+    """USCCs of the registry delivery accepted for this run, else the newest accepted one."""
+    verdict = verdict_path(settings, "registry", as_of)
+    path = None
+    if verdict.exists():
+        data = json.loads(verdict.read_text(encoding="utf-8"))
+        if data.get("status") == ACCEPTED and data.get("validated_path"):
+            path = Path(data["validated_path"])
+    if path is None:
+        folder = validated_dir(settings, "registry")
+        dated = sorted(p for p in folder.glob("*.parquet") if p.stem <= as_of.isoformat()) if folder.is_dir() else []
+        path = dated[-1] if dated else None
+    if path is None or not path.exists():
+        return None, None
+    return pq.read_table(path, columns=["uscc"])["uscc"].combine_chunks(), path.stem
+
+
+def write_quarantine_csv(spec: Feed, records: list[dict], path: Path) -> None:
+    """UTF-8 with BOM so Excel opens it; 行号, 文件, 原因, then the department's own headers."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "w", encoding="utf-8-sig", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["行号", "文件", "原因"] + [c.header for c in spec.columns])
+        for rec in sorted(records, key=lambda r: (r["_file"] or "", r["_row"] or 0)):
+            writer.writerow([rec["_row"], rec["_file"], rec["reason"]] + [rec.get(c.name) or "" for c in spec.columns])
+    os.replace(tmp, path)
+
+
+def validate_feed(settings: Settings, feed: str, as_of: dt.date, accept_drift: bool = False) -> dict:
+    """Validate the delivery ingested for `as_of`; write the verdict, quarantine list, validated rows and Data Docs.
+
+    status: accepted | rejected | stale | missing | drift. Validate `registry`
+    first: the other feeds check their codes against its accepted delivery.
+    """
+    spec = FEEDS[feed]
+    label = _label(spec)
+    qdir = settings.quality_dir(as_of)
+    verdict: dict = {
+        "feed": feed,
+        "title": spec.title,
+        "department": spec.department,
+        "as_of": as_of.isoformat(),
+        "delivery_date": None,
+        "status": None,
+        "reason": None,
+        "rows": 0,
+        "good_rows": 0,
+        "bad_rows": 0,
+        "ingest_bad_rows": 0,
+        "rule_bad_rows": 0,
+        "bad_share": "0",
+        "bad_row_threshold": str(spec.bad_row_threshold),
+        "max_age_days": spec.max_age_days,
+        "age_days": None,
+        "failed_rules": [],
+        "warnings": [],
+        "not_in_registry": None,
+        "previous_accepted": None,
+        "drift": None,
+        "drift_accepted": False,
+        "validated_path": None,
+        "quarantine_csv": None,
+        "data_docs": None,
+    }
+    ingest_file = qdir / f"{feed}.ingest.json"
+    if not ingest_file.exists():
+        verdict.update(status="missing", reason=f"{label}本次运行（{as_of.isoformat()}）尚未导入，没有可校验的交付。")
+        return _finish(settings, as_of, verdict)
+    ingested = json.loads(ingest_file.read_text(encoding="utf-8"))
+    verdict["delivery_date"] = ingested.get("delivery_date")
+    if ingested["status"] != "ingested":
+        verdict.update(status=ingested["status"], reason=ingested["reason"], rows=ingested.get("rows", 0))
+        return _finish(settings, as_of, verdict)
+
+    delivery = dt.date.fromisoformat(ingested["delivery_date"])
+    # Parquet stores timestamp[s] as ms: cast back to the contract's types.
+    staged = pq.read_table(ingested["staged_path"]).cast(staged_schema(spec))
+    ingest_bad = pq.read_table(ingested["quarantine_path"])
+    params = suite_parameters(as_of, delivery)
+
+    results = run_suite(settings, feed, load_suite(settings, feed), staged, params, as_of)
+    failures = row_failures(results, staged, params)
+    verdict["failed_rules"] = [
+        {
+            "expectation": r["type"],
+            "columns": [r["kwargs"][k] for k in ("column", "column_A", "column_B") if k in r["kwargs"]]
+            + list(r["kwargs"].get("column_list", [])),
+            "rule_zh": r["meta"].get("reason_zh", ""),
+            "rows": len(r["unexpected"]),
+        }
+        for r in results
+        if r["unexpected"]
+    ]
+    keep = np.ones(staged.num_rows, dtype=bool)
+    keep[list(failures)] = False
+    good = staged.filter(pa.array(keep)) if failures else staged
+    rule_bad = staged.take(pa.array(sorted(failures), pa.int64())).to_pylist() if failures else []
+
+    quarantine = ingest_bad.to_pylist()
+    for idx, rec in zip(sorted(failures), rule_bad):
+        text = {k: (None if v is None else cell_text(v)) for k, v in rec.items() if k not in HELPER_COLUMNS}
+        quarantine.append({**text, "_row": rec["_row"], "_file": rec["_file"], "reason": "；".join(failures[idx])})
+    quarantine_csv = qdir / f"{feed}_quarantine.csv"
+    write_quarantine_csv(spec, quarantine, quarantine_csv)
+
+    total = int(ingested["rows"])
+    bad = ingest_bad.num_rows + len(failures)
+    share = _share(bad, total)
+    age = (as_of - delivery).days
+    verdict.update(
+        rows=total,
+        good_rows=good.num_rows,
+        bad_rows=bad,
+        ingest_bad_rows=ingest_bad.num_rows,
+        rule_bad_rows=len(failures),
+        bad_share=str(share),
+        age_days=age,
+        quarantine_csv=str(quarantine_csv),
+        data_docs=str(data_docs_dir(settings, as_of) / "index.html"),
+    )
+
+    warnings: list[str] = []
+    if ingested.get("extra_columns"):
+        warnings.append("交付中有合同以外的列（已忽略）：" + "、".join(ingested["extra_columns"]))
+    if ingested.get("missing_optional_columns"):
+        warnings.append("交付缺少非必需列（按空值处理）：" + "、".join(ingested["missing_optional_columns"]))
+    if ingested.get("incomplete_deliveries"):
+        warnings.append("有未完成的交付（缺少 _SUCCESS，未使用）：" + "、".join(ingested["incomplete_deliveries"]))
+    if spec.references_registry:
+        codes, registry_delivery = registry_codes(settings, as_of)
+        if codes is None:
+            warnings.append("没有已通过校验的企业登记信息，无法核对统一社会信用代码是否已登记")
+        else:
+            missing = good.num_rows - int(pc.sum(pc.is_in(good["uscc"], value_set=codes)).as_py() or 0)
+            verdict["not_in_registry"] = missing
+            if missing:
+                # Not quarantined: the row is true department data; the portrait marks
+                # such enterprises registered = false and the `registered` guard stops them.
+                warnings.append(
+                    f"{missing} 行的统一社会信用代码不在企业登记信息（{registry_delivery}）中，已保留，画像中按未登记处理"
+                )
+
+    problems: list[tuple[str, str]] = []
+    if Decimal(bad) > spec.bad_row_threshold * Decimal(total):
+        problems.append(
+            (
+                "rejected",
+                f"{label}交付（{delivery.isoformat()}）共 {total} 行，不合格 {bad} 行，占 {_percent(share)}%，"
+                f"超过允许的 {_percent(spec.bad_row_threshold)}%，整批拒收；不合格行及原因见 {quarantine_csv.name}。",
+            )
+        )
+    if age > spec.max_age_days:
+        problems.append(
+            (
+                "stale",
+                f"{label}数据已过期：最新交付为 {delivery.isoformat()}，距运行日 {age} 天，"
+                f"超过时效（{spec.max_age_days} 天）{age - spec.max_age_days} 天。",
+            )
+        )
+    previous = previous_accepted(settings, feed, delivery)
+    if previous:
+        verdict["previous_accepted"] = {"delivery_date": previous["delivery_date"], "rows": previous["rows"]}
+        prev_rows = int(previous["rows"])
+        change = (Decimal(total - prev_rows) / Decimal(prev_rows)) if prev_rows else Decimal(0)
+        verdict["drift"] = str(change.quantize(Decimal("0.000001")))
+        if abs(change) > spec.drift_threshold:
+            text = (
+                f"{label}交付（{delivery.isoformat()}）共 {total} 行，较上次通过校验的交付"
+                f"（{previous['delivery_date']}，{prev_rows} 行）变化 {_percent(change)}%，"
+                f"超过 ±{_percent(spec.drift_threshold)}%"
+            )
+            if accept_drift:
+                verdict["drift_accepted"] = True
+                warnings.append(text + "，已由操作员确认接受。")
+            else:
+                problems.append(("drift", text + "，需操作员确认（accept_drift）后才能继续。"))
+    verdict["warnings"] = warnings
+
+    if problems:
+        verdict.update(status=problems[0][0], reason="".join(p[1] for p in problems))
+    else:
+        verdict.update(status=ACCEPTED, reason=f"{label}交付（{delivery.isoformat()}）校验通过。")
+        path = validated_dir(settings, feed) / f"{delivery.isoformat()}.parquet"
+        write_parquet(good.drop_columns(list(HELPER_COLUMNS)), path)
+        write_json(
+            {"feed": feed, "delivery_date": delivery.isoformat(), "rows": total, "good_rows": good.num_rows,
+             "accepted_on": as_of.isoformat(), "drift_accepted": verdict["drift_accepted"]},
+            path.with_suffix(".json"),
+        )
+        verdict["validated_path"] = str(path)
+    return _finish(settings, as_of, verdict)
+
+
+def _finish(settings: Settings, as_of: dt.date, verdict: dict) -> dict:
+    write_json(verdict, verdict_path(settings, verdict["feed"], as_of))
+    return verdict
+
+
+# --------------------------------------------------------------------------
+# the gate
+
+
+def gate(settings: Settings, as_of: dt.date) -> dict:
+    """Open only when every feed's verdict for `as_of` is accepted; else raise GateClosed.
+
+    Writes `<quality_dir>/gate.json` either way.
+    """
+    feeds: dict[str, dict] = {}
+    failing: list[str] = []
+    for feed in FEED_ORDER:
+        spec = FEEDS[feed]
+        path = verdict_path(settings, feed, as_of)
+        if path.exists():
+            v = json.loads(path.read_text(encoding="utf-8"))
+            status, reason = v["status"], v["reason"]
+        else:
+            v, status = {}, "missing"
+            reason = f"{_label(spec)}本次运行（{as_of.isoformat()}）没有校验结论。"
+        feeds[feed] = {
+            "title": spec.title,
+            "department": spec.department,
+            "status": status,
+            "reason": reason,
+            "delivery_date": v.get("delivery_date"),
+            "drift_accepted": v.get("drift_accepted", False),
+            "validated_path": v.get("validated_path"),
+        }
+        if status != ACCEPTED:
+            failing.append(reason)
+    message = (
+        "数据质量闸门关闭，本次运行停止，不进行匹配和发放：\n" + "\n".join(f"{i}. {r}" for i, r in enumerate(failing, 1))
+        if failing
+        else f"数据质量闸门开启：{len(FEED_ORDER)} 项数据均校验通过。"
+    )
+    result = {"as_of": as_of.isoformat(), "open": not failing, "message": message, "feeds": feeds}
+    write_json(result, settings.quality_dir(as_of) / "gate.json")
+    if failing:
+        raise GateClosed(message, result)
+    return result

@@ -1,0 +1,312 @@
+"""Validation with the GX suites, delivery verdicts and the gate (feeds.md quality rules)."""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.contracts import FEEDS
+from pipelines.ingest import ingest_feed
+from pipelines.uscc import CHARSET
+from pipelines.validate import GateClosed, gate, load_suite, validate_feed
+from tests.ingest_helpers import AS_OF, deliver, row, rows, settings_for, uscc
+
+DELIVERED = AS_OF - dt.timedelta(days=1)  # 2026-11-25
+
+
+def wrong_check(n: int) -> str:
+    good = uscc(n)
+    return good[:17] + next(c for c in CHARSET if c != good[17])
+
+
+def run(settings, feed, records, day=DELIVERED, as_of=AS_OF, accept_drift=False):
+    deliver(settings, feed, day, records)
+    ingest_feed(settings, feed, as_of)
+    return validate_feed(settings, feed, as_of, accept_drift=accept_drift)
+
+
+def quarantine_rows(verdict) -> dict[int, str]:
+    with open(verdict["quarantine_csv"], encoding="utf-8-sig", newline="") as fh:
+        return {int(r["行号"]): r["原因"] for r in csv.DictReader(fh)}
+
+
+# --- every row rule of feeds.md: one tiny delivery per feed, one broken row per rule ----------
+
+DUP = "duplicate"
+CASES: dict[str, list[tuple[str, dict | str, str]]] = {
+    "registry": [
+        ("uscc_empty", {"uscc": ""}, "统一社会信用代码为空"),
+        ("uscc_check", {"uscc": wrong_check(901)}, "不是有效的统一社会信用代码"),
+        ("uscc_short", {"uscc": "91411303MA12345"}, "不是有效的统一社会信用代码"),
+        ("name_empty", {"name": ""}, "企业名称为空"),
+        ("established_empty", {"established_on": ""}, "成立日期为空"),
+        ("established_future", {"established_on": "2026-11-27"}, '成立日期 "2026-11-27" 晚于运行日期 2026-11-26'),
+        ("established_invalid", {"established_on": "2026-13-01"}, '成立日期 "2026-13-01" 不是有效日期'),
+        ("capital_negative", {"registered_capital_10k": "-1"}, '注册资本（万元） "-1" 不能小于 0'),
+        ("capital_text", {"registered_capital_10k": "五百"}, '注册资本（万元） "五百" 不是有效数值'),
+        ("industry_section", {"industry_code": "Z1234"}, '行业代码 "Z1234" 格式不正确'),
+        ("industry_long", {"industry_code": "C33111"}, '行业代码 "C33111" 格式不正确'),
+        ("status", {"status": "正常"}, '登记状态 "正常" 不在代码表'),
+        ("division", {"division_code": "41130"}, '所属区划 "41130" 格式不正确'),
+        ("phone_short", {"phone": "1380000000"}, '联系电话 "1380000000" 格式不正确'),
+        ("phone_landline", {"phone": "0377-63100000"}, "联系电话"),
+        ("abnormal", {"abnormal": "Y"}, '经营异常 "Y" 应为“是”或“否”'),
+        ("updated_future", {"updated_at": "2026-11-26 00:00:01"}, "晚于交付日期 2026-11-25"),
+        ("updated_invalid", {"updated_at": "昨天"}, '更新时间 "昨天" 不是有效的日期时间'),
+        ("duplicate", DUP, "统一社会信用代码"),
+    ],
+    "tax": [
+        ("uscc_check", {"uscc": wrong_check(902)}, "不是有效的统一社会信用代码"),
+        ("uscc_empty", {"uscc": ""}, "统一社会信用代码为空"),
+        ("year_empty", {"tax_year": ""}, "纳税年度为空"),
+        ("year_low", {"tax_year": "1999"}, '纳税年度 "1999" 不在 2000 年至交付年度 2026 年之间'),
+        ("year_future", {"tax_year": "2027"}, '纳税年度 "2027" 不在 2000 年至交付年度 2026 年之间'),
+        ("year_text", {"tax_year": "二〇二五"}, "不是整数"),
+        ("revenue_negative", {"revenue_10k": "-0.01"}, '营业收入（万元） "-0.01" 不能小于 0'),
+        ("tax_negative", {"tax_paid": "-5"}, '纳税总额（元） "-5" 不能小于 0'),
+        ("rd_negative", {"rd_expense_10k": "-1"}, '研发费用（万元） "-1" 不能小于 0'),
+        ("rd_over_revenue", {"rd_expense_10k": "1300", "revenue_10k": "1200"}, "研发费用（万元）1300 大于营业收入（万元）1200"),
+        ("rating", {"credit_rating": "E"}, '纳税信用等级 "E" 不在代码表'),
+        ("taxpayer", {"general_taxpayer": "1"}, '一般纳税人 "1" 应为“是”或“否”'),
+        ("duplicate", DUP, "统一社会信用代码、纳税年度"),
+    ],
+    "social_insurance": [
+        ("uscc_check", {"uscc": wrong_check(903)}, "不是有效的统一社会信用代码"),
+        ("period_empty", {"period": ""}, "参保年月为空"),
+        ("period_future", {"period": "2026-12"}, '参保年月 "2026-12" 晚于交付月份 2026-11'),
+        ("period_invalid", {"period": "2026-13"}, "不是有效年月"),
+        ("insured_negative", {"insured_count": "-1"}, '参保人数 "-1" 不能小于 0'),
+        ("new_hires_negative", {"new_hires": "-2", "graduates_hired": "0"}, '新增就业人数 "-2" 不能小于 0'),
+        ("graduates_negative", {"graduates_hired": "-1"}, '高校毕业生人数 "-1" 不能小于 0'),
+        ("graduates_over_new_hires", {"graduates_hired": "4", "new_hires": "3"}, "高校毕业生人数 4 大于新增就业人数 3"),
+        ("insured_text", {"insured_count": "二十"}, '参保人数 "二十" 不是整数'),
+        ("arrears", {"arrears": "N"}, '欠缴标志 "N" 应为“是”或“否”'),
+        ("duplicate", DUP, "统一社会信用代码、参保年月"),
+    ],
+    "tech": [
+        ("uscc_check", {"uscc": wrong_check(904)}, "不是有效的统一社会信用代码"),
+        ("certification", {"certification": "其他资质"}, '资质类型 "其他资质" 不在代码表'),
+        ("cert_no_empty", {"cert_no": ""}, "证书编号为空"),
+        ("expires_before_issued", {"issued_on": "2025-01-01", "expires_on": "2024-12-31"}, "有效期至 2024-12-31 早于发证日期 2025-01-01"),
+        ("issued_invalid", {"issued_on": "2025-02-30"}, '发证日期 "2025-02-30" 不是有效日期'),
+        ("duplicate", DUP, "统一社会信用代码、资质类型、证书编号"),
+    ],
+    "credit": [
+        ("uscc_check", {"uscc": wrong_check(905)}, "不是有效的统一社会信用代码"),
+        ("list_type", {"list_type": "黑名单"}, '名单类型 "黑名单" 不在代码表'),
+        ("listed_empty", {"listed_on": ""}, "列入日期为空"),
+        ("removed_before_listed", {"listed_on": "2026-03-01", "removed_on": "2026-02-28"}, "移出日期 2026-02-28 早于列入日期 2026-03-01"),
+        ("duplicate", DUP, "统一社会信用代码、名单类型、列入日期"),
+    ],
+}
+# Rows that sit exactly on a boundary and must pass.
+GOOD: dict[str, list[dict]] = {
+    "registry": [{"phone": "", "established_on": "2026-11-26", "updated_at": "2026-11-25 23:59:59",
+                  "registered_capital_10k": "0"}, {"industry_code": "A"}],
+    "tax": [{"rd_expense_10k": "1200", "revenue_10k": "1200", "tax_year": "2026", "credit_rating": "b"},
+            {"tax_year": "2000", "revenue_10k": "", "rd_expense_10k": "5"}],
+    "social_insurance": [{"period": "2026-11", "graduates_hired": "3", "new_hires": "3"}, {"period": "202611"}],
+    "tech": [{"certification": "专精特新“小巨人”企业", "issued_on": "2025-01-01", "expires_on": "2025-01-01"}, {}],
+    "credit": [{"listed_on": "2026-03-01", "removed_on": "2026-03-01"}, {"removed_on": ""}],
+}
+
+
+@pytest.fixture(scope="module")
+def rule_runs(tmp_path_factory):
+    out = {}
+    for feed, cases in CASES.items():
+        settings = settings_for(tmp_path_factory.mktemp(feed))
+        records, expected = [], {}
+        for i, (case, overrides, words) in enumerate(cases):
+            if overrides == DUP:
+                expected[len(records) + 2] = expected[len(records) + 3] = (case, words)
+                records += [row(feed, 500 + i), row(feed, 500 + i)]
+            else:
+                expected[len(records) + 2] = (case, words)
+                records.append(row(feed, 500 + i, **overrides))
+        records += [row(feed, 800 + j, **o) for j, o in enumerate(GOOD[feed])]
+        out[feed] = (run(settings, feed, records), expected, len(records))
+    return out
+
+
+@pytest.mark.parametrize("feed, case", [(f, c[0]) for f, cases in CASES.items() for c in cases])
+def test_each_rule_quarantines_the_breaking_row_with_its_reason(rule_runs, feed, case):
+    verdict, expected, _ = rule_runs[feed]
+    reasons = quarantine_rows(verdict)
+    lines = [n for n, (c, _) in expected.items() if c == case]
+    for line in lines:
+        assert line in reasons, f"row {line} ({case}) not quarantined"
+        words = expected[line][1]
+        assert reasons[line].startswith(f"第{line}行 ") and words in reasons[line], reasons[line]
+        if case == "duplicate":
+            assert "重复" in reasons[line]
+
+
+@pytest.mark.parametrize("feed", list(CASES))
+def test_only_breaking_rows_are_quarantined_and_the_batch_is_rejected(rule_runs, feed):
+    verdict, expected, total = rule_runs[feed]
+    assert set(quarantine_rows(verdict)) == set(expected)
+    assert verdict["rows"] == total and verdict["bad_rows"] == len(expected)
+    assert verdict["good_rows"] == total - len(expected)
+    assert verdict["status"] == "rejected" and "整批拒收" in verdict["reason"]
+    assert verdict["validated_path"] is None
+
+
+def test_quarantine_csv_is_excel_friendly_with_chinese_headers(rule_runs):
+    verdict = rule_runs["registry"][0]
+    raw = Path(verdict["quarantine_csv"]).read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")
+    header = raw.decode("utf-8-sig").splitlines()[0].split(",")
+    assert header[:4] == ["行号", "文件", "原因", "统一社会信用代码"]
+
+
+def test_data_docs_are_built_into_the_quality_folder(rule_runs):
+    verdict = rule_runs["tax"][0]
+    index = Path(verdict["data_docs"])
+    assert index.name == "index.html" and index.exists()
+    assert list((index.parent / "validations" / "tax").rglob("*.html"))
+
+
+# --- suites are the source of truth and cover the contract ---------------------------
+
+
+@pytest.mark.parametrize("feed", list(FEEDS))
+def test_suite_covers_every_contract_rule(feed):
+    settings = settings_for(Path("/nonexistent"))
+    suite = load_suite(settings, feed)
+    spec = FEEDS[feed]
+    seen = {(e["type"], e["kwargs"].get("column")) for e in suite["expectations"]}
+    assert all(e["meta"]["reason_zh"] for e in suite["expectations"])
+    for c in spec.columns:
+        if c.required:
+            assert ("expect_column_values_to_not_be_null", c.name) in seen
+        if c.type == "uscc":
+            assert ("expect_column_values_to_be_valid_uscc", c.name) in seen
+        if c.allowed:
+            assert ("expect_column_values_to_be_in_set", c.name) in seen
+        if c.pattern:
+            assert ("expect_column_values_to_match_regex", c.name) in seen
+        if c.min_value is not None:
+            assert ("expect_column_values_to_be_between", c.name) in seen
+
+
+# --- delivery-level outcomes ---------------------------------------------------------
+
+
+def test_bad_share_at_threshold_is_accepted_above_is_rejected(tmp_path):
+    settings = settings_for(tmp_path / "a")
+    records = rows("tax", 10)
+    records[3]["纳税信用等级"] = "Z"  # 1 of 10 = 10 %, the threshold itself
+    verdict = run(settings, "tax", records)
+    assert verdict["status"] == "accepted" and verdict["bad_share"] == "0.100000"
+    validated = pq.read_table(verdict["validated_path"])
+    assert validated.num_rows == 9 and validated.schema.names == FEEDS["tax"].arrow_schema().names
+    assert set(quarantine_rows(verdict)) == {5}
+
+    settings = settings_for(tmp_path / "b")
+    records = rows("tax", 10)
+    records[3]["纳税信用等级"] = "Z"     # a rule failure ...
+    records[4]["纳税年度"] = "x"         # ... plus an ingest failure: 20 %
+    verdict = run(settings, "tax", records)
+    assert verdict["status"] == "rejected" and verdict["bad_rows"] == 2
+    assert "不合格 2 行，占 20%，超过允许的 10%" in verdict["reason"]
+    assert not (settings.work / "validated" / "tax").exists()
+
+
+def test_stale_delivery_names_feed_department_and_days_late(tmp_path):
+    settings = settings_for(tmp_path)
+    verdict = run(settings, "tax", rows("tax", 3), day=AS_OF - dt.timedelta(days=40))
+    assert verdict["status"] == "stale"
+    assert verdict["reason"] == (
+        "区税务局「年度纳税信息」数据已过期：最新交付为 2026-10-17，距运行日 40 天，超过时效（35 天）5 天。"
+    )
+    assert verdict["validated_path"] is None
+
+
+def test_delivery_exactly_max_age_old_is_fresh(tmp_path):
+    settings = settings_for(tmp_path)
+    records = [row("registry", n, updated_at="2026-11-24") for n in (1, 2, 3)]
+    verdict = run(settings, "registry", records, day=AS_OF - dt.timedelta(days=2))
+    assert verdict["status"] == "accepted" and verdict["age_days"] == 2
+
+
+def test_row_count_drift_stops_unless_accepted(tmp_path):
+    settings = settings_for(tmp_path)
+    first_day = AS_OF - dt.timedelta(days=1)
+    assert run(settings, "registry", rows("registry", 10), day=first_day, as_of=first_day)["status"] == "accepted"
+
+    verdict = run(settings, "registry", rows("registry", 13), day=AS_OF)
+    assert verdict["status"] == "drift" and verdict["drift"] == "0.300000"
+    assert "较上次通过校验的交付（2026-11-25，10 行）变化 30%" in verdict["reason"]
+    assert verdict["validated_path"] is None
+
+    verdict = validate_feed(settings, "registry", AS_OF, accept_drift=True)
+    assert verdict["status"] == "accepted" and verdict["drift_accepted"] is True
+    assert any("已由操作员确认接受" in w for w in verdict["warnings"])
+    # a rerun replaces the feed's earlier GX result for the same run date
+    assert len(list((settings.quality_dir(AS_OF) / "gx_results" / "registry").rglob("*.json"))) == 1
+
+
+def test_drift_of_exactly_twenty_percent_passes(tmp_path):
+    settings = settings_for(tmp_path)
+    first_day = AS_OF - dt.timedelta(days=1)
+    run(settings, "credit", rows("credit", 10), day=first_day, as_of=first_day)
+    verdict = run(settings, "credit", rows("credit", 8), day=AS_OF)
+    assert verdict["status"] == "accepted" and verdict["drift"] == "-0.200000"
+
+
+def test_codes_missing_from_registry_are_warned_not_quarantined(tmp_path):
+    settings = settings_for(tmp_path)
+    assert run(settings, "registry", rows("registry", 3))["status"] == "accepted"
+    verdict = run(settings, "tax", rows("tax", 3) + [row("tax", 77)])
+    assert verdict["status"] == "accepted" and verdict["bad_rows"] == 0 and verdict["good_rows"] == 4
+    assert verdict["not_in_registry"] == 1
+    assert any("1 行的统一社会信用代码不在企业登记信息" in w for w in verdict["warnings"])
+
+
+def test_ingest_outcomes_carry_into_the_verdict(tmp_path):
+    settings = settings_for(tmp_path)
+    ingest_feed(settings, "tech", AS_OF)
+    verdict = validate_feed(settings, "tech", AS_OF)
+    assert verdict["status"] == "missing" and "区科学技术局「资质认定」" in verdict["reason"]
+
+    records = [{k: v for k, v in r.items() if k != "证书编号"} for r in rows("tech", 2)]
+    verdict = run(settings, "tech", records)
+    assert verdict["status"] == "rejected" and "缺少必需列「证书编号」" in verdict["reason"]
+
+
+# --- the gate ----------------------------------------------------------------------------
+
+
+def test_gate_opens_when_every_feed_is_accepted_and_closes_naming_each_failure(tmp_path):
+    settings = settings_for(tmp_path)
+    for feed in FEEDS:
+        assert run(settings, feed, rows(feed, 3))["status"] == "accepted"
+    result = gate(settings, AS_OF)
+    assert result["open"] is True
+    assert json.loads((settings.quality_dir(AS_OF) / "gate.json").read_text(encoding="utf-8"))["open"] is True
+
+    run(settings, "tax", rows("tax", 3), day=AS_OF - dt.timedelta(days=40))   # not newer: still 2026-11-25
+    (settings.landing / "tax" / DELIVERED.isoformat() / "_SUCCESS").unlink()
+    ingest_feed(settings, "tax", AS_OF)
+    validate_feed(settings, "tax", AS_OF)
+    (settings.quality_dir(AS_OF) / "credit.json").unlink()
+    with pytest.raises(GateClosed) as closed:
+        gate(settings, AS_OF)
+    message = closed.value.message
+    assert "区税务局「年度纳税信息」数据已过期：最新交付为 2026-10-17" in message
+    assert "区发展和改革委员会（信用办）「失信名单」本次运行（2026-11-26）没有校验结论" in message
+    assert "企业登记信息" not in message
+    saved = json.loads((settings.quality_dir(AS_OF) / "gate.json").read_text(encoding="utf-8"))
+    assert saved["open"] is False and saved["feeds"]["tax"]["status"] == "stale"
+
+
+def test_delivery_with_no_typeable_row_is_rejected(tmp_path):
+    settings = settings_for(tmp_path)
+    verdict = run(settings, "credit", [row("credit", n, listed_on="不详") for n in (1, 2)], day=AS_OF)
+    assert verdict["status"] == "rejected" and verdict["bad_rows"] == 2 and verdict["good_rows"] == 0
+    assert set(quarantine_rows(verdict)) == {2, 3}
