@@ -99,7 +99,7 @@ def test_explain_text_shows_values_and_computation():
 
 
 def test_match_run_writes_matches_errors_and_uses_the_newest_list_row(tmp_path: Path):
-    settings = load_settings({"MIANSHEN_DATA": str(tmp_path)})
+    settings = load_settings({"MIANSHEN_DATA": str(tmp_path), "MIANSHEN_POLICIES": str(tmp_path / "policies")})
     settings.portraits.mkdir(parents=True)
     pq.write_table(portrait(ROWS), settings.portraits / f"{AS_OF}.parquet")
     settings.policies.mkdir(parents=True)
