@@ -104,6 +104,13 @@ def run_report() -> str:
     return str(path)
 
 
+@task(trigger_rule="one_failed", retries=0, on_failure_callback=None)
+def run_failed() -> None:
+    """The run report runs whatever happened, so it cannot decide the run's
+    state; this watcher fails the run whenever any task failed."""
+    raise AirflowFailException("本次运行有任务失败，详见各任务日志与运行报告。")
+
+
 @dag(
     dag_id="mianshen_nightly",
     schedule=CronDataIntervalTimetable("0 2 * * *", timezone=DAG_TIMEZONE),
@@ -132,9 +139,12 @@ def mianshen_nightly():
             validated["registry"] >> validated[feed]
     gate = quality_gate()
     list(validated.values()) >> gate
-    outputs = ledger_and_outputs()
-    gate >> build_portrait() >> match_policies() >> outputs
-    [gate, outputs] >> run_report()
+    portrait, matched, outputs = build_portrait(), match_policies(), ledger_and_outputs()
+    gate >> portrait >> matched >> outputs
+    report = run_report()
+    [gate, outputs] >> report
+    all_tasks = [*ingested.values(), *validated.values(), gate, portrait, matched, outputs, report]
+    all_tasks >> run_failed()
 
 
 mianshen_nightly()

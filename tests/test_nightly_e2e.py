@@ -1,0 +1,75 @@
+"""The nightly DAG end to end through dag.test() on generated data (slow)."""
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import date, datetime, timezone
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import ROOT, make_settings
+
+AS_OF = date(2026, 11, 26)
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def nightly_dag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(ROOT / "dags" / "mianshen_nightly.py"))
+    assert bag.import_errors == {}
+    return bag.get_dag("mianshen_nightly")
+
+
+def _environment(monkeypatch, base):
+    for key, value in {
+        "MIANSHEN_DATA": base,
+        "MIANSHEN_LANDING": base / "landing",
+        "MIANSHEN_POLICIES": ROOT / "data" / "policies",
+    }.items():
+        monkeypatch.setenv(key, str(value))
+    return make_settings(base)
+
+
+def _run(dag, as_of=AS_OF, **conf):
+    logical = datetime(as_of.year, as_of.month, as_of.day, tzinfo=timezone.utc)
+    return dag.test(logical_date=logical, run_conf=conf or None)
+
+
+def test_nightly_produces_matches_lists_and_report(nightly_dag, tmp_path, monkeypatch):
+    from pipelines import demo_data
+
+    settings = _environment(monkeypatch, tmp_path)
+    demo_data.generate(settings.landing, AS_OF, 400, 7)
+    run = _run(nightly_dag)
+    assert str(run.state) == "success"
+
+    run_dir = settings.run_dir(AS_OF)
+    verdicts = {f: json.loads((run_dir / "quality" / f"{f}.json").read_text()) for f in
+                ("registry", "tax", "social_insurance", "tech", "credit")}
+    assert all(v["status"] == "accepted" for v in verdicts.values()), verdicts
+    matches = pq.read_table(run_dir / "matches.parquet")
+    assert matches.num_rows > 0
+    assert "eligible" in set(matches.column("outcome").to_pylist())
+    assert (run_dir / "report.html").exists()
+    assert (settings.portraits / f"{AS_OF}.parquet").exists()
+
+
+def test_stale_feed_closes_the_gate_and_nothing_downstream_runs(nightly_dag, tmp_path, monkeypatch):
+    from pipelines import demo_data
+
+    settings = _environment(monkeypatch, tmp_path)
+    demo_data.generate(settings.landing, AS_OF, 200, 3)
+    # the tax office's deliveries are all older than its 35-day window
+    for i, delivery in enumerate(sorted((settings.landing / "tax").iterdir())):
+        shutil.move(delivery, settings.landing / "tax" / f"2026-08-0{i + 1}")
+    run = _run(nightly_dag)
+    assert str(run.state) == "failed"
+    run_dir = settings.run_dir(AS_OF)
+    assert json.loads((run_dir / "quality" / "tax.json").read_text())["status"] == "stale"
+    assert not (run_dir / "matches.parquet").exists()
+    assert not (settings.portraits / f"{AS_OF}.parquet").exists()
+    report = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "未通过" in report and "区税务局" in report
