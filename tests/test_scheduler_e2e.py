@@ -1,0 +1,166 @@
+"""A real scheduler end to end (slow): Airflow's api-server, scheduler and
+dag-processor on loopback with the project's DAGs and a PostgreSQL metadata
+database; `mianshen_nightly` is triggered through the REST API v2 with a token
+and must succeed; then a dropped name list must be picked up by
+`mianshen_inbox`. Everything started here is stopped here."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, make_settings, require_postgres
+
+pytestmark = pytest.mark.slow
+AS_OF = date(2026, 11, 26)
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Api:
+    def __init__(self, base: str):
+        self.base, self.token = base, None
+
+    def call(self, method: str, path: str, body=None, auth=True):
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        if auth:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read() or b"null")
+
+    def wait_until(self, predicate, timeout: float, what: str):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                last = predicate()
+                if last:
+                    return last
+            except (urllib.error.URLError, ConnectionError, OSError) as exc:
+                last = exc
+            time.sleep(2)
+        raise AssertionError(f"timed out waiting for {what}: {last!r}")
+
+
+@pytest.fixture
+def airflow_stack(tmp_path, monkeypatch):
+    import sqlalchemy as sa
+
+    pg = require_postgres()
+    db_name = f"airflow_e2e_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(pg, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{db_name}"'))
+    port = _free_port()
+    home = tmp_path / "airflow"
+    home.mkdir()
+    (home / "passwords.json").write_text(json.dumps({"admin": "e2e-secret"}))
+    data = tmp_path / "mianshen"
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg.rsplit("/", 1)[0] + f"/{db_name}",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+        "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex,
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
+        "PYTHONPATH": str(ROOT),
+        "MIANSHEN_DATA": str(data),
+        "MIANSHEN_LANDING": str(data / "landing"),
+        "MIANSHEN_POLICIES": str(ROOT / "data" / "policies"),
+    }
+    subprocess.run([BIN / "airflow", "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    procs = []
+    logs = []
+    try:
+        for component in (["api-server", "--port", str(port), "--host", "127.0.0.1"], ["scheduler"], ["dag-processor"]):
+            log = open(tmp_path / f"{component[0]}.log", "wb")
+            logs.append(log)
+            procs.append(subprocess.Popen([BIN / "airflow", *component], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True))
+        yield Api(f"http://127.0.0.1:{port}"), make_settings(data), tmp_path
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        for log in logs:
+            log.close()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_scheduler_runs_nightly_and_inbox_through_the_rest_api(airflow_stack):
+    import pyarrow.parquet as pq
+
+    from pipelines import demo_data
+
+    api, settings, tmp_path = airflow_stack
+    demo_data.generate(settings.landing, AS_OF, 300, 5, inbox=settings.inbox)
+    # the inbox leaves files younger than its settle time alone (they may still be copying)
+    an_hour_ago = time.time() - 3600
+    for dropped in settings.inbox.rglob("*"):
+        os.utime(dropped, (an_hour_ago, an_hour_ago))
+
+    api.wait_until(lambda: api.call("GET", "/api/v2/version", auth=False), 120, "api-server")
+    login = urllib.request.Request(api.base + "/auth/token", method="POST",
+                                   data=json.dumps({"username": "admin", "password": "e2e-secret"}).encode(),
+                                   headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(login, timeout=30) as response:
+        api.token = json.loads(response.read())["access_token"]
+
+    api.wait_until(lambda: api.call("GET", "/api/v2/dags/mianshen_nightly"), 180, "the DAG to be parsed")
+    api.call("PATCH", "/api/v2/dags/mianshen_nightly", {"is_paused": False})
+    run = api.call("POST", "/api/v2/dags/mianshen_nightly/dagRuns",
+                   {"logical_date": f"{AS_OF}T00:00:00Z", "conf": {}})
+    run_id = run["dag_run_id"]
+
+    def finished():
+        state = api.call("GET", f"/api/v2/dags/mianshen_nightly/dagRuns/{run_id}")["state"]
+        return state if state in ("success", "failed") else None
+
+    state = api.wait_until(finished, 600, "mianshen_nightly to finish")
+    if state != "success":
+        logs = "\n".join((tmp_path / f"{c}.log").read_text(errors="replace")[-3000:] for c in ("scheduler",))
+        pytest.fail(f"mianshen_nightly ended {state}\n{logs}")
+    matches = pq.read_table(settings.run_dir(AS_OF) / "matches.parquet")
+    assert matches.num_rows > 0
+
+    # the inbox DAG picks up the dropped name lists on its own schedule
+    api.call("PATCH", "/api/v2/dags/mianshen_inbox", {"is_paused": False})
+    api.call("POST", "/api/v2/dags/mianshen_inbox/dagRuns", {"logical_date": None, "conf": {}})
+    archive = settings.inbox / "_archive"
+    api.wait_until(lambda: archive.exists() and any(p.is_file() for p in archive.rglob("*")), 300,
+                   "the inbox to archive a name list")
