@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from decimal import Decimal
 from functools import reduce
 
@@ -21,11 +22,14 @@ from pipelines import contracts
 from pipelines.policies import FIELD_KINDS, NUMERIC_KINDS, Group, Leaf, Node, Policy, in_force
 
 NUM = contracts.RATIO                 # decimal128(38, 18): every numeric comparison
+WIDE_NUM = pa.decimal256(52, 18)      # the same, for a portrait value of 1e20 or more (money is decimal(38, 6))
 AMOUNT = pa.decimal128(38, 2)         # result amounts, to the 分
 ROUND = dict(ndigits=2, round_mode="half_towards_infinity")   # == Decimal ROUND_HALF_UP
 
 OUTCOMES = ("eligible", "missing_data", "near_miss", "guard_failed", "excluded_by_group", "not_eligible")
 STORED = ("eligible", "missing_data", "near_miss", "guard_failed", "excluded_by_group")
+_CODE = {o: i for i, o in enumerate(OUTCOMES)}
+_OUTCOME_TEXT = pa.array(OUTCOMES, pa.string())
 
 RESULT_SCHEMA = pa.schema(
     [
@@ -67,6 +71,21 @@ class Columns:
         self.n = table.num_rows
         self._raw: dict[str, pa.Array] = {}
         self._num: dict[str, pa.Array] = {}
+        self._json: dict[str, pa.Array] = {}
+        self._order: pa.Array | None = None
+
+    def json(self, name: str) -> pa.Array:
+        """The field's values as JSON text, for the whole population (evidence takes its rows)."""
+        if name not in self._json:
+            self._json[name] = json_actual(self.raw(name))
+        return self._json[name]
+
+    def order(self) -> pa.Array:
+        """Row indices in uscc order (stable), so that stored rows come out sorted without a final sort."""
+        if self._order is None:
+            self._order = pc.sort_indices(self.raw("uscc"), sort_keys=[("", "ascending")]) if self.n else \
+                pa.array([], pa.uint64())
+        return self._order
 
     def raw(self, name: str) -> pa.Array:
         if name not in self._raw:
@@ -83,7 +102,13 @@ class Columns:
 
     def num(self, name: str) -> pa.Array:
         if name not in self._num:
-            self._num[name] = self.raw(name).cast(NUM)
+            col = self.raw(name)
+            try:
+                self._num[name] = col.cast(NUM)
+            except pa.ArrowInvalid:
+                # A legal portrait value (money is decimal(38, 6)) beyond decimal128(38, 18): compare it
+                # in a wider exact type rather than stop the run.
+                self._num[name] = col.cast(WIDE_NUM)
         return self._num[name]
 
 
@@ -159,15 +184,17 @@ def node_result(cols: Columns, node: Node, leaves: dict[str, pa.Array]) -> pa.Ar
 # ---------------------------------------------------------------- amounts
 
 def _dec_type(d: Decimal, wide: bool = True) -> pa.DataType:
+    """The smallest decimal type that holds d exactly (1.0E+6 has 7 integer digits, 0.005 a scale of 3)."""
     sign, digits, exp = d.as_tuple()
     scale = max(0, -exp)
-    precision = max(len(digits), scale) + 1
+    integer_digits = max(0, len(digits) + exp)
+    precision = max(integer_digits + scale, 1)
     return pa.decimal256(precision, scale) if wide else pa.decimal128(precision, scale)
 
 
 def _times(base: pa.Array, factor: Decimal) -> pa.Array:
-    """base (decimal128(38,18)) x an exact policy number, with no precision lost."""
-    return pc.multiply(base.cast(pa.decimal256(38, 18)), pa.scalar(factor, _dec_type(factor)))
+    """base (decimal(38 or 52, 18)) x an exact policy number, with no precision lost."""
+    return pc.multiply(base.cast(pa.decimal256(base.type.precision, 18)), pa.scalar(factor, _dec_type(factor)))
 
 
 def _clamp(amount: pa.Array, low: Decimal | None, high: Decimal | None) -> pa.Array:
@@ -183,19 +210,24 @@ def to_fen(amount: pa.Array) -> pa.Array:
     return pc.round(amount, **ROUND).cast(AMOUNT)
 
 
-def raw_amounts(cols: Columns, policy: Policy, list_amount: pa.Array | None) -> tuple[pa.Array, pa.Array]:
-    """(amount rounded to the 分 or null, base is null) per enterprise."""
+def raw_amounts(cols: Columns, policy: Policy, list_amount: pa.Array | None,
+                rows: pa.Array | None = None) -> tuple[pa.Array, pa.Array]:
+    """(amount rounded to the 分 or null, base is null) per enterprise, or per row of `rows` when given."""
     b = policy.benefit
-    n = cols.n
+    n = cols.n if rows is None else len(rows)
+
+    def pick(arr: pa.Array) -> pa.Array:
+        return arr if rows is None else arr.take(rows)
+
     no = pa.repeat(pa.scalar(False), n)
     if b is None:
         return pa.nulls(n, AMOUNT), no
     if b.type == "fixed":
         return to_fen(pa.repeat(pa.scalar(b.amount, _dec_type(b.amount, wide=False)), n)), no
     if b.type == "from_list":
-        amount = list_amount if list_amount is not None else pa.nulls(n, contracts.MONEY)
+        amount = pick(list_amount) if list_amount is not None else pa.nulls(n, contracts.MONEY)
         return to_fen(amount), pc.is_null(amount)
-    base = cols.num(b.base)
+    base = pick(cols.num(b.base))
     if b.type == "rate":
         amount = _clamp(_times(base, b.rate), b.min, b.cap)
     elif b.type == "per_head":
@@ -254,20 +286,42 @@ def _json_strings(arr: pa.Array) -> pa.Array:
     return pc.fill_null(pc.binary_join_element_wise('"', s, '"', ""), "null")
 
 
+def _quoted(text: pa.Array) -> pa.Array:
+    """Text that needs no escaping (numbers, ISO dates) as JSON strings; null -> null."""
+    return pc.fill_null(pc.binary_join_element_wise('"', text, '"', ""), "null")
+
+
 def _strip_zeros(text: pa.Array) -> pa.Array:
-    text = pc.replace_substring_regex(text, r"(\.\d*?[1-9])0+$", r"\1")
-    return pc.replace_substring_regex(text, r"\.0+$", "")
+    """Plain decimal text without trailing fractional zeros ("12.500000" -> "12.5", "3.000" -> "3")."""
+    has_point = pc.match_substring(text, ".")
+    stripped = pc.utf8_rtrim(pc.utf8_rtrim(text, characters="0"), characters=".")
+    return pc.if_else(has_point, stripped, text)
+
+
+def decimal_json_text(arr: pa.Array) -> pa.Array:
+    """Decimals as plain text (never "0E-18" or "1.0E-7", which Arrow writes for small values)."""
+    text = arr.cast(pa.string())
+    scientific = pc.fill_null(pc.match_substring(text, "E"), False)
+    zero = pc.fill_null(pc.equal(arr, pa.scalar(Decimal(0), arr.type)), False)
+    text = pc.if_else(zero, pa.scalar("0"), text)
+    rest = pc.indices_nonzero(pc.and_not(scientific, zero))
+    text = _strip_zeros(text)
+    if len(rest):
+        plain = pa.array([decimal_text(d) for d in arr.take(rest).to_pylist()], pa.string())
+        mask = pc.is_in(pa.array(range(len(arr)), pa.int64()), value_set=rest.cast(pa.int64()))
+        text = pc.replace_with_mask(text, mask, plain)
+    return text
 
 
 def json_actual(arr: pa.Array) -> pa.Array:
     """Portrait values as JSON: text and dates as strings (ISO), decimals as plain strings, ints, bools."""
     t = arr.type
     if pa.types.is_decimal(t):
-        return _json_strings(_strip_zeros(arr.cast(pa.string())))
+        return _quoted(decimal_json_text(arr))
     if pa.types.is_integer(t) or pa.types.is_boolean(t):
         return pc.fill_null(arr.cast(pa.string()), "null")
     if pa.types.is_date(t):
-        return _json_strings(arr.cast(pa.string()))
+        return _quoted(arr.cast(pa.string()))
     return _json_strings(arr.cast(pa.string()))
 
 
@@ -296,6 +350,58 @@ def evidence(policy: Policy, raw: dict[str, pa.Array], leaves: dict[str, pa.Arra
         return pa.repeat(pa.scalar("[]"), len(next(iter(raw.values()))) if raw else 0)
     body = pc.binary_join_element_wise(*parts, ", ")
     return pc.binary_join_element_wise("[", body, "]", "")
+
+
+class _Joiner:
+    """Builds one string per row from literal pieces and string arrays with a single join kernel."""
+
+    def __init__(self):
+        self.args: list = []
+        self.pending = ""
+
+    def lit(self, text: str) -> None:
+        self.pending += text
+
+    def arr(self, values: pa.Array) -> None:
+        self.args.append(self.pending)
+        self.pending = ""
+        self.args.append(values)
+
+    def join(self, m: int) -> pa.Array:
+        if not self.args:
+            return pa.array([self.pending] * m, pa.string()) if m else pa.array([], pa.string())
+        return pc.binary_join_element_wise(*self.args, self.pending, "")
+
+
+def stored_evidence(policy: Policy, cols: "Columns", rows: pa.Array, leaves: dict[str, pa.Array],
+                    guards: dict[str, pa.Array], list_amount: pa.Array | None) -> pa.Array:
+    """The JSON evidence list of the given rows; the same text as `evidence`, built from cached columns."""
+    j = _Joiner()
+    j.lit("[")
+    sep = ""
+    for leaf in policy.leaves():
+        kind = FIELD_KINDS[leaf.field]
+        j.lit(f'{sep}{{"path": {_jdump(leaf.path)}, "field": {_jdump(leaf.field)}, "op": {_jdump(leaf.op)}, '
+              f'"value": {_jdump(json_value(leaf.value, kind))}, "actual": ')
+        j.arr(cols.json(leaf.field).take(rows))
+        j.lit(', "result": ')
+        j.arr(_bool_json(leaves[leaf.path].take(rows)))
+        j.lit("}")
+        sep = ", "
+    for g in policy.guards:
+        fname, _ = GUARD_FIELDS[g]
+        j.lit(f'{sep}{{"guard": {_jdump(g)}, "field": {_jdump(fname)}, "actual": ')
+        j.arr(cols.json(fname).take(rows))
+        j.lit(', "result": ')
+        j.arr(_bool_json(guards[g].take(rows)))
+        j.lit("}")
+        sep = ", "
+    if policy.kind == "name_list" and list_amount is not None:
+        j.lit(f'{sep}{{"name_list": true, "amount": ')
+        j.arr(json_actual(list_amount.take(rows)))
+        j.lit("}")
+    j.lit("]")
+    return j.join(len(rows))
 
 
 # ---------------------------------------------------------------- one policy
@@ -336,6 +442,7 @@ def evaluate_policy(portrait: pa.Table, policy: Policy, as_of: dt.date,
                     name_lists: dict[str, pa.Table] | None = None, keep_all: bool = False,
                     cols: Columns | None = None) -> pa.Table:
     """One policy, before exclusive groups and budgets. keep_all also returns not_eligible rows."""
+    portrait = with_registered(portrait)
     table, list_amount = _population(portrait, policy, name_lists)
     if cols is None or policy.kind == "name_list":
         cols = Columns(table)
@@ -363,39 +470,41 @@ def evaluate_policy(portrait: pa.Table, policy: Policy, as_of: dt.date,
         failed_guard = pc.if_else(guards[g], failed_guard, pa.scalar(g))
     guard_ok = pc.is_null(failed_guard)
 
-    amount, base_null = raw_amounts(cols, policy, list_amount)
+    # Outcome codes (index into OUTCOMES), from the lowest precedence to the highest. The amount is
+    # computed only where conditions are TRUE and every guard holds: elsewhere it cannot matter.
+    cond_true = pc.fill_null(cond, False)
     cond_unknown = pc.is_null(cond)
     cond_false = pc.fill_null(pc.invert(cond), False)
-    positive = pc.fill_null(pc.greater(amount, pa.scalar(Decimal(0), AMOUNT)), False)
-
-    def pick(mask, label, otherwise):
-        return pc.if_else(mask, label if isinstance(label, pa.Array) else pa.scalar(label), otherwise)
-
+    cand = pc.and_(cond_true, guard_ok)
+    code = pa.repeat(pa.scalar(_CODE["not_eligible"], pa.int8()), n)
+    amount = pa.nulls(n, AMOUNT)
     if policy.kind == "manual":
-        outcome = pa.repeat(pa.scalar("eligible"), n)
+        code = pc.if_else(cand, pa.scalar(_CODE["eligible"], pa.int8()), code)
     else:
-        outcome = pick(positive, "eligible", pa.repeat(pa.scalar("not_eligible"), n))
-        outcome = pick(base_null, "missing_data", outcome)
-    outcome = pick(pc.invert(guard_ok), "guard_failed", outcome)
-    outcome = pick(cond_false, pick(near, "near_miss", pa.scalar("not_eligible")), outcome)
-    outcome = pick(cond_unknown, "missing_data", outcome)
+        idx = pc.indices_nonzero(cand)
+        if len(idx):
+            amt_c, base_null_c = raw_amounts(cols, policy, list_amount, idx)
+            positive_c = pc.fill_null(pc.greater(amt_c, pa.scalar(Decimal(0), AMOUNT)), False)
+            code_c = pc.if_else(base_null_c, pa.scalar(_CODE["missing_data"], pa.int8()),
+                                pc.if_else(positive_c, pa.scalar(_CODE["eligible"], pa.int8()),
+                                           pa.scalar(_CODE["not_eligible"], pa.int8())))
+            code = pc.replace_with_mask(code, cand, code_c)
+            amount = pc.replace_with_mask(amount, cand, amt_c.cast(AMOUNT))
+    code = pc.if_else(pc.and_(cond_true, pc.invert(guard_ok)), pa.scalar(_CODE["guard_failed"], pa.int8()), code)
+    code = pc.if_else(pc.and_(cond_false, near), pa.scalar(_CODE["near_miss"], pa.int8()), code)
+    code = pc.if_else(cond_unknown, pa.scalar(_CODE["missing_data"], pa.int8()), code)
 
     if keep_all:
         rows = pa.array(range(n), pa.int64())
     else:
-        rows = pc.indices_nonzero(pc.not_equal(outcome, pa.scalar("not_eligible")))
-    outcome = outcome.take(rows)
+        # The stored rows, in uscc order (the result's order within a policy).
+        order = cols.order()
+        stored = pc.not_equal(code, pa.scalar(_CODE["not_eligible"], pa.int8())).take(order)
+        rows = order.filter(stored)
+    outcome = _OUTCOME_TEXT.take(code.take(rows))
     m = len(rows)
     is_eligible = pc.equal(outcome, pa.scalar("eligible"))
-
-    raw = {name: cols.raw(name).take(rows) for name in {l.field for l in policy.leaves()}}
-    for g in policy.guards:
-        raw[GUARD_FIELDS[g][0]] = cols.raw(GUARD_FIELDS[g][0]).take(rows)
-    ev = evidence(policy, raw, {p: a.take(rows) for p, a in leaves.items()},
-                  {g: a.take(rows) for g, a in guards.items()},
-                  list_amount.take(rows) if list_amount is not None else None)
-    if m == 0:
-        ev = pa.array([], pa.string())
+    ev = stored_evidence(policy, cols, rows, leaves, guards, list_amount)
 
     def const(value, type_):
         return pa.repeat(pa.scalar(value, type_), m) if m else pa.array([], type_)
@@ -458,14 +567,21 @@ def apply_groups(table: pa.Table) -> pa.Table:
 
 
 def _pro_rata(amount: pa.Array, budget: Decimal, total: Decimal) -> pa.Array:
-    """amount x budget / total, rounded down to the 分, in exact integer 分."""
-    fen = pc.multiply(amount.cast(pa.decimal256(40, 2)), pa.scalar(Decimal(100), pa.decimal256(3, 0))).cast(pa.decimal256(20, 0))
-    budget_fen = int((budget * 100).to_integral_value(rounding="ROUND_FLOOR"))
-    total_fen = int(total * 100)
-    scaled = pc.divide(pc.multiply(fen, pa.scalar(Decimal(budget_fen), pa.decimal256(20, 0))),
-                       pa.scalar(Decimal(total_fen), pa.decimal256(20, 0)))
-    scaled = pc.floor(scaled).cast(pa.decimal256(40, 0))
-    return pc.multiply(scaled, pa.scalar(Decimal("0.01"), pa.decimal256(2, 2))).cast(AMOUNT)
+    """floor(amount x budget / total) to the 分, in exact integers: the budget is not rounded first.
+
+    In 分: new = floor(fen x m / q) with m / q = budget / total, as Python integers (no precision limit).
+    """
+    num, den = budget.as_integer_ratio()
+    tnum, tden = total.as_integer_ratio()
+    m, q = num * tden, den * tnum
+    try:
+        fen = pc.multiply(amount.cast(pa.decimal128(34, 2)), pa.scalar(Decimal(100), pa.decimal128(3, 0))).cast(pa.int64())
+    except pa.ArrowInvalid:   # beyond 9.2e18 分: exact but slow
+        fen_list = [None if a is None else int(a * 100) for a in amount.to_pylist()]
+        return pa.array([None if f is None else Decimal((f * m) // q).scaleb(-2) for f in fen_list], AMOUNT)
+    # Python integers: exact whatever the size of m and q; the result is <= the amount, so it fits int64.
+    scaled = pa.array([None if f is None else (f * m) // q for f in fen.to_pylist()], pa.int64())
+    return pc.multiply(scaled.cast(pa.decimal128(20, 0)), pa.scalar(Decimal("0.01"), pa.decimal128(2, 2))).cast(AMOUNT)
 
 
 def apply_budget(part: pa.Table, policy: Policy) -> pa.Table:
@@ -486,19 +602,53 @@ def apply_budget(part: pa.Table, policy: Policy) -> pa.Table:
 
 # ---------------------------------------------------------------- all policies
 
+def with_registered(portrait: pa.Table) -> pa.Table:
+    """The portrait with its `registered` flag (the guard's field).
+
+    policies.md's portrait has no such column; a portrait without it takes registry presence from
+    the registry's required `name` (an enterprise with no registry row has a null name).
+    """
+    if "registered" in portrait.column_names:
+        return portrait
+    name = portrait.column("name") if "name" in portrait.column_names else pa.nulls(portrait.num_rows, pa.string())
+    return portrait.append_column("registered", pc.is_valid(name))
+
+
 def evaluate(portrait: pa.Table, policies: list[Policy], as_of: dt.date,
-             name_lists: dict[str, pa.Table] | None = None) -> pa.Table:
-    """Every policy in force on `as_of` against the portrait: the stored results (RESULT_SCHEMA)."""
+             name_lists: dict[str, pa.Table] | None = None, errors: list | None = None) -> pa.Table:
+    """Every policy in force on `as_of` against the portrait: the stored results (RESULT_SCHEMA).
+
+    A policy that fails at run time is skipped and, when `errors` is given, reported there as a
+    PolicyError (file, line 0, key = the policy id); it never stops the other policies.
+    """
+    from pipelines.policies import PolicyError
+
+    portrait = with_registered(portrait)
     active = sorted(in_force(policies, as_of), key=lambda p: p.id)
     cols = Columns(portrait)
-    parts = [evaluate_policy(portrait, p, as_of, name_lists, cols=cols) for p in active]
+    parts, kept = [], []
+    for p in active:
+        try:
+            part = evaluate_policy(portrait, p, as_of, name_lists, cols=cols)
+        except Exception as exc:  # noqa: BLE001 - one bad policy never stops the others
+            if errors is not None:
+                errors.append(PolicyError(p.file or p.id, 0, p.id, f"政策运行出错，已跳过：{type(exc).__name__}: {exc}"))
+            continue
+        parts.append(part)
+        kept.append(p)
+    active = kept
     if not parts:
         return RESULT_SCHEMA.empty_table()
-    table = pa.concat_tables(parts).combine_chunks()
-    table = apply_groups(table)
+    # Groups and budgets need only a few small columns: the evidence is never copied.
+    core_cols = ["uscc", "exclusive_group", "period", "amount", "policy_id", "outcome", "excluded_by"]
+    core = apply_groups(pa.concat_tables([t.select(core_cols) for t in parts]))
+    outcome, excluded_by = core.column("outcome"), core.column("excluded_by")
     out, offset = [], 0
     for policy, part in zip(active, parts):
-        out.append(apply_budget(table.slice(offset, part.num_rows), policy))
-        offset += part.num_rows
-    table = pa.concat_tables(out).combine_chunks()
-    return table.sort_by([("policy_id", "ascending"), ("uscc", "ascending")])
+        k = part.num_rows
+        part = part.set_column(part.schema.get_field_index("outcome"), "outcome", outcome.slice(offset, k))
+        part = part.set_column(part.schema.get_field_index("excluded_by"), "excluded_by", excluded_by.slice(offset, k))
+        out.append(apply_budget(part, policy))
+        offset += k
+    # Policies in id order, each policy's rows in uscc order: the result is already sorted.
+    return pa.concat_tables(out)

@@ -101,11 +101,16 @@ def run(settings: Settings, as_of: dt.date) -> dict:
     loaded, errors = policy_lib.load_dir(settings.policies)
     run_dir = settings.run_dir(as_of)
     errors_path = run_dir / "policy_errors.json"
-    write_json_atomic([{"file": e.file, "line": e.line, "key": e.key, "message": e.message} for e in errors],
-                      errors_path)
     active = sorted(policy_lib.in_force(loaded, as_of), key=lambda p: p.id)
     name_lists = load_name_lists(settings, [p.id for p in active if p.kind == "name_list"])
-    results = engine.evaluate(portrait, active, as_of, name_lists)
+    run_errors: list[policy_lib.PolicyError] = []
+    results = engine.evaluate(portrait, active, as_of, name_lists, errors=run_errors)
+    # A policy that failed at run time is skipped and reported with the load errors.
+    errors = list(errors) + run_errors
+    failed = {e.key for e in run_errors}
+    ran = [p for p in active if p.id not in failed]
+    write_json_atomic([{"file": e.file, "line": e.line, "key": e.key, "message": e.message} for e in errors],
+                      errors_path)
     out = run_dir / "matches.parquet"
     write_atomic(results, out)
     return {
@@ -120,5 +125,5 @@ def run(settings: Settings, as_of: dt.date) -> dict:
         "bad_policy_files": sorted({Path(e.file).name for e in errors}),
         "policy_errors_file": str(errors_path),
         "name_lists": {k: v.num_rows for k, v in name_lists.items()},
-        "policies": summarise(results, active),
+        "policies": summarise(results, ran),
     }

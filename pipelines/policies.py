@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import hashlib
+import re
 import sys
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -53,6 +54,10 @@ BENEFIT_REQUIRED = {
 }
 # The decimal type every numeric comparison is made in (contracts.RATIO).
 MAX_SCALE = 18
+# Benefit and budget numbers: at most MAX_SCALE fractional digits and below this magnitude, so that
+# base x rate, min, cap and the pro-rata arithmetic stay exact in decimal256.
+MAX_MONEY = Decimal(10) ** 18
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def field_kind(arrow_type: pa.DataType) -> str:
@@ -187,8 +192,14 @@ class _Constructor(yaml.constructor.SafeConstructor):
     pass
 
 
+# A plain scalar YAML 1.2 reads as a number but PyYAML's 1.1 rules leave text: 1e3, 1.5e3, 2E-2.
+_EXP_NUMBER = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+")
+
+
 def _scalar(node: yaml.ScalarNode, ctor: _Constructor) -> Any:
     tag = node.tag
+    if tag == "tag:yaml.org,2002:str" and node.style is None and _EXP_NUMBER.fullmatch(node.value):
+        tag = "tag:yaml.org,2002:float"
     if tag == "tag:yaml.org,2002:float":
         text = node.value.replace("_", "")
         try:
@@ -365,7 +376,7 @@ class _Checker:
         if not has_value:
             self.err(raw.line, vkey, f"运算符 \"{op}\" 需要 value")
             return None
-        if op in ORDER_OPS and kind in ("string", "bool"):
+        if op in ORDER_OPS and kind == "bool":
             self.err(raw.lines["op"], f"{key}.op", f"运算符 \"{op}\" 不能用于{label}字段 \"{name}\"")
             return None
         if op == "prefix_in" and kind != "string":
@@ -448,7 +459,7 @@ class _Checker:
             return None
         if isinstance(v, dt.date):
             return v
-        if isinstance(v, str) and len(v) == 10:   # strictly YYYY-MM-DD
+        if isinstance(v, str) and _ISO_DATE.fullmatch(v):   # strictly YYYY-MM-DD
             try:
                 return dt.date.fromisoformat(v)
             except ValueError:
@@ -461,9 +472,16 @@ class _Checker:
     def money(self, raw: YMap, k: str, key: str) -> Decimal | None:
         v = raw.get(k)
         if not _is_number(v):
-            self.err(raw.lines.get(k, raw.line), f"{key}.{k}", f"\"{k}\" 应为数值，而不是 \"{_fmt(v)}\"")
+            self.err(raw.lines.get(k, raw.line), f"{key}.{k}" if key else k, f"\"{k}\" 应为数值，而不是 \"{_fmt(v)}\"")
             return None
-        return Decimal(v)
+        d = Decimal(v)
+        if d.as_tuple().exponent < -MAX_SCALE:  # type: ignore[operator]
+            self.err(raw.lines.get(k, raw.line), f"{key}.{k}" if key else k, f"数值 {v} 的小数位超过 {MAX_SCALE} 位")
+            return None
+        if abs(d) >= MAX_MONEY:
+            self.err(raw.lines.get(k, raw.line), f"{key}.{k}" if key else k, f"数值 {v} 超出范围")
+            return None
+        return d
 
     def benefit(self, raw: Any, kind: str, line: int) -> Benefit | None:
         if not isinstance(raw, YMap):
@@ -718,6 +736,9 @@ def load_dir(path: Path | str) -> tuple[list[Policy], list[PolicyError]]:
     path = Path(path)
     if not path.is_dir():
         return [], [PolicyError(str(path), 0, "", "政策目录不存在")]
+    # id -> [(file, line of the id key)], over every file that names an id, bad ones included, so that
+    # a duplicate id is reported in every file that has it (every error in every file at once).
+    claims: dict[str, list[tuple[str, int]]] = {}
     for p in policy_files(path):
         raw = p.read_bytes()
         try:
@@ -729,28 +750,38 @@ def load_dir(path: Path | str) -> tuple[list[Policy], list[PolicyError]]:
         errors.extend(errs)
         if policy is not None:
             policies.append(policy)
-    by_id: dict[str, list[Policy]] = {}
-    for policy in policies:
-        by_id.setdefault(policy.id, []).append(policy)
-    keep = []
-    for policy in policies:
-        same = by_id[policy.id]
-        if len(same) > 1:
-            others = "、".join(Path(o.file).name for o in same if o is not policy)
-            errors.append(PolicyError(policy.file, _id_line(policy.file), "id",
-                                      f"政策编号 \"{policy.id}\" 重复（另见 {others}）"))
+            claims.setdefault(policy.id, []).append((policy.file, _id_line_of(text)))
         else:
-            keep.append(policy)
+            found = _raw_id(text)
+            if found is not None:
+                claims.setdefault(found[0], []).append((str(p), found[1]))
+    for pid, files in claims.items():
+        if len(files) > 1:
+            for file, line in files:
+                others = "、".join(Path(o).name for o, _ in files if o != file)
+                errors.append(PolicyError(file, line, "id", f"政策编号 \"{pid}\" 重复（另见 {others}）"))
+    keep = [policy for policy in policies if len(claims[policy.id]) == 1]
     errors.sort(key=lambda e: (e.file, e.line))
     return keep, errors
 
 
-def _id_line(file: str) -> int:
+def _raw_id(text: str) -> tuple[str, int] | None:
+    """The id a (possibly bad) file claims, with its line, or None."""
     try:
-        doc, _ = read_yaml(Path(file).read_text(encoding="utf-8-sig"))
-        return doc.lines.get("id", 1)
-    except Exception:  # noqa: BLE001 - the line is only a pointer for the reader
-        return 1
+        doc, _ = read_yaml(text)
+    except Exception:  # noqa: BLE001 - a file that does not parse claims no id
+        return None
+    if not isinstance(doc, YMap):
+        return None
+    v = doc.get("id")
+    if isinstance(v, bool) or not isinstance(v, (str, int)) or not str(v).strip():
+        return None
+    return str(v).strip(), doc.lines.get("id", 1)
+
+
+def _id_line_of(text: str) -> int:
+    found = _raw_id(text)
+    return found[1] if found else 1
 
 
 def in_force(policies: list[Policy], as_of: dt.date) -> list[Policy]:

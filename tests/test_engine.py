@@ -557,3 +557,124 @@ benefit: {type: rate, base: tax_paid, rate: 0.03}
     assert not errors
     got = run([dict(GOOD, uscc="A", tax_growth=D("0.2"), tax_paid=D("1000.5"))], [p])
     assert got[("Y1", "A")]["amount"] == D("30.02")   # 30.015 half-up
+
+
+# ---------------------------------------------------------------- review: divergences from policies.md
+
+def test_amounts_written_with_an_exponent_are_exact():
+    # "Numbers written in a policy file are exact decimals": 1.0e+6 is one million, not a crash.
+    ps = [policy("F", benefit=Benefit("fixed", amount=D("1.0E+6"))),
+          policy("H", benefit=Benefit("per_head", base="insured_count", amount_each=D("5E+2"), cap=D("1E+4")))]
+    got = run([dict(GOOD, uscc="A", insured_count=30)], ps)
+    assert got[("F", "A")]["amount"] == D("1000000.00")
+    assert got[("H", "A")]["amount"] == D("10000.00")
+
+
+def test_pro_rata_scales_by_the_exact_budget():
+    # "pro_rata scales every amount by budget/total, rounded down to the 分": the budget itself is
+    # not rounded first. 2.00 x 1.515 / 3.00 = 1.01 exactly; 1.00 x 1.515 / 3.00 = 0.505 -> 0.50.
+    p = policy(benefit=Benefit("per_head", base="insured_count", amount_each=D(1)), budget=D("1.515"),
+               budget_rule="pro_rata")
+    got = run([dict(GOOD, uscc="A", insured_count=2), dict(GOOD, uscc="B", insured_count=1)], [p])
+    assert got[("P1", "A")]["amount"] == D("1.01") and got[("P1", "B")]["amount"] == D("0.50")
+
+
+def test_pro_rata_with_large_amounts_never_exceeds_the_budget():
+    # amounts up to 1e12 元, totals far beyond: exact integer 分, floor, total <= budget.
+    rows = [dict(GOOD, uscc=f"U{i}", tax_paid=D("999999999999.99") - i) for i in range(7)]
+    p = policy(benefit=Benefit("rate", base="tax_paid", rate=D("0.999999")), budget=D("3333333333333.33"),
+               budget_rule="pro_rata")
+    got = run(rows, [p])
+    amounts = [r["amount"] for r in got.values()]
+    raw = [(D("999999999999.99") - i) * D("0.999999") for i in range(7)]
+    raw = [half_up(x) for x in raw]
+    total = sum(raw)
+    assert amounts == [D(math.floor(Fraction(a) * Fraction(p.budget) / Fraction(total) * 100)) / 100 for a in raw]
+    assert sum(amounts) <= p.budget
+
+
+def test_a_policy_that_fails_at_run_time_is_skipped_and_reported():
+    # "At run time a bad policy is skipped and reported; it never stops the other policies."
+    bad = policy("BAD", benefit=Benefit("bogus"))
+    errors = []
+    got = rows_of(engine.evaluate(portrait([dict(GOOD, uscc="A")]), [bad, policy("OK")], AS_OF, errors=errors))
+    assert set(got) == {("OK", "A")}
+    assert [e.key for e in errors] == ["BAD"] and errors[0].message
+
+
+def test_portrait_values_beyond_the_comparison_type_do_not_stop_the_run():
+    # registered_capital_10k is decimal(38, 6): values up to 1e32 are legal portrait values.
+    p = policy(conditions=[leaf("registered_capital_10k", "ge", D("0.5"))],
+               benefit=Benefit("rate", base="registered_capital_10k", rate=D("0.000001"), cap=D(5000)))
+    got = run([dict(GOOD, uscc="A", registered_capital_10k=D("1E+25")),
+               dict(GOOD, uscc="B", registered_capital_10k=D("0.4"))], [p])
+    assert got[("P1", "A")]["outcome"] == "eligible" and got[("P1", "A")]["amount"] == D("5000.00")
+    assert got[("P1", "B")]["outcome"] == "near_miss"
+    assert json.loads(got[("P1", "A")]["evidence"])[0]["actual"] == "10000000000000000000000000"
+
+
+def test_order_operators_on_text_compare_as_text():
+    # "eq ne gt ge lt le (value is a scalar), between (value [lo, hi], inclusive ...)": no kind restriction
+    # for text, so an industry range C13..C43 is a legal condition, compared in code-point order.
+    p = policy(conditions=[leaf("industry_code", "between", ("C13", "C43"))])
+    got = run([dict(GOOD, uscc="A", industry_code="C3311"), dict(GOOD, uscc="B", industry_code="F5211"),
+               dict(GOOD, uscc="C", industry_code=None)], [p])
+    assert got[("P1", "A")]["outcome"] == "eligible"
+    assert got[("P1", "B")]["outcome"] == "near_miss"
+    assert got[("P1", "C")]["outcome"] == "missing_data"
+
+
+def test_portrait_without_registered_column_uses_the_registry_name():
+    # The `registered` guard is "not in registry"; policies.md's portrait has no `registered` field,
+    # so a portrait without it takes registry presence from the registry's required name.
+    table = portrait([dict(GOOD, uscc="A", name="甲"), dict(GOOD, uscc="B", name=None)]).drop_columns(["registered"])
+    got = rows_of(engine.evaluate(table, [policy()], AS_OF))
+    assert got[("P1", "A")]["outcome"] == "eligible"
+    assert got[("P1", "B")]["outcome"] == "guard_failed" and got[("P1", "B")]["failed_guard"] == "registered"
+
+
+def test_exclusive_group_spans_name_list_and_condition_kinds_and_ignores_guard_failures():
+    # "among one enterprise's eligible results in the same exclusive_group and period": kinds do not
+    # matter, and a result that failed a guard (not eligible) cannot win or lose the group.
+    ps = [policy("C1", benefit=Benefit("fixed", amount=D(500)), exclusive_group="G"),
+          policy("L1", [], Benefit("from_list"), kind="name_list", exclusive_group="G"),
+          policy("C0", benefit=Benefit("fixed", amount=D(9000)), exclusive_group="G", guards=("registered", "active")),
+          policy("M1", [leaf("uscc", "not_null")], kind="manual", exclusive_group=None)]
+    lists = {"L1": [{"uscc": "A", "name": "甲", "amount": D("500.00")}]}
+    got = run([dict(uscc="A", name="甲", registered=True, active=True, dishonest=True)], ps,
+              name_lists=list_tables(lists))
+    assert got[("C0", "A")]["outcome"] == "eligible"            # narrowed guards: wins with 9000
+    assert got[("C1", "A")]["outcome"] == "guard_failed"        # not eligible: no part in the group
+    assert got[("L1", "A")]["outcome"] == "guard_failed"
+    got = run([dict(GOOD, uscc="A", name="甲")], ps[:2], name_lists=list_tables(lists))
+    assert got[("C1", "A")]["outcome"] == "eligible"            # tie 500 = 500: smaller id C1 < L1
+    assert got[("L1", "A")]["outcome"] == "excluded_by_group" and got[("L1", "A")]["excluded_by"] == "C1"
+
+
+def test_near_miss_on_a_single_item_and_on_a_group_item():
+    # "exactly one item of the top-level list is FALSE and all others TRUE; the failing item is named".
+    single = policy("S", [leaf("insured_count", "ge", D(10))])
+    grouped = policy("G", [leaf("division_code", "eq", "411303"),
+                           Group("", "any", (leaf("high_tech", "is_true"), leaf("tech_sme", "is_true")))])
+    got = run([dict(GOOD, uscc="A", insured_count=3, division_code="411303", high_tech=False, tech_sme=False)],
+              [single, grouped])
+    assert got[("S", "A")]["outcome"] == "near_miss" and got[("S", "A")]["failed_item"] == 0
+    assert got[("G", "A")]["outcome"] == "near_miss" and got[("G", "A")]["failed_item"] == 1
+    ev = json.loads(got[("G", "A")]["evidence"])
+    assert [e["path"] for e in ev if "path" in e] == ["0", "1.0", "1.1"]
+    assert all(r["failed_item"] is None for k, r in got.items() if r["outcome"] != "near_miss")
+
+
+def test_evidence_decimals_are_plain_text_even_when_tiny_or_zero():
+    # Evidence keeps "the enterprise's actual value": Arrow writes 0 at scale 18 as "0E-18" and 1e-7 as
+    # "1.00000000000E-7"; evidence reads "0" and "0.0000001" like the policy values do.
+    p = policy(conditions=[leaf("tax_growth", "ge", D(0)), leaf("rd_ratio", "ge", D(0)),
+                           leaf("insured_avg_12m", "ge", D(0)), leaf("revenue_10k", "ge", D(0))])
+    got = run([dict(GOOD, uscc="A", tax_growth=D(0), rd_ratio=D("0.0000001"), insured_avg_12m=D("1E-18"),
+                    revenue_10k=D("120.5")),
+               dict(GOOD, uscc="B", tax_growth=D("-0.25"), rd_ratio=D("12"), insured_avg_12m=D("10.5"),
+                    revenue_10k=D(0))], [p])
+    a = [e["actual"] for e in json.loads(got[("P1", "A")]["evidence"]) if "path" in e]
+    b = [e["actual"] for e in json.loads(got[("P1", "B")]["evidence"]) if "path" in e]
+    assert a == ["0", "0.0000001", "0.000000000000000001", "120.5"]
+    assert b == ["-0.25", "12", "10.5", "0"]

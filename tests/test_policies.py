@@ -112,3 +112,61 @@ def test_district_policies_are_all_valid_and_cover_every_kind_and_benefit():
     assert all(Path(p.file).stem == p.id for p in policies)
     demo = dt.date(2026, 11, 26)
     assert len(P.in_force(policies, demo)) == len(policies) - 1
+
+
+# ---------------------------------------------------------------- review: divergences from policies.md
+
+def _with(extra_conditions: str = "", benefit: str = "{type: fixed, amount: 100}", head: str = "") -> str:
+    return (f"id: R-1\nname: 测试\ndepartment: 区财政局\nkind: condition\nperiod: \"2026\"\n{head or 'valid_from: 2026-01-01'}\n"
+            f"valid_to: 2026-12-31\nconditions:\n  - {{field: tax_year, op: ge, value: 2025}}\n{extra_conditions}"
+            f"benefit: {benefit}\n")
+
+
+def test_dates_given_as_strings_must_be_yyyy_mm_dd():
+    # "Dates are ISO strings compared as dates": "2026-01-01" quoted or not is the same date, but an ISO
+    # week date (which Python 3.11's fromisoformat also accepts) is not a calendar date string.
+    p, errors = P.load_text(_with(head='valid_from: "2026-01-01"'))
+    assert not errors and p.valid_from == dt.date(2026, 1, 1)
+    _, errors = P.load_text(_with(head='valid_from: "2026-W01-1"'))
+    assert [e.key for e in errors] == ["valid_from"]
+    p, errors = P.load_text(_with('  - {field: established_on, op: between, value: ["2020-01-01", null]}\n'))
+    assert not errors and p.conditions[1].value == (dt.date(2020, 1, 1), None)
+
+
+def test_order_operators_are_allowed_on_text_fields():
+    # "Operators: eq ne gt ge lt le (value is a scalar), between (...)": the spec limits prefix_in to text
+    # and is_true/is_false to yes/no fields by their meaning, but not the comparisons.
+    p, errors = P.load_text(_with('  - {field: industry_code, op: between, value: [C13, C43]}\n'))
+    assert not errors and p.conditions[1].value == ("C13", "C43")
+    _, errors = P.load_text(_with('  - {field: industry_code, op: between, value: [C43, C13]}\n'))
+    assert any(e.key == "conditions[1].value" and "下限" in e.message for e in errors)
+
+
+def test_numbers_with_an_exponent_are_exact():
+    # "Numbers written in a policy file are exact decimals": YAML 1.2 reads 1e3 as a number (PyYAML's 1.1
+    # rules would leave it a string), and 1.0e+6 must not crash the engine later.
+    p, errors = P.load_text(_with('  - {field: insured_count, op: ge, value: 1e1}\n', "{type: fixed, amount: 1.0e+6}"))
+    assert not errors
+    assert p.conditions[1].value == Decimal(10) and p.benefit.amount == Decimal("1.0e+6")
+    _, errors = P.load_text(_with('  - {field: division_code, op: eq, value: "1e1"}\n'))
+    assert not errors   # quoted: text
+
+
+def test_benefit_numbers_beyond_exact_arithmetic_are_errors():
+    # A money value the engine cannot carry exactly is reported at load time (file, line, key), never a crash.
+    _, errors = P.load_text(_with(benefit="{type: rate, base: tax_paid, rate: 0.0000000000000000000001}"))
+    assert [(e.line, e.key) for e in errors] == [(10, "benefit.rate")]
+    _, errors = P.load_text(_with(benefit="{type: fixed, amount: 1000000000000000000000000}"))
+    assert [e.key for e in errors] == ["benefit.amount"]
+
+
+def test_duplicate_id_is_reported_even_when_the_other_file_has_errors(tmp_path):
+    # "a duplicate id ... each is an error naming the file, the line and the key"; "A check command reports
+    # every error in every file at once" - the duplicate too, not only the other file's own error.
+    (tmp_path / "a.yaml").write_text(MINIMAL, encoding="utf-8")
+    (tmp_path / "b.yaml").write_text(MINIMAL.replace("kind: condition", "kind: conditon"), encoding="utf-8")
+    policies, errors = P.load_dir(tmp_path)
+    assert policies == []
+    assert any(Path(e.file).name == "a.yaml" and e.key == "id" and "重复" in e.message for e in errors)
+    assert any(Path(e.file).name == "b.yaml" and e.key == "id" and "重复" in e.message for e in errors)
+    assert any(Path(e.file).name == "b.yaml" and e.key == "kind" for e in errors)
