@@ -117,6 +117,18 @@ def cmd_ledger_release(args) -> int:
     return 0
 
 
+def cmd_simulate(args) -> int:
+    from pipelines import sandbox
+
+    return sandbox.simulate_command(load_settings(), args.draft, as_of=args.as_of, as_json=args.json)
+
+
+def cmd_effects(args) -> int:
+    from pipelines import effects
+
+    return effects.effects_command(load_settings(), as_of=args.as_of)
+
+
 def cmd_where(args) -> int:
     settings = load_settings()
     run_dir = settings.run_dir(args.as_of)
@@ -193,6 +205,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("hold", type=_hold)
     c.add_argument("--operator", required=True)
     c.set_defaults(fn=cmd_ledger_release)
+
+    p = sub.add_parser("simulate", help="政策沙盘：测算政策草案的覆盖面与成本")
+    p.add_argument("draft", help="政策草案 YAML 文件")
+    p.add_argument("--as-of", type=_date)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_simulate)
+
+    p = sub.add_parser("effects", help="绩效评价：已兑现政策的效果分析（描述性）")
+    p.add_argument("--as-of", type=_date)
+    p.set_defaults(fn=cmd_effects)
 
     p = sub.add_parser("where", help="显示某次运行的结果位置")
     p.add_argument("--as-of", type=_date, required=True)
