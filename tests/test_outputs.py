@@ -136,3 +136,33 @@ def test_reminders_name_the_failing_condition_and_include_manual_policies(settin
     assert "未满足：近12个月平均参保人数不低于10（实际：8.5）" in text
     assert "数据缺失：纳税增长率" in text
     assert "人工核定类政策：预筛符合" in text
+
+
+def test_a_workbook_carries_no_clock_time_so_a_rerun_writes_the_same_bytes():
+    import io
+    import zipfile
+
+    cols = (Col("企业名称", "name"), Col("金额（元）", "amount", "money"))
+    made = workbook_bytes("清单", cols, [{"name": "甲公司", "amount": Decimal("1.50")}], unit="单位",
+                          made_on=date(2026, 11, 27))
+    with zipfile.ZipFile(io.BytesIO(made)) as zf:
+        assert {i.date_time for i in zf.infolist()} == {(2026, 11, 27, 0, 0, 0)}
+        core = zf.read("docProps/core.xml").decode("utf-8")
+    assert core.count("2026-11-27T00:00:00Z") == 2
+    wb = load_workbook(io.BytesIO(made))
+    assert wb.properties.modified.isoformat() == "2026-11-27T00:00:00"
+    assert wb.active["A4"].value == "甲公司"
+
+
+def test_a_list_longer_than_a_person_reads_goes_out_as_csv(tmp_path, monkeypatch):
+    from pipelines.outputs import workbook
+
+    monkeypatch.setattr(workbook, "XLSX_MAX_ROWS", 3)
+    cols = (workbook.Col("企业名称", "name"), workbook.Col("金额", "amount", "money"))
+    short = workbook.write_list(tmp_path / "a.xlsx", "标题", cols, [{"name": "=甲", "amount": "1.00"}] * 3,
+                                unit="单位", made_on=date(2026, 11, 26))
+    long = workbook.write_list(tmp_path / "b.xlsx", "标题", cols, [{"name": "=甲", "amount": "1.00"}] * 4,
+                               unit="单位", made_on=date(2026, 11, 26))
+    assert short.suffix == ".xlsx" and long.suffix == ".csv" and not (tmp_path / "b.xlsx").exists()
+    text = long.read_bytes().decode("utf-8")
+    assert text.startswith("\ufeff企业名称,金额") and "'=甲,1.00" in text

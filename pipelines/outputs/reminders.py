@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pipelines.outputs.evidence import failing
 from pipelines.outputs.review import safe_name
-from pipelines.outputs.workbook import Col, write_workbook
+from pipelines.outputs.workbook import Col, write_list
 
 COLUMNS = (
     Col("序号", "seq", "int"),
@@ -57,7 +57,7 @@ def write(run_dir: Path, as_of: date, match_rows: list[dict], phones: dict[str, 
     paths = []
     for department, rs in sorted(by_dept.items()):
         numbered = [{**r, "seq": i} for i, r in enumerate(rs, start=1)]
-        paths.append(write_workbook(
+        paths.append(write_list(
             run_dir / "reminders" / f"{safe_name(department)}_应享未享提醒.xlsx",
             "惠企政策应享未享提醒清单", COLUMNS, numbered, unit=unit, made_on=as_of,
             subtitle=f"执行部门：{department}", sheet="提醒清单", total=False))

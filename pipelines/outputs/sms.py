@@ -5,7 +5,7 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
-from pipelines.outputs.workbook import Col, write_csv, write_workbook
+from pipelines.outputs.workbook import XLSX_MAX_ROWS, Col, write_csv, write_workbook
 
 COLUMNS = (
     Col("序号", "seq", "int"),
@@ -41,8 +41,8 @@ def write(run_dir: Path, as_of: date, ledger_rows: list[dict], phones: dict[str,
           unit: str) -> list[Path]:
     data = rows(ledger_rows, phones)
     folder = run_dir / "sms"
-    return [
-        write_csv(folder / "短信待发清单.csv", COLUMNS, data),
-        write_workbook(folder / "短信待发清单.xlsx", "惠企政策免申即享短信待发清单", COLUMNS, data,
-                       unit=unit, made_on=as_of),
-    ]
+    paths = [write_csv(folder / "短信待发清单.csv", COLUMNS, data)]
+    if len(data) <= XLSX_MAX_ROWS:  # the CSV is the handoff; the workbook is for a person to look over
+        paths.append(write_workbook(folder / "短信待发清单.xlsx", "惠企政策免申即享短信待发清单", COLUMNS, data,
+                                    unit=unit, made_on=as_of))
+    return paths

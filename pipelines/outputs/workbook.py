@@ -27,6 +27,12 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.datavalidation import DataValidation
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# Column widths are fitted to the first rows only: enough for a list a person
+# reads, and it keeps width fitting off the hot path of a long list.
+WIDTH_SAMPLE_ROWS = 2_000
+# A list longer than this is not read row by row by a person: it is handed on
+# as CSV (UTF-8 with BOM, opens in Excel) instead of a formatted workbook.
+XLSX_MAX_ROWS = 50_000
 MONEY_FORMAT = "#,##0.00"
 THIN = Side(style="thin", color="000000")
 BORDER = Border(left=THIN, right=THIN, top=THIN, bottom=THIN)
@@ -44,10 +50,19 @@ class Col:
     max_width: int = 60
 
 
+# Control characters an .xlsx cannot hold (openpyxl refuses the whole cell):
+# a sender's stray ESC or NUL must not make an export, or the inbox's answer, fail.
+ILLEGAL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
 def neutralise(value: Any) -> Any:
-    """Text a spreadsheet would evaluate is prefixed with an apostrophe."""
-    if isinstance(value, str) and value.startswith(FORMULA_START):
-        return "'" + value
+    """Text a spreadsheet would evaluate is prefixed with an apostrophe; control
+    characters a workbook cannot hold are dropped. Non-text values (numbers,
+    dates) are returned as they are: a negative NUMBER cell is not a formula."""
+    if isinstance(value, str):
+        value = ILLEGAL_CHARACTERS.sub("", value)
+        if value.startswith(FORMULA_START):
+            return "'" + value
     return value
 
 
@@ -156,8 +171,9 @@ def workbook_bytes(title: str, columns: Sequence[Col], rows: Iterable[dict], *, 
                 text = f"{value:,.2f}" if value is not None else ""
             else:
                 text = "" if value is None else str(value)
-            longest = max((display_width(t) for t in text.splitlines()), default=0)
-            widths[j - 1] = max(widths[j - 1], min(longest + 2, col.max_width))
+            if r < header_row + WIDTH_SAMPLE_ROWS:
+                longest = max((display_width(t) for t in text.splitlines()), default=0)
+                widths[j - 1] = max(widths[j - 1], min(longest + 2, col.max_width))
     money_cols = [j for j, c in enumerate(columns, start=1) if c.kind == "money"]
     if total is None:
         total = bool(money_cols)
@@ -223,6 +239,14 @@ def pinned(xlsx: bytes, when: datetime) -> bytes:
 def write_workbook(path: Path, title: str, columns: Sequence[Col], rows: Iterable[dict], **kw) -> Path:
     atomic_write_bytes(Path(path), workbook_bytes(title, columns, rows, **kw))
     return Path(path)
+
+
+def write_list(path: Path, title: str, columns: Sequence[Col], rows: Sequence[dict], **kw) -> Path:
+    """A workbook for a list a person reads; CSV beside it (same stem) when the
+    list is longer than XLSX_MAX_ROWS."""
+    if len(rows) <= XLSX_MAX_ROWS:
+        return write_workbook(path, title, columns, rows, **kw)
+    return write_csv(Path(path).with_suffix(".csv"), columns, rows)
 
 
 def csv_bytes(columns: Sequence[Col], rows: Iterable[dict]) -> bytes:
