@@ -221,6 +221,32 @@ def transition(conn: Connection, key: Key, to: str, source: Source | str | None,
     return None
 
 
+def move_batch(conn: Connection, rows: list[dict], to: str, source: Source | str | None,
+               note: str | None = None, chunk: int = 500, **values) -> None:
+    """The nightly run's bulk move of rows it has just read (all in one state):
+    the same compare-and-set and transition log as `transition`, a chunk of
+    rows per statement instead of three statements per row."""
+    if not rows:
+        return
+    current = {r["status"] for r in rows}
+    if len(current) != 1 or (next(iter(current)), to) not in ALLOWED:
+        raise ValueError(f"cannot move rows in {sorted(current)} to {to!r}")
+    current = next(iter(current))
+    now, src = wh.utcnow(), _source(source)
+    for start in range(0, len(rows), chunk):
+        part = rows[start:start + chunk]
+        done = conn.execute(ledger.update()
+                            .where(ledger.c.id.in_([r["id"] for r in part]), ledger.c.status == current)
+                            .values(status=to, updated_at=now, **values))
+        if done.rowcount != len(part):
+            raise RuntimeError("台账状态已被同时运行的其他任务更改，本次夜间处理已回滚，请重跑")
+        conn.execute(ledger_transitions.insert(), [
+            {"ledger_id": r["id"], "from_status": current, "to_status": to, "at": now, "run_id": src.run_id,
+             "source_file": src.file, "source_sha256": src.sha256, "department": r["department"],
+             "amount": r["amount"], "note": note}
+            for r in part])
+
+
 def _fmt(amount: Decimal | None) -> str:
     return "（无金额）" if amount is None else f"{amount:,.2f}"
 
@@ -238,6 +264,15 @@ def released_holds(conn: Connection) -> set[tuple[str, str]]:
     return {(r[0], r[1]) for r in rows}
 
 
+def holds_released(settings, also: Iterable = ()) -> set[tuple[str, str]]:
+    """(policy_id, period) whose hold is released: recorded earlier, or `also`
+    (those this run's release_holds parameter releases)."""
+    engine = wh.connect(settings.warehouse_url)
+    with engine.connect() as conn:
+        recorded = released_holds(conn)
+    return recorded | {(str(p), str(q)) for p, q, *_ in also}
+
+
 # ---------------------------------------------------------------- nightly moves
 
 def rows_in(conn: Connection, *statuses: str) -> list[dict]:
@@ -251,11 +286,8 @@ def notify(conn: Connection, as_of: date, run_id: str) -> list[dict]:
     """Move every `eligible` row to `notified` (the SMS outbox is handed on) and
     return the rows notified for this as_of, including those an earlier attempt
     of the same date already moved, so a rerun writes the same outbox."""
-    for row in rows_in(conn, "eligible"):
-        reason = transition(conn, (row["policy_id"], row["period"], row["uscc"]), "notified",
-                            run_id, row["department"], note="短信待发清单已生成", as_of=as_of)
-        if reason:
-            raise RuntimeError(reason)
+    move_batch(conn, rows_in(conn, "eligible"), "notified", run_id, note="短信待发清单已生成",
+               notified_as_of=as_of)
     rows = conn.execute(sa.select(ledger).where(ledger.c.notified_as_of == as_of)
                         .order_by(ledger.c.department, ledger.c.policy_id, ledger.c.uscc)).all()
     return [dict(r._mapping) for r in rows]
