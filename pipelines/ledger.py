@@ -146,9 +146,12 @@ def sync_from_matches(conn: Connection, as_of: date, matches: pa.Table | list[di
     stmt = _insert_ignore(conn, ledger, ["policy_id", "period", "uscc"]).returning(
         ledger.c.id, ledger.c.department, ledger.c.amount)
     inserted = conn.execute(stmt, new_rows).all()
-    for ledger_id, department, amount in inserted:
-        _log(conn, ledger_id, None, "eligible", source, department, amount,
-             note=f"数据比对符合（{as_of}）", at=now)
+    if inserted:
+        conn.execute(ledger_transitions.insert(), [
+            {"ledger_id": ledger_id, "from_status": None, "to_status": "eligible", "at": now,
+             "run_id": source.run_id, "source_file": source.file, "source_sha256": source.sha256,
+             "department": department, "amount": amount, "note": f"数据比对符合（{as_of}）"}
+            for ledger_id, department, amount in inserted])
     inserted_ids = {r[0] for r in inserted}
 
     policy_ids = sorted({k[0] for k in found})
