@@ -86,7 +86,8 @@ def run_stage(stage: str, env: dict) -> dict:
     return json.loads(line[6:])
 
 
-def bench_scale(enterprises: int, policies: int, workdir: Path) -> dict:
+def bench_scale(enterprises: int, policies: int | str, workdir: Path) -> dict:
+    """policies: a count of varied policies, or "sample" for data/policies as it is."""
     from pipelines import demo_data
 
     base = workdir / f"n{enterprises}_p{policies}"
@@ -95,7 +96,11 @@ def bench_scale(enterprises: int, policies: int, workdir: Path) -> dict:
     started = time.perf_counter()
     demo_data.generate(base / "landing", AS_OF, enterprises, 42)
     generated = time.perf_counter() - started
-    vary_policies(ROOT / "data" / "policies", base / "policies", policies)
+    if policies == "sample":
+        shutil.copytree(ROOT / "data" / "policies", base / "policies")
+        policies = len(list((base / "policies").glob("*.yaml")))
+    else:
+        vary_policies(ROOT / "data" / "policies", base / "policies", int(policies))
     env = {**os.environ, "MIANSHEN_DATA": str(base), "MIANSHEN_LANDING": str(base / "landing"),
            "MIANSHEN_POLICIES": str(base / "policies"), "PYTHONPATH": str(ROOT)}
     stages = {s: run_stage(s, env) for s in STAGES}
@@ -130,13 +135,16 @@ def table(results: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--scales", default="10000,100000,1000000")
-    parser.add_argument("--policies", default="200")
+    parser.add_argument("--policies", default="200", help='counts of varied policies, or "sample"')
     parser.add_argument("--extra", default="100000x20", help="extra NxP runs for the linear-growth check")
     parser.add_argument("--workdir", default=str(ROOT / "bench-out"))
     args = parser.parse_args()
     workdir = Path(args.workdir)
-    runs = [(int(n), int(p)) for n in args.scales.split(",") for p in args.policies.split(",")]
-    runs += [tuple(int(x) for x in spec.split("x")) for spec in args.extra.split(",") if spec]
+    def count(p):
+        return p if p == "sample" else int(p)
+
+    runs = [(int(n), count(p)) for n in args.scales.split(",") for p in args.policies.split(",")]
+    runs += [(int(n), count(p)) for n, p in (spec.split("x") for spec in args.extra.split(",") if spec)]
     results = []
     for n, p in runs:
         print(f"benchmark: {n:,} enterprises × {p} policies …", flush=True)

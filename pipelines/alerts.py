@@ -86,10 +86,14 @@ def gate_alerts(verdicts: list[dict]) -> list[Alert]:
     return alerts
 
 
-def over_budget_alerts(match_summary: dict) -> list[Alert]:
+def over_budget_alerts(match_summary: dict, released=()) -> list[Alert]:
+    """One alert per over-budget policy whose payout is held. `released`:
+    (policy_id, period) pairs an operator has released (ledger.holds_released):
+    their payout is not paused, so no alert asks for the release again."""
+    released = {(str(p), str(q)) for p, q in released}
     alerts = []
     for policy in (match_summary or {}).get("policies", []):
-        if policy.get("over_budget"):
+        if policy.get("over_budget") and (policy["policy_id"], str(policy.get("period", ""))) not in released:
             alerts.append(Alert(
                 kind="over_budget",
                 title=f"【免申即享】政策 {policy['policy_id']} 符合金额超出预算，拨付已暂停",

@@ -93,3 +93,15 @@ def test_email_alert_over_local_smtp():
 def test_broken_channel_never_raises():
     env = {"MIANSHEN_ALERT_WEBHOOK": "http://127.0.0.1:9/nothing-listens-here"}
     assert alerts.send(alerts.Alert("task_failed", "标题", "内容"), env) == []
+
+
+def test_no_over_budget_alert_once_the_hold_is_released():
+    summary = {"policies": [
+        {"policy_id": "WL-KJ-2026-01", "period": "2026", "over_budget": True, "name": "研发费用补助"},
+        {"policy_id": "WL-RS-2026-03", "period": "2026", "over_budget": True, "name": "吸纳高校毕业生就业补贴"},
+        {"policy_id": "WL-RS-2026-01", "period": "2026", "over_budget": False},
+    ]}
+    assert [a.title.split()[1] for a in alerts.over_budget_alerts(summary)] == ["WL-KJ-2026-01", "WL-RS-2026-03"]
+    held = alerts.over_budget_alerts(summary, released={("WL-RS-2026-03", "2026"), ("WL-KJ-2026-01", "2025")})
+    assert [a.title.split()[1] for a in held] == ["WL-KJ-2026-01"]
+    assert "拨付已暂停" in held[0].title
