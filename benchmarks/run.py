@@ -104,7 +104,9 @@ def bench_scale(enterprises: int, policies: int | str, workdir: Path) -> dict:
     env = {**os.environ, "MIANSHEN_DATA": str(base), "MIANSHEN_LANDING": str(base / "landing"),
            "MIANSHEN_POLICIES": str(base / "policies"), "PYTHONPATH": str(ROOT)}
     stages = {s: run_stage(s, env) for s in STAGES}
-    return {"enterprises": enterprises, "policies": policies, "generate_seconds": round(generated, 1), "stages": stages}
+    # 政策沙盘: a draft with sensitivity for 3 thresholds over the same portrait
+    sandbox = run_stage("sandbox", env)
+    return {"sandbox_seconds": sandbox["seconds"],"enterprises": enterprises, "policies": policies, "generate_seconds": round(generated, 1), "stages": stages}
 
 
 def machine() -> str:
@@ -121,14 +123,14 @@ def machine() -> str:
 
 
 def table(results: list[dict]) -> str:
-    head = "| enterprises | policies | " + " | ".join(f"{s} s / MiB" for s in STAGES) + " | total s | match results/s |"
-    rows = [head, "|" + "---|" * (len(STAGES) + 4)]
+    head = "| enterprises | policies | " + " | ".join(f"{s} s / MiB" for s in STAGES) + " | total s | match results/s | sandbox s |"
+    rows = [head, "|" + "---|" * (len(STAGES) + 5)]
     for r in results:
         total = sum(st["seconds"] for st in r["stages"].values())
         match = r["stages"]["match"]
         rate = f"{(match.get('results') or 0) / match['seconds']:,.0f}" if match["seconds"] else "—"
         cells = " | ".join(f"{r['stages'][s]['seconds']:.1f} / {r['stages'][s]['peak_mib']:,}" for s in STAGES)
-        rows.append(f"| {r['enterprises']:,} | {r['policies']} | {cells} | {total:.1f} | {rate} |")
+        rows.append(f"| {r['enterprises']:,} | {r['policies']} | {cells} | {total:.1f} | {rate} | {r['sandbox_seconds']:.1f} |")
     return "\n".join(rows)
 
 

@@ -38,6 +38,13 @@ def main(stage: str, as_of_text: str) -> None:
 
         ledger.ledger_and_outputs(settings, as_of, f"bench__{as_of}")
         report.write(settings, as_of, f"bench__{as_of}")
+    elif stage == "sandbox":
+        from pathlib import Path
+
+        from pipelines import sandbox
+
+        draft = Path(__file__).parent / "drafts" / "WL-SW-2027-01.yaml"
+        result = sandbox.simulate(settings, draft, as_of)
     else:
         raise SystemExit(f"unknown stage {stage}")
     seconds = time.perf_counter() - started
