@@ -224,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from pipelines import safety
+
+    for handler in logging.getLogger().handlers:
+        safety.mask_logger(handler)  # phone numbers never reach a log in clear
     args = build_parser().parse_args(argv)
     return args.fn(args)
 

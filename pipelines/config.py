@@ -26,6 +26,11 @@ class Settings:
     # feed -> (SQLAlchemy URL or airflow://<conn_id>, table name or SELECT): feeds
     # pulled from a department's exchange database instead of the file drop.
     sources: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # Resource limits for received workbooks (pipelines/safety.py): file size,
+    # declared uncompressed size of an .xlsx, rows of one sheet.
+    max_file_mb: int = 100
+    max_unzipped_mb: int = 500
+    max_rows: int = 1_048_576
 
     @property
     def staged(self) -> Path:
@@ -51,6 +56,15 @@ class Settings:
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """The settings; also, once per process, the umask the pipeline writes with.
+
+    Every entry point (CLI command, DAG task, inbox pass) reads its settings
+    here before it writes anything, so this is the one place that makes the
+    files under output/, work/ and the inbox not world-readable (umask 027:
+    folders 0750, files 0640; a stricter umask is kept)."""
+    from pipelines.safety import restrict_umask  # lazy: safety imports this module
+
+    restrict_umask()
     env = os.environ if env is None else env
     data = Path(env.get("MIANSHEN_DATA", DEFAULT_DATA))
     work = Path(env.get("MIANSHEN_WORK", data / "work"))
@@ -65,7 +79,23 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         expectations=Path(env.get("MIANSHEN_EXPECTATIONS", PROJECT_ROOT / "expectations")),
         landing_configured="MIANSHEN_LANDING" in env,
         sources=_sources(env),
+        max_file_mb=_positive(env, "MIANSHEN_MAX_FILE_MB", 100),
+        max_unzipped_mb=_positive(env, "MIANSHEN_MAX_UNZIPPED_MB", 500),
+        max_rows=_positive(env, "MIANSHEN_MAX_ROWS", 1_048_576),
     )
+
+
+def _positive(env, key: str, default: int) -> int:
+    raw = env.get(key)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{key}={raw!r} is not a whole number") from None
+    if value <= 0:
+        raise ValueError(f"{key}={raw!r} must be positive")
+    return value
 
 
 def _sources(env) -> dict[str, tuple[str, str]]:

@@ -49,6 +49,7 @@ import sqlalchemy as sa
 from pipelines import warehouse as wh
 from pipelines.config import Settings
 from pipelines.report import bar_chart, write_atomic
+from pipelines.outputs.workbook import neutralise
 
 METRICS = ("insured_count", "tax_paid")
 METRIC_LABELS = {"insured_count": "参保人数（人）", "tax_paid": "纳税总额（元）"}
@@ -248,9 +249,9 @@ def csv_text(rows: list[DidRow]) -> str:
     w = csv.writer(buf, lineterminator="\r\n")
     w.writerow(CSV_HEADER)
     for r in rows:
-        w.writerow([r.policy_id, r.policy_name, r.period, r.paid_from, r.paid_to, r.before or "", r.after,
+        w.writerow([neutralise(r.policy_id), neutralise(r.policy_name), neutralise(r.period), r.paid_from, r.paid_to, r.before or "", r.after,
                     METRIC_LABELS[r.metric], r.recipients, r.comparison, two(r.mean_recipients),
-                    two(r.mean_comparison), two(r.did), r.dropped, r.note or DISCLAIMER])
+                    two(r.mean_comparison), two(r.did), r.dropped, neutralise(r.note or DISCLAIMER)])
     return "\ufeff" + buf.getvalue()
 
 

@@ -58,16 +58,18 @@ import os
 import re
 import stat
 import tempfile
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 
 import openpyxl
-from openpyxl.cell import WriteOnlyCell
 
-from pipelines import intake
+from pipelines import intake, safety
 from pipelines.config import Settings, load_settings
+from pipelines.outputs.workbook import neutralise
 
 log = logging.getLogger(__name__)
+safety.mask_logger(log)  # a sender's cells may reach a message: phone numbers masked
 
 RESERVED = frozenset({"_archive", "_rejected", "_outbox", "_state"})
 TEMP_PREFIXES = ("~$", ".")
@@ -216,26 +218,26 @@ def _append_journal(path: Path, record: dict) -> None:
         os.close(fd)
 
 
-def _cell(ws, value: object):
-    if isinstance(value, str) and value.startswith("="):
-        cell = WriteOnlyCell(ws, value=value)
-        cell.data_type = "s"  # the sender's text, never a live formula
-        return cell
-    return value
+def _cell(value: object):
+    """A sender's cell as the answer shows it: text through the one export
+    neutraliser (never a live formula, no control characters), numbers as numbers."""
+    if value is None or isinstance(value, (int, float, Decimal, datetime, date, time)):
+        return value
+    return neutralise(str(value))
 
 
 def write_answer(path: Path, summary: str, rows: list[intake.RowOutcome]) -> None:
     """The answer workbook: summary line, then the original rows with 错误说明."""
     wb = openpyxl.Workbook(write_only=True)
     ws = wb.create_sheet("处理结果")
-    ws.append([summary])
+    ws.append([_cell(summary)])
     if rows:
         headers: list[str] = []
         for r in rows:
             headers += [h for h in r.values if h not in headers]
-        ws.append(["原行号"] + headers + ["错误说明"])
+        ws.append(["原行号"] + [_cell(h) for h in headers] + ["错误说明"])
         for r in rows:
-            ws.append([r.row] + [_cell(ws, r.values.get(h)) for h in headers] + [r.error or ""])
+            ws.append([r.row] + [_cell(r.values.get(h)) for h in headers] + [_cell(r.error or "")])
     wb.save(path)
 
 
@@ -355,7 +357,8 @@ class _Pass:
             return self.summary(folder, path.name, "deferred", sha256=sha, reason=str(e))
         except Exception as e:  # a bug of ours: the sender's file is not refused for it
             log.exception("handler for %s failed on %s; file left in place", folder, path)
-            return self.summary(folder, path.name, "error", sha256=sha, reason=f"{type(e).__name__}: {e}")
+            return self.summary(folder, path.name, "error", sha256=sha,
+                                reason=safety.mask_text(f"{type(e).__name__}: {e}"))
         finally:
             intake._RECEIVED_AT.reset(token)
         status = "accepted" if result.accepted else "rejected"

@@ -26,7 +26,7 @@ import tempfile
 import unicodedata
 import uuid
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Callable
 
@@ -34,9 +34,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
-from pipelines.config import Settings
+from pipelines import files, safety
+from pipelines.config import Settings, load_settings
 from pipelines.contracts import ARROW_TYPES, FEEDS, Column, Feed
 
 SUCCESS_MARKER = "_SUCCESS"
@@ -123,7 +123,7 @@ def ingest_feed(settings: Settings, feed: str, as_of: dt.date) -> dict:
                 raise DeliveryError(f"交付目录 {delivery.isoformat()} 中没有 CSV 或 Excel（.xlsx/.xls）数据文件")
         summary["raw_dir"] = str(raw_dir)
         summary["files"] = infos
-        result = read_delivery(spec, [raw_dir / i["name"] for i in infos])
+        result = read_delivery(spec, [raw_dir / i["name"] for i in infos], settings)
     except DeliveryError as exc:
         summary["status"] = "rejected"
         summary["reason"] = f"{label}交付被拒收：{exc}"
@@ -359,10 +359,15 @@ def cell_text(value) -> str:
     return str(value)
 
 
-def read_text_file(path: Path) -> TextFile:
+def read_text_file(path: Path, settings: Settings | None = None) -> TextFile:
     if path.stat().st_size == 0:
         raise DeliveryError(f"文件「{path.name}」为空（0 字节）")
     if path.suffix.lower() in (".xlsx", ".xls"):
+        # CSV is streamed (pyarrow, bounded blocks); a workbook is read whole, so it is checked first.
+        try:
+            safety.check_workbook_limits(path, settings or load_settings())
+        except safety.LimitExceeded as exc:
+            raise DeliveryError(str(exc)) from None
         return read_xlsx(path)
     return read_csv(path)
 
@@ -373,7 +378,9 @@ def read_xlsx(path: Path) -> TextFile:
     try:
         with CalamineWorkbook.from_path(str(path)) as book:
             rows = book.get_sheet_by_index(0).to_python(skip_empty_area=False)
-    except Exception as exc:  # calamine raises zip/xml errors of several kinds
+    except BaseException as exc:  # calamine raises zip/xml errors of several kinds, and may panic
+        if not safety.is_reader_failure(exc):
+            raise
         raise DeliveryError(f"Excel 文件「{path.name}」已损坏或不完整，无法读取（{type(exc).__name__}）") from exc
     texts = [[cell_text(v) for v in row] for row in rows]
     header_at = next((i for i, row in enumerate(texts) if any(c.strip() for c in row)), None)
@@ -413,9 +420,11 @@ def read_csv(path: Path) -> TextFile:
             return _read_csv_arrow(path, enc)
         except _Irregular:
             return _read_csv_python(path, enc)
+        except csv.Error as exc:  # e.g. a field over the csv module's size limit on the exact path
+            raise DeliveryError(f"文件「{path.name}」不是有效的 CSV：{safety.mask_text(exc)}") from exc
         except (UnicodeDecodeError, pa.ArrowInvalid) as exc:
             if isinstance(exc, pa.ArrowInvalid) and "utf8" not in str(exc).lower() and "decode" not in str(exc).lower():
-                raise DeliveryError(f"文件「{path.name}」不是有效的 CSV：{exc}") from exc
+                raise DeliveryError(f"文件「{path.name}」不是有效的 CSV：{safety.mask_text(exc)}") from exc
             last = exc
     raise DeliveryError(
         f"文件「{path.name}」的编码无法识别（既不是 UTF-8 也不是 GB18030/GBK），请以 UTF-8 或 GBK 编码重新导出"
@@ -431,7 +440,7 @@ def _header(path: Path, enc: str) -> list[str]:
         head = fh.read(1 << 16)
     # Only the first record matters; a multibyte character cut at the chunk end is after it.
     text = head.decode(enc, errors="strict" if len(head) < (1 << 16) else "ignore")
-    return next(csv.reader(io.StringIO(text)), [])
+    return next(csv.reader(io.StringIO(text, newline="")), [])  # newline="": a lone CR ends a record
 
 
 def _read_csv_arrow(path: Path, enc: str) -> TextFile:
@@ -602,7 +611,10 @@ def parse_decimal(text: str) -> Parsed:
     value = Decimal(text)
     if -value.as_tuple().exponent > MAX_FRACTION_DIGITS and value != value.quantize(Decimal(1).scaleb(-MAX_FRACTION_DIGITS)):
         return None, f"小数位超过 {MAX_FRACTION_DIGITS} 位"
-    value = value.quantize(Decimal(1).scaleb(-MAX_FRACTION_DIGITS))
+    try:
+        value = value.quantize(Decimal(1).scaleb(-MAX_FRACTION_DIGITS))
+    except InvalidOperation:  # more digits than the context holds (e.g. 60 nines)
+        return None, "数值超出范围"
     if len(value.as_tuple().digits) > 38:
         return None, "数值超出范围"
     return value, None
@@ -730,7 +742,7 @@ def staged_schema(spec: Feed) -> pa.Schema:
     return pa.schema(list(spec.arrow_schema()) + [pa.field("_row", pa.int64()), pa.field("_file", pa.string())])
 
 
-def read_delivery(spec: Feed, paths: list[Path]) -> ReadResult:
+def read_delivery(spec: Feed, paths: list[Path], settings: Settings | None = None) -> ReadResult:
     """Read, map, normalise and type every file of one delivery."""
     texts: list[pa.Table] = []
     malformed: list[dict] = []
@@ -738,7 +750,7 @@ def read_delivery(spec: Feed, paths: list[Path]) -> ReadResult:
     missing_optional: list[str] = []
     per_file: dict[str, int] = {}
     for path in paths:
-        tf = read_text_file(path)
+        tf = read_text_file(path, settings)
         found, file_extra, file_missing = map_headers(spec, tf)
         extra += [h for h in file_extra if h not in extra]
         missing_optional += [h for h in file_missing if h not in missing_optional]
@@ -799,14 +811,8 @@ def read_delivery(spec: Feed, paths: list[Path]) -> ReadResult:
 
 
 def write_parquet(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    files.atomic_write_parquet(path, table)
 
 
 def write_json(data: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    files.atomic_write_json(path, data, default=str)

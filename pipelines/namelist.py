@@ -58,9 +58,7 @@ import csv
 import io
 import json
 import math
-import os
 import re
-import tempfile
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
@@ -70,9 +68,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import intake, uscc
+from pipelines import intake, safety, uscc
 from pipelines.config import Settings, load_settings
 from pipelines.contracts import MONEY
+from pipelines.files import atomic_write_parquet
 
 BAD_ROW_THRESHOLD = Decimal("0.20")
 CATEGORIES = ("invalid_uscc", "not_in_registry", "name_mismatch", "duplicate", "bad_amount", "missing_field")
@@ -281,7 +280,10 @@ def parse_amount(value: object, unit: Decimal = Decimal(1)) -> Decimal | None:
         except InvalidOperation:
             raise AmountError(f"无法识别的金额“{raw.strip()}”") from None
     amount = number * factor
-    cents = amount.quantize(CENT, rounding=ROUND_HALF_UP)
+    try:
+        cents = amount.quantize(CENT, rounding=ROUND_HALF_UP)
+    except InvalidOperation:  # more digits than the context holds
+        raise AmountError(f"金额“{_text(value)[:40]}”超出范围") from None
     if abs(amount - cents) > _CENT_TOLERANCE:
         raise AmountError(f"金额“{_text(value)}”超过两位小数（只能精确到分）")
     return cents
@@ -339,7 +341,9 @@ def _read_workbook(data: bytes) -> list[tuple[str, list[list[object]]]]:
         wb = pc.CalamineWorkbook.from_filelike(io.BytesIO(data))
     except pc.PasswordError:
         raise NameListError("工作簿设有打开密码，无法读取，请取消密码后重新报送") from None
-    except Exception:
+    except BaseException as e:  # calamine may also panic (a BaseException) on a damaged file
+        if not safety.is_reader_failure(e):
+            raise
         raise NameListError("文件已损坏，无法作为Excel工作簿打开") from None
     sheets = []
     try:
@@ -348,7 +352,9 @@ def _read_workbook(data: bytes) -> list[tuple[str, list[list[object]]]]:
             sheets.append((name, _grid_rows(rows)))
     except pc.PasswordError:
         raise NameListError("工作簿设有密码，无法读取，请取消密码后重新报送") from None
-    except Exception:
+    except BaseException as e:
+        if not safety.is_reader_failure(e):
+            raise
         raise NameListError("文件已损坏，工作表无法读取") from None
     return sheets
 
@@ -368,13 +374,19 @@ def _read_csv(data: bytes) -> list[list[object]]:
         raise NameListError("无法识别的文件格式：既不是Excel工作簿，也不是CSV文本")
     first = text.split("\n", 1)[0]
     delimiter = "\t" if first.count("\t") > first.count(",") else ","
-    return _grid_rows([list(r) for r in csv.reader(io.StringIO(text), delimiter=delimiter)])
+    try:  # newline="": a lone CR ends a record instead of raising
+        return _grid_rows([list(r) for r in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)])
+    except csv.Error:
+        raise NameListError("CSV 文件格式有误，无法读取，请在Excel中另存为“.xlsx”后重新报送") from None
 
 
-def load_sheets(path: Path) -> tuple[str, list[tuple[str, list[list[object]]]]]:
+def load_sheets(path: Path, settings: Settings | None = None) -> tuple[str, list[tuple[str, list[list[object]]]]]:
     """(format, [(sheet name, grid)]) of a file, by its content. Raises NameListError."""
     try:
+        safety.check_workbook_limits(path, settings or load_settings())
         data = Path(path).read_bytes()
+    except safety.LimitExceeded as e:
+        raise NameListError(str(e)) from None
     except OSError:
         raise NameListError("文件无法读取") from None
     if not data.strip():
@@ -433,11 +445,11 @@ def parse_grid(file: str, sheets: list[tuple[str, list[list[object]]]]) -> Parse
     return ParsedList(file=file, error="未找到名单表头：应有“统一社会信用代码”和“企业名称”两列，可能报送了错误的文件")
 
 
-def read_name_list(path: Path | str) -> ParsedList:
+def read_name_list(path: Path | str, settings: Settings | None = None) -> ParsedList:
     """Read any department workbook (xlsx, xls, CSV by content); never raises for a bad file."""
     path = Path(path)
     try:
-        fmt, sheets = load_sheets(path)
+        fmt, sheets = load_sheets(path, settings)
     except NameListError as e:
         return ParsedList(file=path.name, error=str(e))
     parsed = parse_grid(path.name, sheets)
@@ -584,17 +596,7 @@ def to_table(result: CheckResult, source: str, received: datetime) -> pa.Table:
 def store(settings: Settings, policy_id: str, sha256: str, table: pa.Table) -> Path:
     """Atomically write work/namelists/<policy_id>/<sha256[:16]>.parquet."""
     folder = settings.work / "namelists" / policy_id
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{sha256[:16]}.parquet"
-    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
+    return atomic_write_parquet(folder / f"{sha256[:16]}.parquet", table)
 
 
 def _outcomes(parsed: ParsedList, result: CheckResult) -> list[intake.RowOutcome]:
@@ -616,7 +618,7 @@ def handle_name_list(settings: Settings, path: Path, sha256: str, folder: str) -
     registry = latest_registry(settings)
     if registry is None:
         raise intake.RetryLater("no validated registry delivery yet")
-    parsed = read_name_list(path)
+    parsed = read_name_list(path, settings)
     result = check_name_list(parsed, registry, policy)
     mode, fixed = amount_mode(policy)
     if result.accepted:
@@ -659,7 +661,7 @@ def namelist_check_command(file: str | Path, policy_id: str, registry_path: str 
         return fail(str(e))
     if registry is None:
         return fail("尚无已校验的企业登记信息，请先运行夜间批处理或用 --registry 指定登记信息文件")
-    parsed = read_name_list(file)
+    parsed = read_name_list(file, settings)
     result = check_name_list(parsed, registry, policy)
     if as_json:
         print(json.dumps(result.to_json(), ensure_ascii=False, indent=2))

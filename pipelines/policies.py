@@ -700,6 +700,8 @@ def load_text(text: str, file: str = "<text>", file_hash: str = "") -> tuple[Pol
     checker = _Checker(file)
     try:
         doc, scalar_errors = read_yaml(text)
+    except RecursionError:  # an anchor that contains itself (`&a [*a]`) or absurd nesting
+        return None, [PolicyError(file, 1, "yaml", "YAML 格式错误：锚点（&/*）引用了自身，或嵌套层数过深")]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark else 1

@@ -10,13 +10,14 @@ from __future__ import annotations
 import html
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 
 from pipelines.config import Settings
+from pipelines.files import atomic_write_text
+from pipelines.safety import mask_text
 from pipelines.contracts import FEED_ORDER, FEEDS
 
 OUTCOME_LABELS = {
@@ -42,13 +43,8 @@ class PolicyFigures:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
+    """Kept for effects/sandbox; the writer itself is pipelines.files."""
+    atomic_write_text(path, text)
 
 
 def _read_json(path: Path):
@@ -143,7 +139,7 @@ def render(as_of: date, run_id: str, verdicts, policies, figures, previous, ledg
         f'<tr class="{"ok" if v["status"] == "accepted" else "bad"}"><td>{esc(v["title"])}</td><td>{esc(v["department"])}</td>'
         f'<td>{esc(str(v.get("delivery_date") or "—"))}</td><td>{STATUS_LABELS.get(v["status"], esc(v["status"]))}</td>'
         f'<td class="num">{v.get("rows", "—")}</td><td class="num">{v.get("bad_rows", "—")}</td>'
-        f'<td>{esc(str(v.get("reason") or ""))}</td></tr>'
+        f'<td>{esc(mask_text(v.get("reason") or ""))}</td></tr>'
         for v in verdicts
     )
     policy_rows = "".join(

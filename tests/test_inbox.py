@@ -258,11 +258,13 @@ def test_safe_component_and_temp_names():
 
 
 def test_formula_text_from_a_sender_stays_text(tmp_path):
+    """Through the one export neutraliser (pipelines.outputs.workbook.neutralise):
+    text, with the apostrophe that keeps a spreadsheet from evaluating it on edit."""
     out = tmp_path / "a.xlsx"
     inbox.write_answer(out, "摘要", [intake.RowOutcome(2, {"企业名称": "=HYPERLINK(\"x\")"}, "错")])
     wb = openpyxl.load_workbook(out)
     cell = wb.active.cell(row=3, column=2)
-    assert cell.value == "=HYPERLINK(\"x\")" and cell.data_type == "s"
+    assert cell.value == "'=HYPERLINK(\"x\")" and cell.data_type == "s"
 
 
 @pytest.mark.slow

@@ -1,0 +1,89 @@
+"""Every file the pipeline writes goes through here: written whole or not at all.
+
+A writer puts the bytes into a temporary file in the *same folder* (so the
+rename cannot cross file systems), flushes and fsyncs it, renames it over the
+target with `os.replace` (atomic on POSIX), then fsyncs the folder so the
+rename itself survives a power cut. A reader, or a task that runs after a
+crash, therefore sees either the previous file or the complete new one, never
+a half-written payout list. The temporary name starts with a dot and ends in
+`.tmp`, so nothing that lists a folder for its data (`*.csv`, `*.parquet`,
+`*.xlsx`) ever picks it up; an exception removes it, and a process killed
+outright leaves only such a dot-file behind, which the next run of that step
+removes (`outputs.workbook.clear_stale`) or ignores.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+TMP_SUFFIX = ".tmp"
+
+
+def is_temporary(path: Path) -> bool:
+    """A file this module is still writing (or one a killed writer left behind)."""
+    name = Path(path).name
+    return name.startswith(".") and name.endswith(TMP_SUFFIX)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable[[Any], None]) -> Path:
+    """Call write(binary file object) on a temporary file beside `path`, then publish it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    return atomic_write(path, lambda fh: fh.write(data))
+
+
+def atomic_write_text(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_write_json(path: Path, data: Any, **dumps) -> Path:
+    dumps.setdefault("ensure_ascii", False)
+    dumps.setdefault("indent", 2)
+    return atomic_write_text(path, json.dumps(data, **dumps))
+
+
+def parquet_bytes(table) -> bytes:
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
+
+
+def atomic_write_parquet(path: Path, table) -> Path:
+    """A pyarrow table as Parquet (streamed into the temporary file, not held twice in memory)."""
+    import pyarrow.parquet as pq
+
+    return atomic_write(path, lambda fh: pq.write_table(table, fh))
