@@ -188,6 +188,19 @@ def sync_from_matches(conn: Connection, as_of: date, matches: pa.Table | list[di
     return {"new": len(inserted), "amount_changed": changed, "seen": len(found)}
 
 
+def date_counts(conn: Connection, as_of: date, run_id: str) -> dict:
+    """What the ledger step of `as_of` changed, read back from the ledger rather
+    than counted while doing it, so that a rerun after a crash (which finds the
+    work already committed) reports the same figures as a clean run:
+    new = rows first seen on as_of; amount_changed = amount adjustments logged by run_id."""
+    new = conn.execute(sa.select(sa.func.count()).select_from(ledger)
+                       .where(ledger.c.first_as_of == as_of)).scalar_one()
+    changed = conn.execute(sa.select(sa.func.count()).select_from(ledger_transitions).where(
+        ledger_transitions.c.run_id == run_id, ledger_transitions.c.from_status == "eligible",
+        ledger_transitions.c.to_status == "eligible")).scalar_one()
+    return {"new": new, "amount_changed": changed}
+
+
 # ---------------------------------------------------------------- transitions
 
 def transition(conn: Connection, key: Key, to: str, source: Source | str | None,
@@ -201,6 +214,8 @@ def transition(conn: Connection, key: Key, to: str, source: Source | str | None,
     row = get(conn, key)
     if row is None:
         return f"无此匹配结果：{_key_text(key)} 不在兑现台账中"
+    if _done_by_file(conn, row["id"], to, _source(source)):
+        return None   # this very file already made this move: a pass that died midway, replayed
     current = row["status"]
     if (current, to) not in ALLOWED:
         return (f"当前状态为“{STATUS_LABELS[current]}”，不能变更为“{STATUS_LABELS[to]}”"
@@ -222,6 +237,19 @@ def transition(conn: Connection, key: Key, to: str, source: Source | str | None,
         return "该结果的状态已被同时处理的其他文件或任务更改，本行未处理，请核对后重新报送"
     _log(conn, row["id"], current, to, _source(source), department, row["amount"], note, at)
     return None
+
+
+def _done_by_file(conn: Connection, ledger_id: int, to: str, source: Source) -> bool:
+    """Whether the returned file with this content hash already moved the row to `to`.
+
+    The inbox takes a file exactly once, but a pass that dies after some of its
+    rows were committed handles the whole file again; its rows that were already
+    applied must then read as applied (not as refused, and not moved twice)."""
+    if not source.sha256:
+        return False
+    return conn.execute(sa.select(ledger_transitions.c.id).where(
+        ledger_transitions.c.ledger_id == ledger_id, ledger_transitions.c.to_status == to,
+        ledger_transitions.c.source_sha256 == source.sha256).limit(1)).first() is not None
 
 
 def move_batch(conn: Connection, rows: list[dict], to: str, source: Source | str | None,
@@ -291,8 +319,22 @@ def notify(conn: Connection, as_of: date, run_id: str) -> list[dict]:
     of the same date already moved, so a rerun writes the same outbox."""
     move_batch(conn, rows_in(conn, "eligible"), "notified", run_id, note="短信待发清单已生成",
                notified_as_of=as_of)
+    return notified_on(conn, as_of)
+
+
+def notified_on(conn: Connection, as_of: date) -> list[dict]:
+    """The rows notified by the run of as_of (what its SMS outbox listed); reads only."""
     rows = conn.execute(sa.select(ledger).where(ledger.c.notified_as_of == as_of)
                         .order_by(ledger.c.department, ledger.c.policy_id, ledger.c.uscc)).all()
+    return [dict(r._mapping) for r in rows]
+
+
+def in_publicity(conn: Connection, as_of: date) -> list[dict]:
+    """Rows whose publicity window contains as_of (approved or under objection); reads only."""
+    rows = conn.execute(
+        sa.select(ledger).where(ledger.c.status.in_(("approved", "objected")),
+                                ledger.c.publicity_from <= as_of, ledger.c.publicity_to >= as_of)
+        .order_by(ledger.c.policy_id, ledger.c.period, ledger.c.uscc)).all()
     return [dict(r._mapping) for r in rows]
 
 
@@ -307,11 +349,7 @@ def start_publicity(conn: Connection, as_of: date) -> list[dict]:
                                                ledger.c.publicity_from.is_(None))
                          .values(publicity_from=as_of,
                                  publicity_to=as_of + timedelta(days=days - 1), updated_at=now))
-    rows = conn.execute(
-        sa.select(ledger).where(ledger.c.status.in_(("approved", "objected")),
-                                ledger.c.publicity_from <= as_of, ledger.c.publicity_to >= as_of)
-        .order_by(ledger.c.policy_id, ledger.c.period, ledger.c.uscc)).all()
-    return [dict(r._mapping) for r in rows]
+    return in_publicity(conn, as_of)
 
 
 def payable(conn: Connection, as_of: date) -> tuple[list[dict], list[dict]]:
@@ -382,6 +420,8 @@ def record_payment(conn: Connection, key: Key, batch_id: str, amount: Decimal,
     if row is None:
         return f"无此匹配结果：{_key_text(key)} 不在兑现台账中"
     item = conn.execute(sa.select(payout_items).where(payout_items.c.ledger_id == row["id"])).first()
+    if row["status"] == "paid" and _done_by_file(conn, row["id"], "paid", _source(source)):
+        return None   # this very file paid it: a replay after a crash, not a second payment
     if row["status"] == "paid":
         where = f"（批次 {item.batch_id}）" if item else ""
         return f"该结果已拨付{where}，不重复支付"

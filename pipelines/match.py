@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
-import tempfile
 from decimal import Decimal
 from pathlib import Path
 
@@ -12,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines import contracts, engine, policies as policy_lib
+from pipelines import contracts, engine, files, policies as policy_lib
 from pipelines.config import Settings
 
 NAME_LIST_COLUMNS = ("uscc", "name", "amount", "note", "source")
@@ -53,22 +50,11 @@ def _normalise_list(table: pa.Table) -> pa.Table:
 
 
 def write_atomic(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    files.atomic_write_parquet(path, table)
 
 
 def write_json_atomic(data, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    files.atomic_write_json(path, data)
 
 
 def summarise(results: pa.Table, active: list[policy_lib.Policy]) -> list[dict]:

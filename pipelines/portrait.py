@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -45,6 +43,7 @@ import pyarrow.parquet as pq
 
 from pipelines import contracts
 from pipelines.config import Settings
+from pipelines.files import atomic_write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -358,14 +357,6 @@ def build(settings: Settings, as_of: date) -> Path:
     """Compute the portrait for `as_of` and write work/portrait/<as_of>.parquet atomically."""
     table = compute(read_feeds(settings, as_of), as_of)
     target = settings.portraits / f"{as_of}.parquet"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{as_of}.", suffix=".parquet.tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_parquet(target, table)
     log.info("portrait %s: %d enterprises -> %s", as_of, table.num_rows, target)
     return target

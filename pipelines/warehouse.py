@@ -11,8 +11,10 @@ Timestamps are naive UTC.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import threading
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -299,6 +301,50 @@ def dispose_all() -> None:
             engine.dispose()
         _ENGINES.clear()
         _MIGRATED.clear()
+
+
+# The nightly ledger step (sync, notify, publicity, payout batch, the lists) moves
+# the whole ledger, whatever its date: one step at a time per warehouse.
+LEDGER_STEP_LOCK = 0x6D69616E7368656E  # "mianshen": the PostgreSQL advisory lock key
+
+
+@contextlib.contextmanager
+def ledger_step_lock(engine: Engine):
+    """Hold the warehouse's ledger-step lock for the block; waits for a holder.
+
+    PostgreSQL: a session-level advisory lock on a connection of its own (any
+    host, released by the server if the worker dies). SQLite: an exclusive
+    flock on `<database>.ledger.lock` beside the file (one host, released by the
+    kernel if the process dies); an in-memory database needs none."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": LEDGER_STEP_LOCK})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": LEDGER_STEP_LOCK})
+                conn.commit()
+        return
+    db = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not db or db == ":memory:":
+        with _LOCK_STEP:
+            yield
+        return
+    import fcntl
+
+    fd = os.open(f"{db}.ledger.lock", os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)   # per open file: threads of one process wait too
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+_LOCK_STEP = threading.RLock()
 
 
 def sql_statements(name: str) -> list[str]:

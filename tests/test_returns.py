@@ -3,8 +3,10 @@ lifecycle from a hand-made match to a paid result, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import csv
+import hashlib
 from datetime import date, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import sqlalchemy as sa
 from openpyxl import Workbook, load_workbook
@@ -29,7 +31,9 @@ def write_csv(path, header, rows, title=None):
     return path
 
 
-def handle(settings, folder, path, sha="0" * 64):
+def handle(settings, folder, path, sha=None):
+    # the inbox passes the file's content hash: a file's own moves are recognised by it
+    sha = sha or hashlib.sha256(Path(path).read_bytes()).hexdigest()
     return intake.HANDLERS[folder](settings, path, sha, folder)
 
 

@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Iterable
 
 import pyarrow.parquet as pq
+import sqlalchemy as sa
 import yaml
 
 from pipelines import ledger, warehouse
 from pipelines.config import Settings
 from pipelines.outputs import payout, publicity, reminders, review, sms
-from pipelines.outputs.workbook import atomic_write_bytes, clear_stale
+from pipelines.files import atomic_write_bytes
+from pipelines.outputs.workbook import clear_stale
 
 UNIT = "卧龙区惠企政策“免申即享”服务平台"
 
@@ -67,43 +69,88 @@ def _release(conn, holds: Iterable) -> int:
     return n
 
 
+def _requested(holds: Iterable) -> set[tuple[str, str]]:
+    out = set()
+    for hold in holds:
+        if isinstance(hold, str):
+            policy_id, _, period = hold.partition(":")
+        else:
+            policy_id, period, *_ = hold
+        out.add((str(policy_id), str(period)))
+    return out
+
+
 def ledger_and_outputs(settings: Settings, as_of: date, run_id: str,
                        release_holds: Iterable = ()) -> dict:
     """Sync the ledger from output/<as_of>/matches.parquet and write every list.
 
     release_holds: (policy_id, period[, operator]) tuples or "policy_id:period"
     strings whose over-budget hold an operator releases with this run.
-    Returns JSON-able counts."""
+    Returns JSON-able counts.
+
+    The whole step holds the warehouse's ledger-step lock
+    (`warehouse.ledger_step_lock`): a second run of the same date, or of
+    another date, waits and then finds the work done, instead of racing this
+    one for the same rows and the same files."""
+    engine = warehouse.connect(settings.warehouse_url)
+    with warehouse.ledger_step_lock(engine):
+        return _ledger_and_outputs(settings, as_of, run_id, release_holds, engine)
+
+
+def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_holds: Iterable,
+                        engine) -> dict:
     run_dir = settings.run_dir(as_of)
     table = pq.read_table(run_dir / "matches.parquet")
     match_rows = warehouse.match_rows(table)
     days = publicity_days(settings.policies)
     tel = phones(settings, as_of)
-    engine = warehouse.connect(settings.warehouse_url)
 
     with engine.begin() as conn:
+        # A backfill: a later date has already been through this step. The ledger
+        # has moved on from this date, so this run moves nothing (no sync, no
+        # notification, no publicity start, no batch) and rewrites the date's
+        # lists from what was recorded for it (SMS by notified_as_of, payout by
+        # batch date); the lists that show the ledger's state at the time
+        # (review, publicity) and ledger.json stay as the date's run wrote them.
+        newest = conn.execute(sa.select(sa.func.max(warehouse.matches.c.as_of))
+                              .where(warehouse.matches.c.as_of != as_of)).scalar()
+        backfill = newest is not None and newest > as_of
         warehouse.store_matches(conn, as_of, match_rows, run_id)
-        released = _release(conn, release_holds)
-        synced = ledger.sync_from_matches(conn, as_of, match_rows, run_id, days)
+        _release(conn, release_holds)
+        if not backfill:
+            ledger.sync_from_matches(conn, as_of, match_rows, run_id, days)
+        # Counted from what is committed, not from what this attempt did: a rerun
+        # after a crash finds the work done and must report the same figures.
+        synced = ledger.date_counts(conn, as_of, run_id)
+        released = len(_requested(release_holds) & ledger.released_holds(conn))
 
     with engine.begin() as conn:
-        notified = ledger.notify(conn, as_of, run_id)
+        notified = ledger.notified_on(conn, as_of) if backfill else ledger.notify(conn, as_of, run_id)
     sms_files = sms.write(run_dir, as_of, notified, tel, UNIT) if notified else []
     clear_stale(run_dir / "sms", sms_files)
 
-    with engine.connect() as conn:
-        confirmed = ledger.rows_in(conn, "confirmed")
-        conn.rollback()
-    review_files = review.write(run_dir, as_of, confirmed, UNIT)
-    clear_stale(run_dir / "review", review_files)
+    recorded = _read_json(run_dir / "ledger.json") if backfill else None
+    if recorded is not None:
+        review_files = _listed(run_dir / "review")
+        publicity_files = _listed(run_dir / "publicity")
+        confirmed = [None] * int(recorded.get(REPORT_LABELS["review_rows"], 0))
+        in_window = [None] * int(recorded.get(REPORT_LABELS["publicity_rows"], 0))
+    else:
+        with engine.connect() as conn:
+            confirmed = ledger.rows_in(conn, "confirmed")
+            conn.rollback()
+        review_files = review.write(run_dir, as_of, confirmed, UNIT)
+        clear_stale(run_dir / "review", review_files)
 
-    with engine.begin() as conn:
-        in_window = ledger.start_publicity(conn, as_of)
-    publicity_files = publicity.write(run_dir, as_of, in_window, UNIT)
-    clear_stale(run_dir / "publicity", publicity_files)
+        with engine.begin() as conn:
+            in_window = ledger.in_publicity(conn, as_of) if backfill else ledger.start_publicity(conn, as_of)
+        publicity_files = publicity.write(run_dir, as_of, in_window, UNIT)
+        clear_stale(run_dir / "publicity", publicity_files)
 
-    with engine.begin() as conn:
-        new_batch = ledger.schedule_payout(conn, as_of, run_id)
+    new_batch = None
+    if not backfill:
+        with engine.begin() as conn:
+            new_batch = ledger.schedule_payout(conn, as_of, run_id)
     with engine.begin() as conn:
         items = ledger.batch_rows(conn, as_of)
         _, held = ledger.payable(conn, as_of)
@@ -141,9 +188,23 @@ def ledger_and_outputs(settings: Settings, as_of: date, run_id: str,
     shown = {label: summary[key] for key, label in REPORT_LABELS.items()}
     shown["拨付批次"] = summary["payout_batches"]
     shown["超预算暂停的政策"] = summary["held_policies"]
+    summary["backfill"] = backfill
+    # Written last (nightly.run_status reads its time); a backfill writes back what was recorded.
     atomic_write_bytes(run_dir / "ledger.json",
-                       json.dumps(shown, ensure_ascii=False, indent=2).encode("utf-8"))
+                       json.dumps(shown if recorded is None else recorded, ensure_ascii=False,
+                                  indent=2).encode("utf-8"))
     return summary
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _listed(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
 
 
 REPORT_LABELS = {

@@ -2,15 +2,14 @@
 and the same rows as CSV and Parquet for machine handoff, under the batch id."""
 from __future__ import annotations
 
-import io
 from datetime import date
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipelines.outputs.review import safe_name
-from pipelines.outputs.workbook import Col, atomic_write_bytes, write_csv, write_workbook
+from pipelines.files import atomic_write_parquet
+from pipelines.outputs.workbook import Col, write_csv, write_workbook
 
 COLUMNS = (
     Col("序号", "seq", "int"),
@@ -40,9 +39,7 @@ def write(run_dir: Path, as_of: date, items: list[dict], unit: str) -> list[Path
     paths = [write_csv(folder / "payout.csv", COLUMNS, data)]
     table = pa.Table.from_pylist([{f: r[f] for f in PARQUET_SCHEMA.names} for r in items],
                                  schema=PARQUET_SCHEMA)
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    atomic_write_bytes(folder / "payout.parquet", buf.getvalue())
+    atomic_write_parquet(folder / "payout.parquet", table)
     paths.append(folder / "payout.parquet")
     by_dept: dict[str, list[dict]] = {}
     for r in items:

@@ -11,9 +11,7 @@ from __future__ import annotations
 import csv
 import io
 from copy import copy
-import os
 import re
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from datetime import date, datetime, time
@@ -25,6 +23,8 @@ from openpyxl import Workbook
 from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.datavalidation import DataValidation
+
+from pipelines.files import atomic_write_bytes  # noqa: F401  (the one atomic writer; re-exported)
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 # Column widths are fitted to the first rows only: enough for a list a person
@@ -73,30 +73,6 @@ def display_width(text: str) -> int:
 
 def cn_date(day: date) -> str:
     return f"{day.year}年{day.month:02d}月{day.day:02d}日"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """temp file in the same folder + fsync + os.replace: a reader sees the old file or the new."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
 
 
 def _cell_value(value: Any, kind: str) -> Any:
