@@ -373,11 +373,8 @@ def read_text_file(path: Path, settings: Settings | None = None) -> TextFile:
 
 
 def read_xlsx(path: Path) -> TextFile:
-    from python_calamine import CalamineWorkbook
-
     try:
-        with CalamineWorkbook.from_path(str(path)) as book:
-            rows = book.get_sheet_by_index(0).to_python(skip_empty_area=False)
+        [(_, rows)] = safety.read_sheets(path, first_only=True)
     except BaseException as exc:  # calamine raises zip/xml errors of several kinds, and may panic
         if not safety.is_reader_failure(exc):
             raise

@@ -338,25 +338,13 @@ def _read_workbook(data: bytes) -> list[tuple[str, list[list[object]]]]:
     import python_calamine as pc
 
     try:
-        wb = pc.CalamineWorkbook.from_filelike(io.BytesIO(data))
+        return [(name, _grid_rows(rows)) for name, rows in safety.read_sheets(data)]
     except pc.PasswordError:
         raise NameListError("工作簿设有打开密码，无法读取，请取消密码后重新报送") from None
     except BaseException as e:  # calamine may also panic (a BaseException) on a damaged file
         if not safety.is_reader_failure(e):
             raise
         raise NameListError("文件已损坏，无法作为Excel工作簿打开") from None
-    sheets = []
-    try:
-        for name in wb.sheet_names:
-            rows = wb.get_sheet_by_name(name).to_python(skip_empty_area=False)
-            sheets.append((name, _grid_rows(rows)))
-    except pc.PasswordError:
-        raise NameListError("工作簿设有密码，无法读取，请取消密码后重新报送") from None
-    except BaseException as e:
-        if not safety.is_reader_failure(e):
-            raise
-        raise NameListError("文件已损坏，工作表无法读取") from None
-    return sheets
 
 
 def _decode_text(data: bytes) -> str:

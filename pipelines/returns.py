@@ -63,9 +63,7 @@ def _raw_rows(path: Path) -> list[tuple[int, list]]:
         # calamine, as ingest and namelist: it skips rows that carry only
         # formatting (openpyxl took half a minute and 600 MB on a sheet
         # formatted down to row 1,048,576) and gives formulas' cached values.
-        from python_calamine import CalamineWorkbook
-        with CalamineWorkbook.from_path(str(path)) as wb:
-            rows = wb.get_sheet_by_index(0).to_python(skip_empty_area=False)
+        [(_, rows)] = safety.read_sheets(path, first_only=True)
         return [(i, [None if v == "" else v for v in r]) for i, r in enumerate(rows, start=1)]
     if suffix == ".xls":
         import xlrd

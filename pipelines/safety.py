@@ -14,6 +14,9 @@
   and personal names never reach logs or the run report in clear.
 - `restrict_umask()`: files and folders the pipeline creates are not
   world-readable (umask 027: folders 0750, files 0640).
+- `read_sheets(source)`: the one way received workbooks are read (calamine);
+  a legacy .xls is read in a child process under a memory limit, because a
+  damaged BIFF file can make calamine abort the whole process.
 """
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ from pathlib import Path
 from pipelines.config import Settings
 
 ZIP_MAGIC = b"PK\x03\x04"
+OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+XLS_CHILD_HEADROOM = 1 << 30   # address space a child reading an .xls may add to its parent's
 MB = 1 << 20
 CHUNK = 1 << 20
 # Deflate cannot do better than ~1032:1; real worksheets compress 5-30:1,
@@ -211,3 +216,74 @@ def restrict_umask() -> int:
     new = old | UMASK
     os.umask(new)
     return new
+
+
+# ---------------------------------------------------------------- reading workbooks
+
+class UnreadableWorkbook(Exception):
+    """The reader died on the file (a damaged legacy workbook)."""
+
+
+def read_sheets(source: Path | bytes, first_only: bool = False) -> list[tuple[str, list[list]]]:
+    """(sheet name, rows) of a workbook, read with calamine. calamine's own
+    exceptions (PasswordError, CalamineError, a panic) reach the caller as they
+    are. A legacy .xls (OLE2) is read in a forked child with an address-space
+    limit: a damaged BIFF record can make calamine ask for hundreds of GB, and
+    Rust aborts the process where no `except` can catch it; here only the
+    child dies and the caller gets UnreadableWorkbook."""
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    if not data.startswith(OLE2_MAGIC):
+        return _calamine_sheets(data, first_only)
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    receiver, sender = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_read_in_child, args=(data, first_only, sender), daemon=True)
+    child.start()
+    sender.close()
+    try:
+        kind, payload = receiver.recv()
+    except EOFError:
+        kind, payload = "died", None
+    finally:
+        receiver.close()
+        child.join()
+    if kind == "ok":
+        return payload
+    if kind == "error":
+        import python_calamine
+
+        name, message = payload
+        error = getattr(python_calamine, name, None)
+        if isinstance(error, type) and issubclass(error, Exception):
+            raise error(message)
+        raise UnreadableWorkbook(f"{name}: {message}")
+    raise UnreadableWorkbook(f"the reader died on the file (exit code {child.exitcode})")
+
+
+def _calamine_sheets(data: bytes, first_only: bool) -> list[tuple[str, list[list]]]:
+    import io
+
+    import python_calamine
+
+    book = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(data))
+    names = book.sheet_names[:1] if first_only else book.sheet_names
+    return [(name, book.get_sheet_by_name(name).to_python(skip_empty_area=False)) for name in names]
+
+
+def _read_in_child(data: bytes, first_only: bool, sender) -> None:
+    import resource
+
+    try:
+        with open("/proc/self/statm") as statm:
+            in_use = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        limit = in_use + XLS_CHILD_HEADROOM
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except (OSError, ValueError):
+        pass
+    try:
+        sender.send(("ok", _calamine_sheets(data, first_only)))
+    except BaseException as exc:  # reported to the parent, which decides
+        sender.send(("error", (type(exc).__name__, str(exc))))
+    finally:
+        sender.close()

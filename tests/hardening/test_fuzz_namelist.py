@@ -140,8 +140,6 @@ def test_an_amount_too_long_for_decimal_is_a_bad_amount(tmp_path):
         namelist.parse_amount("9" * 27, namelist.TEN_THOUSAND)
 
 
-@pytest.mark.xfail(strict=True, reason="calamine aborts the process (Rust OOM, a 343 GB allocation) on this damaged "
-                                       ".xls; needs the .xls read in a child process with a memory limit")
 def test_a_damaged_xls_does_not_abort_the_process(tmp_path):
     """Found by the long fuzz run: three bytes changed in a valid BIFF8 workbook
     (tests/hardening/data/calamine_oom.xls) make calamine try to allocate 343 GB;
