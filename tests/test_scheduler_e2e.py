@@ -1,8 +1,10 @@
 """A real scheduler end to end (slow): Airflow's api-server, scheduler and
 dag-processor on loopback with the project's DAGs and a PostgreSQL metadata
 database; `mianshen_nightly` is triggered through the REST API v2 with a token
-and must succeed; then a dropped name list must be picked up by
-`mianshen_inbox`. Everything started here is stopped here."""
+and must succeed; a cleared task reruns to the same result; a backfill of the
+day before runs through Airflow's own backfill and moves nothing in the
+ledger; then a dropped name list must be picked up by `mianshen_inbox`.
+Everything started here is stopped here."""
 from __future__ import annotations
 
 import json
@@ -158,9 +160,53 @@ def test_scheduler_runs_nightly_and_inbox_through_the_rest_api(airflow_stack):
     matches = pq.read_table(settings.run_dir(AS_OF) / "matches.parquet")
     assert matches.num_rows > 0
 
-    # the inbox DAG picks up the dropped name lists on its own schedule
+    # Clearing a task through the API reruns it and everything after it: the
+    # same matches and the same ledger as the clean run.
+    ledger_before = _ledger(settings)
+    api.call("POST", "/api/v2/dags/mianshen_nightly/clearTaskInstances",
+             {"dag_run_id": run_id, "task_ids": ["match_policies"], "include_downstream": True,
+              "only_failed": False, "dry_run": False, "reset_dag_runs": True})
+
+    def rerun_done():
+        ti = api.call("GET", f"/api/v2/dags/mianshen_nightly/dagRuns/{run_id}/taskInstances/ledger_and_outputs")
+        return ti["state"] == "success" and ti["try_number"] >= 2
+
+    api.wait_until(rerun_done, 600, "the cleared tasks to run again")
+    assert _sorted(pq.read_table(settings.run_dir(AS_OF) / "matches.parquet")).equals(_sorted(matches))
+    assert _ledger(settings) == ledger_before
+
+    # A backfill of the day before, through Airflow's own backfill: it writes
+    # that day's outputs and moves nothing in the ledger (a later date has
+    # already been through it).
+    backfill = api.call("POST", "/api/v2/backfills", {
+        "dag_id": "mianshen_nightly", "from_date": "2026-11-24T12:00:00Z", "to_date": "2026-11-25T00:00:00Z",
+        "max_active_runs": 1, "reprocess_behavior": "none", "run_backwards": False, "dag_run_conf": {}})
+    api.wait_until(lambda: api.call("GET", f"/api/v2/backfills/{backfill['id']}").get("completed_at"), 600,
+                   "the backfill to complete")
+    runs = api.call("GET", "/api/v2/dags/mianshen_nightly/dagRuns?run_type=backfill")["dag_runs"]
+    assert runs and all(r["state"] == "success" for r in runs), runs
+    assert (settings.run_dir(date(2026, 11, 25)) / "matches.parquet").exists()
+    assert _ledger(settings) == ledger_before
+
+    # The inbox DAG picks up the dropped name lists on its own schedule
     api.call("PATCH", "/api/v2/dags/mianshen_inbox", {"is_paused": False})
     api.call("POST", "/api/v2/dags/mianshen_inbox/dagRuns", {"logical_date": None, "conf": {}})
     archive = settings.inbox / "_archive"
     api.wait_until(lambda: archive.exists() and any(p.is_file() for p in archive.rglob("*")), 300,
                    "the inbox to archive a name list")
+
+
+def _sorted(table):
+    return table.sort_by([("policy_id", "ascending"), ("uscc", "ascending")])
+
+
+def _ledger(settings) -> list[tuple]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(settings.warehouse_url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(sa.text(
+                "SELECT policy_id, period, uscc, status, amount FROM ledger ORDER BY policy_id, period, uscc"))]
+    finally:
+        engine.dispose()
