@@ -46,6 +46,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
+from pipelines.portrait import dates as portrait_dates
 from pipelines import warehouse as wh
 from pipelines.config import Settings
 from pipelines.report import bar_chart, write_atomic
@@ -121,17 +122,6 @@ def payments(conn) -> list[Payment]:
         if day is not None:
             out[(r.policy_id, r.period, r.uscc)] = Payment(r.policy_id, r.policy_name, r.period, r.uscc, day)
     return list(out.values())
-
-
-def portrait_dates(settings: Settings) -> list[dt.date]:
-    out = []
-    if settings.portraits.is_dir():
-        for p in settings.portraits.glob("*.parquet"):
-            try:
-                out.append(dt.date.fromisoformat(p.stem))
-            except ValueError:
-                continue
-    return sorted(out)
 
 
 def read_portrait(settings: Settings, day: dt.date) -> dict[str, dict]:

@@ -13,6 +13,8 @@ removes (`outputs.workbook.clear_stale`) or ignores.
 """
 from __future__ import annotations
 
+import hashlib
+
 import io
 import json
 import os
@@ -87,3 +89,12 @@ def atomic_write_parquet(path: Path, table) -> Path:
     import pyarrow.parquet as pq
 
     return atomic_write(path, lambda fh: pq.write_table(table, fh))
+
+
+def sha256_file(path: Path) -> str:
+    """The content hash recorded for every delivery, policy file and portrait."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

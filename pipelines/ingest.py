@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from pipelines import files, safety
+from pipelines.files import sha256_file
 from pipelines.config import Settings, load_settings
 from pipelines.contracts import ARROW_TYPES, FEEDS, Column, Feed
 
@@ -267,14 +268,6 @@ def pull_database(url: str, query: str, out: Path, batch: int = 50_000) -> Path:
 
 # --------------------------------------------------------------------------
 # raw archive
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def archive_delivery(settings: Settings, feed: str, delivery: str, files: list[Path]) -> tuple[Path, list[dict]]:

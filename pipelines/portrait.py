@@ -360,3 +360,15 @@ def build(settings: Settings, as_of: date) -> Path:
     atomic_write_parquet(target, table)
     log.info("portrait %s: %d enterprises -> %s", as_of, table.num_rows, target)
     return target
+
+
+def dates(settings: Settings) -> list[date]:
+    """The run dates that have a portrait, oldest first."""
+    out = []
+    if settings.portraits.is_dir():
+        for path in settings.portraits.glob("*.parquet"):
+            try:
+                out.append(date.fromisoformat(path.stem))
+            except ValueError:
+                continue
+    return sorted(out)

@@ -60,6 +60,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines import contracts, engine, match
+from pipelines.portrait import dates as portrait_dates
 from pipelines import policies as policy_lib
 from pipelines.config import Settings
 from pipelines.policies import FIELD_KINDS, NUMERIC_KINDS, OP_LABELS, SCALAR_OPS, Leaf, Node, Policy, PolicyError
@@ -138,17 +139,6 @@ def load_draft(draft: str | Path) -> Policy:
 def force_in_force(policy: Policy, as_of: dt.date) -> Policy:
     """The policy with its validity widened to include as_of (the sandbox runs it whatever its dates)."""
     return dataclasses.replace(policy, valid_from=min(policy.valid_from, as_of), valid_to=max(policy.valid_to, as_of))
-
-
-def portrait_dates(settings: Settings) -> list[dt.date]:
-    out = []
-    if settings.portraits.is_dir():
-        for p in settings.portraits.glob("*.parquet"):
-            try:
-                out.append(dt.date.fromisoformat(p.stem))
-            except ValueError:
-                continue
-    return sorted(out)
 
 
 def portrait_path(settings: Settings, as_of: dt.date | None) -> tuple[dt.date, Path]:

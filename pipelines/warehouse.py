@@ -12,7 +12,6 @@ Timestamps are naive UTC.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import threading
@@ -24,6 +23,8 @@ from typing import Iterable
 import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+
+from pipelines.files import sha256_file
 
 CENT = Decimal("0.01")
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -355,14 +356,6 @@ def sql_statements(name: str) -> list[str]:
 
 
 # ---------------------------------------------------------------- run audit
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 def record_run(conn: Connection, run_id: str, as_of: date, status: str,
                started_at: datetime | None = None, finished_at: datetime | None = None,

@@ -10,6 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from h5_support import db_url, engine, match, table  # noqa: F401  (fixtures)
+from pipelines.files import sha256_file
 from pipelines import ledger, warehouse
 from pipelines.warehouse import ledger as ledger_t, ledger_transitions
 
@@ -96,4 +97,4 @@ def test_run_audit_records_inputs_with_hashes(engine, tmp_path):
         assert conn.execute(sa.select(warehouse.runs.c.status)).scalar_one() == "success"
         inputs = conn.execute(sa.select(warehouse.run_inputs.c.kind, warehouse.run_inputs.c.sha256)
                               .order_by(warehouse.run_inputs.c.kind)).all()
-    assert inputs == [("feed", "ab" * 32), ("policy", warehouse.sha256_file(policy))]
+    assert inputs == [("feed", "ab" * 32), ("policy", sha256_file(policy))]
