@@ -283,13 +283,12 @@ def registry_codes(settings: Settings, as_of: dt.date) -> tuple[pa.Array | None,
 def write_quarantine_csv(spec: Feed, records: list[dict], path: Path) -> None:
     """UTF-8 with BOM so Excel opens it; 行号, 文件, 原因, then the department's own headers."""
     fh = io.StringIO(newline="")
-    if True:  # (kept indented: the rows below are unchanged)
-        writer = csv.writer(fh)
-        writer.writerow(["行号", "文件", "原因"] + [c.header for c in spec.columns])
-        for rec in sorted(records, key=lambda r: (r["_file"] or "", r["_row"] or 0)):
-            # the department's own cells: text a spreadsheet would run as a formula is neutralised
-            writer.writerow([rec["_row"], neutralise(rec["_file"]), neutralise(rec["reason"])]
-                            + [neutralise(rec.get(c.name) or "") for c in spec.columns])
+    writer = csv.writer(fh)
+    writer.writerow(["行号", "文件", "原因"] + [c.header for c in spec.columns])
+    for rec in sorted(records, key=lambda r: (r["_file"] or "", r["_row"] or 0)):
+        # the department's own cells: text a spreadsheet would run as a formula is neutralised
+        writer.writerow([rec["_row"], neutralise(rec["_file"]), neutralise(rec["reason"])]
+                        + [neutralise(rec.get(c.name) or "") for c in spec.columns])
     atomic_write_text(path, fh.getvalue(), encoding="utf-8-sig")
 
 
