@@ -170,9 +170,13 @@ class PolicyError:
     line: int
     key: str
     message: str              # Chinese, for the policy officer
+    # A warning is reported but does not make the policy bad (an unknown key:
+    # policies.md does not list it among the errors, and skipping a whole
+    # policy for an extra note would be out of proportion).
+    warning: bool = False
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.key}: {self.message}"
+        return f"{self.file}:{self.line}: {self.key}: {'提示：' if self.warning else ''}{self.message}"
 
 
 # ---------------------------------------------------------------- YAML with lines
@@ -292,9 +296,13 @@ class _Checker:
     def __init__(self, file: str):
         self.file = file
         self.errors: list[PolicyError] = []
+        self.warnings: list[PolicyError] = []
 
     def err(self, line: int, key: str, message: str) -> None:
         self.errors.append(PolicyError(self.file, line, key, message))
+
+    def warn(self, line: int, key: str, message: str) -> None:
+        self.warnings.append(PolicyError(self.file, line, key, message, warning=True))
 
     # --- conditions
 
@@ -339,7 +347,7 @@ class _Checker:
         ok = True
         for k in raw:
             if k not in ("field", "op", "value"):
-                self.err(raw.lines[k], f"{key}.{k}", f"未知的键 \"{k}\"{_suggest(k, ('field', 'op', 'value'))}")
+                self.warn(raw.lines[k], f"{key}.{k}", f"未知的键 \"{k}\"（已忽略）{_suggest(k, ('field', 'op', 'value'))}")
                 ok = False
         name = raw.get("field")
         op = raw.get("op")
@@ -555,7 +563,7 @@ class _Checker:
                 continue
             for k in t:
                 if k not in ("min", "amount"):
-                    self.err(t.lines[k], f"{key}.{k}", f"未知的键 \"{k}\"{_suggest(k, ('min', 'amount'))}")
+                    self.warn(t.lines[k], f"{key}.{k}", f"未知的键 \"{k}\"（已忽略）{_suggest(k, ('min', 'amount'))}")
                     ok = False
             lo = self.money(t, "min", key)
             amount = self.money(t, "amount", key)
@@ -601,7 +609,7 @@ class _Checker:
         n0 = len(self.errors)
         for k in doc:
             if k not in TOP_KEYS:
-                self.err(doc.lines[k], k, f"未知的键 \"{k}\"{_suggest(k, TOP_KEYS)}")
+                self.warn(doc.lines[k], k, f"未知的键 \"{k}\"（已忽略）{_suggest(k, TOP_KEYS)}")
         pid = self.text(doc, "id", True)
         name = self.text(doc, "name", True)
         department = self.text(doc, "department", True)
@@ -714,8 +722,8 @@ def load_text(text: str, file: str = "<text>", file_hash: str = "") -> tuple[Pol
         return None, checker.errors
     policy = checker.policy(doc, file_hash)
     if checker.errors:
-        return None, checker.errors
-    return policy, []
+        return None, checker.errors + checker.warnings
+    return policy, checker.warnings
 
 
 def file_hash(path: Path) -> str:
@@ -806,9 +814,10 @@ def check_command(path: Path | str, out=None) -> int:
     policies, errors = load_dir(path)
     for e in errors:
         print(str(e), file=out)
-    if errors:
-        files = len({e.file for e in errors})
-        print(f"共 {len(errors)} 处错误，涉及 {files} 个文件；{len(policies)} 项政策可用。", file=out)
+    real = [e for e in errors if not e.warning]
+    if real:
+        files = len({e.file for e in real})
+        print(f"共 {len(real)} 处错误，涉及 {files} 个文件；{len(policies)} 项政策可用。", file=out)
         return 1
     print(f"全部 {len(policies)} 项政策检查通过。", file=out)
     return 0

@@ -170,3 +170,16 @@ def test_duplicate_id_is_reported_even_when_the_other_file_has_errors(tmp_path):
     assert any(Path(e.file).name == "a.yaml" and e.key == "id" and "重复" in e.message for e in errors)
     assert any(Path(e.file).name == "b.yaml" and e.key == "id" and "重复" in e.message for e in errors)
     assert any(Path(e.file).name == "b.yaml" and e.key == "kind" for e in errors)
+
+
+def test_an_unknown_key_is_a_warning_and_the_policy_still_loads(tmp_path):
+    # policies.md lists the errors that make a policy bad; an extra key is not
+    # among them, so it is reported (with the nearest known key) and ignored.
+    policy, found = P.load_text(MINIMAL + "备注: 内部说明\nbudjet: 100\n")
+    assert policy is not None
+    assert all(e.warning for e in found)
+    assert any(e.key == "budjet" and '"budget"' in e.message for e in found)
+    (tmp_path / "p.yaml").write_text(MINIMAL + "备注: 内部说明\n", encoding="utf-8")
+    out = io.StringIO()
+    assert P.check_command(tmp_path, out) == 0
+    assert "提示：未知的键" in out.getvalue()
