@@ -94,8 +94,9 @@ def _size_class_sql() -> str:
         else:
             branches.append(f"ELSE {inner}")
     return (
-        "CASE WHEN insured_count IS NULL OR revenue_10k IS NULL "
-        "OR industry_code IS NULL OR industry_code = '' THEN NULL "
+        # policies.md: null when employees or revenue is missing. An enterprise
+        # with no industry code falls under "any other industry".
+        "CASE WHEN insured_count IS NULL OR revenue_10k IS NULL THEN NULL "
         f"ELSE CASE {' '.join(branches)} END END"
     )
 

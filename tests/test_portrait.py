@@ -396,8 +396,7 @@ def test_size_class_boundaries(code, employees, revenue, expected):
     assert row["size_class"] == expected
 
 
-@pytest.mark.parametrize("code, employees, revenue", [
-    ("C3311", None, D(100)), ("C3311", 50, None), (None, 50, D(100)), ("", 50, D(100))])
+@pytest.mark.parametrize("code, employees, revenue", [("C3311", None, D(100)), ("C3311", 50, None)])
 def test_size_class_is_null_when_an_input_is_missing(code, employees, revenue):
     row = one(
         registry=feed("registry", reg(industry_code=code)),
@@ -405,6 +404,18 @@ def test_size_class_is_null_when_an_input_is_missing(code, employees, revenue):
         social_insurance=feed("social_insurance", si("E1", "2025-12", employees)),
     )
     assert row["size_class"] is None
+
+
+@pytest.mark.parametrize("code", [None, ""])
+def test_no_industry_code_counts_as_any_other_industry(code):
+    # policies.md: null only when employees or revenue is missing; 50 employees
+    # in "any other industry" is 小型 (E >= 10), in 工业 with R=100 it would be 微型.
+    row = one(
+        registry=feed("registry", reg(industry_code=code)),
+        tax=feed("tax", {"uscc": "E1", "tax_year": 2025, "revenue_10k": D(100)}),
+        social_insurance=feed("social_insurance", si("E1", "2025-12", 50)),
+    )
+    assert row["size_class"] == "小型"
 
 
 # --- a plain-Python reference, per enterprise, against random feeds
