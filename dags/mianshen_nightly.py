@@ -69,12 +69,28 @@ def build_portrait() -> str:
 
 
 @task
-def match_policies() -> dict:
+def match_shards() -> list[int]:
+    """The shard indices, read at run time (MIANSHEN_MATCH_SHARDS), that match_shard is mapped over."""
+    settings, _, _ = _ctx()
+    return list(range(settings.match_shards))
+
+
+@task(map_index_template="{{ shard_label }}")
+def match_shard(shard: int, shards: list[int]) -> str:
+    from pipelines import match
+
+    settings, as_of, context = _ctx()
+    context["shard_label"] = f"shard {shard} of {len(shards)}"
+    return match.run_shard(settings, as_of, shard, len(shards))
+
+
+@task
+def merge_matches(shards: list[int]) -> dict:
     from pipelines import alerts, ledger, match
     from pipelines.orchestration import parse_holds
 
     settings, as_of, context = _ctx()
-    summary = match.run(settings, as_of)
+    summary = match.merge(settings, as_of, len(shards))
     try:
         releasing = parse_holds(context["params"]["release_holds"])
     except ValueError:
@@ -143,11 +159,16 @@ def mianshen_nightly():
             validated["registry"] >> validated[feed]
     gate = quality_gate()
     list(validated.values()) >> gate
-    portrait, matched, outputs = build_portrait(), match_policies(), ledger_and_outputs()
-    gate >> portrait >> matched >> outputs
+    portrait = build_portrait()
+    # Matching in shards of enterprises (MIANSHEN_MATCH_SHARDS), spread over the workers, then one
+    # cheap merge that applies the budgets (they are per policy over all enterprises).
+    shards = match_shards()
+    sharded = match_shard.partial(shards=shards).expand(shard=shards)
+    matched, outputs = merge_matches(shards), ledger_and_outputs()
+    gate >> portrait >> shards >> sharded >> matched >> outputs
     report = run_report()
     [gate, outputs] >> report
-    all_tasks = [*ingested.values(), *validated.values(), gate, portrait, matched, outputs, report]
+    all_tasks = [*ingested.values(), *validated.values(), gate, portrait, shards, sharded, matched, outputs, report]
     all_tasks >> run_failed()
 
 

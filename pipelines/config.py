@@ -31,6 +31,8 @@ class Settings:
     max_file_mb: int = 100
     max_unzipped_mb: int = 500
     max_rows: int = 1_048_576
+    # Shards of enterprises the nightly DAG's matching is mapped over (MIANSHEN_MATCH_SHARDS).
+    match_shards: int = 1
 
     @property
     def staged(self) -> Path:
@@ -82,6 +84,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         max_file_mb=_positive(env, "MIANSHEN_MAX_FILE_MB", 100),
         max_unzipped_mb=_positive(env, "MIANSHEN_MAX_UNZIPPED_MB", 500),
         max_rows=_positive(env, "MIANSHEN_MAX_ROWS", 1_048_576),
+        match_shards=_positive(env, "MIANSHEN_MATCH_SHARDS", 1),
     )
 
 

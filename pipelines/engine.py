@@ -600,6 +600,31 @@ def apply_budget(part: pa.Table, policy: Policy) -> pa.Table:
     return part.set_column(part.schema.get_field_index("over_budget"), "over_budget", eligible)
 
 
+def budget_all(table: pa.Table, policies: list[Policy]) -> pa.Table:
+    """`apply_budget` for every policy of a result table whose rows are grouped by policy_id
+    (as `evaluate` and the shard merge order them). Only the small columns are touched."""
+    if table.num_rows == 0:
+        return table
+    by_id = {p.id: p for p in policies}
+    ids = table.column("policy_id").combine_chunks()
+    n = table.num_rows
+    changes = pc.indices_nonzero(pc.not_equal(ids.slice(1), ids.slice(0, n - 1))).to_pylist()
+    starts = [0] + [i + 1 for i in changes]   # the first row of each policy's run
+    core = table.select(["outcome", "amount", "over_budget"])
+    amounts, flags = [], []
+    for lo, hi in zip(starts, starts[1:] + [n]):
+        part = core.slice(lo, hi - lo)
+        policy = by_id.get(ids[lo].as_py())
+        if policy is not None:
+            part = apply_budget(part, policy)
+        amounts.append(part.column("amount"))
+        flags.append(part.column("over_budget"))
+    amount = pa.chunked_array([c for a in amounts for c in a.chunks], AMOUNT)
+    over = pa.chunked_array([c for f in flags for c in f.chunks], pa.bool_())
+    table = table.set_column(table.schema.get_field_index("amount"), "amount", amount)
+    return table.set_column(table.schema.get_field_index("over_budget"), "over_budget", over)
+
+
 # ---------------------------------------------------------------- all policies
 
 def with_registered(portrait: pa.Table) -> pa.Table:
@@ -615,8 +640,12 @@ def with_registered(portrait: pa.Table) -> pa.Table:
 
 
 def evaluate(portrait: pa.Table, policies: list[Policy], as_of: dt.date,
-             name_lists: dict[str, pa.Table] | None = None, errors: list | None = None) -> pa.Table:
+             name_lists: dict[str, pa.Table] | None = None, errors: list | None = None,
+             apply_budgets: bool = True) -> pa.Table:
     """Every policy in force on `as_of` against the portrait: the stored results (RESULT_SCHEMA).
+
+    apply_budgets=False leaves budgets out (a shard of the enterprises: a budget is over all of
+    them, so the merge applies it with `budget_all`); groups are per enterprise and stay.
 
     A policy that fails at run time is skipped and, when `errors` is given, reported there as a
     PolicyError (file, line 0, key = the policy id); it never stops the other policies.
@@ -648,7 +677,7 @@ def evaluate(portrait: pa.Table, policies: list[Policy], as_of: dt.date,
         k = part.num_rows
         part = part.set_column(part.schema.get_field_index("outcome"), "outcome", outcome.slice(offset, k))
         part = part.set_column(part.schema.get_field_index("excluded_by"), "excluded_by", excluded_by.slice(offset, k))
-        out.append(apply_budget(part, policy))
+        out.append(apply_budget(part, policy) if apply_budgets else part)
         offset += k
     # Policies in id order, each policy's rows in uscc order: the result is already sorted.
     return pa.concat_tables(out)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from decimal import Decimal
 from pathlib import Path
 
@@ -80,36 +81,162 @@ def summarise(results: pa.Table, active: list[policy_lib.Policy]) -> list[dict]:
     return out
 
 
-def run(settings: Settings, as_of: dt.date) -> dict:
-    """Evaluate every policy in force on `as_of`; write output/<as_of>/matches.parquet."""
-    portrait_path = settings.portraits / f"{as_of}.parquet"
-    portrait = pq.read_table(portrait_path)
+def _active(settings: Settings, as_of: dt.date):
     loaded, errors = policy_lib.load_dir(settings.policies)
+    active = sorted(policy_lib.in_force(loaded, as_of), key=lambda p: p.id)
+    return loaded, list(errors), active
+
+
+def _errors_json(errors) -> list[dict]:
+    return [{"file": e.file, "line": e.line, "key": e.key, "message": e.message, "warning": e.warning}
+            for e in errors]
+
+
+def _finish(settings: Settings, as_of: dt.date, results: pa.Table, loaded, errors, active, run_errors,
+            enterprises: int, name_list_rows: dict[str, int]) -> dict:
+    """Write policy_errors.json and matches.parquet; the summary the DAG and the report read."""
     run_dir = settings.run_dir(as_of)
     errors_path = run_dir / "policy_errors.json"
-    active = sorted(policy_lib.in_force(loaded, as_of), key=lambda p: p.id)
-    name_lists = load_name_lists(settings, [p.id for p in active if p.kind == "name_list"])
-    run_errors: list[policy_lib.PolicyError] = []
-    results = engine.evaluate(portrait, active, as_of, name_lists, errors=run_errors)
     # A policy that failed at run time is skipped and reported with the load errors.
-    errors = list(errors) + run_errors
+    errors = list(errors) + list(run_errors)
     failed = {e.key for e in run_errors}
     ran = [p for p in active if p.id not in failed]
-    write_json_atomic([{"file": e.file, "line": e.line, "key": e.key, "message": e.message} for e in errors],
-                      errors_path)
+    write_json_atomic(_errors_json(errors), errors_path)
     out = run_dir / "matches.parquet"
     write_atomic(results, out)
     return {
         "as_of": str(as_of),
         "matches": str(out),
         "rows": results.num_rows,
-        "enterprises": portrait.num_rows,
+        "enterprises": enterprises,
         "policies_loaded": len(loaded),
         "policies_in_force": len(active),
         "policy_files": policy_lib.manifest(loaded),
         "policy_errors": len(errors),
-        "bad_policy_files": sorted({Path(e.file).name for e in errors}),
+        "bad_policy_files": sorted({Path(e.file).name for e in errors if not e.warning}),
         "policy_errors_file": str(errors_path),
-        "name_lists": {k: v.num_rows for k, v in name_lists.items()},
+        "name_lists": name_list_rows,
         "policies": summarise(results, ran),
     }
+
+
+def run(settings: Settings, as_of: dt.date) -> dict:
+    """Evaluate every policy in force on `as_of`; write output/<as_of>/matches.parquet."""
+    portrait = pq.read_table(settings.portraits / f"{as_of}.parquet")
+    loaded, errors, active = _active(settings, as_of)
+    name_lists = load_name_lists(settings, [p.id for p in active if p.kind == "name_list"])
+    run_errors: list[policy_lib.PolicyError] = []
+    results = engine.evaluate(portrait, active, as_of, name_lists, errors=run_errors)
+    return _finish(settings, as_of, results, loaded, errors, active, run_errors,
+                   portrait.num_rows, {k: v.num_rows for k, v in name_lists.items()})
+
+
+# ---------------------------------------------------------------- shards (scale-out on Airflow)
+#
+# Groups are per enterprise, so a shard of enterprises evaluates conditions, guards, amounts and
+# exclusive groups on its own; budgets are per policy over all enterprises, so the merge applies
+# them. A shard's file carries what the merge needs (its policy files and run-time errors) in its
+# Parquet metadata, so the merge never reads the portrait.
+
+SHARD_META = b"mianshen.shard"
+
+
+def shard_dir(settings: Settings, as_of: dt.date) -> Path:
+    return settings.work / "match_shards" / str(as_of)
+
+
+def shard_path(settings: Settings, as_of: dt.date, shard: int, shards: int) -> Path:
+    return shard_dir(settings, as_of) / f"shard-{shard}-of-{shards}.parquet"
+
+
+def _check_shard(shard: int, shards: int) -> None:
+    if not (isinstance(shards, int) and shards >= 1 and isinstance(shard, int) and 0 <= shard < shards):
+        raise ValueError(f"shard {shard!r} of {shards!r}: need 0 <= shard < shards")
+
+
+def shard_of(uscc, shards: int) -> pa.Array:
+    """The shard (int32) of each code: md5 of the code mod shards, vectorised in DuckDB.
+
+    Stable across processes, machines and DuckDB versions (md5, not the engine's hash); a null
+    code goes to shard 0. Every row of one code lands in the same shard."""
+    import duckdb
+
+    n = len(uscc)
+    if shards == 1 or n == 0:
+        return pa.repeat(pa.scalar(0, pa.int32()), n)
+    codes = pa.table({"uscc": uscc.cast(pa.string())})
+    con = duckdb.connect()
+    try:
+        con.register("codes", codes)
+        out = con.sql(f"SELECT CAST(coalesce(md5_number(uscc) % {int(shards)}, 0) AS INTEGER) AS s "
+                      "FROM codes").to_arrow_table()
+    finally:
+        con.close()
+    result = out.column("s").combine_chunks()
+    if len(result) != n:   # pragma: no cover - DuckDB keeps insertion order for a plain projection
+        raise RuntimeError("shard assignment lost rows")
+    return result
+
+
+def _in_shard(table: pa.Table, shard: int, shards: int) -> pa.Table:
+    if shards == 1:
+        return table
+    return table.filter(pc.equal(shard_of(table.column("uscc"), shards), pa.scalar(shard, pa.int32())))
+
+
+def run_shard(settings: Settings, as_of: dt.date, shard: int, shards: int) -> str:
+    """Evaluate the portrait rows (and name-list rows) of one shard, without budgets; write
+    work/match_shards/<as_of>/shard-<k>-of-<n>.parquet atomically and return its path."""
+    _check_shard(shard, shards)
+    portrait = _in_shard(pq.read_table(settings.portraits / f"{as_of}.parquet"), shard, shards)
+    loaded, _, active = _active(settings, as_of)
+    name_lists = {k: _in_shard(v, shard, shards)
+                  for k, v in load_name_lists(settings, [p.id for p in active if p.kind == "name_list"]).items()}
+    run_errors: list[policy_lib.PolicyError] = []
+    results = engine.evaluate(portrait, active, as_of, name_lists, errors=run_errors, apply_budgets=False)
+    meta = {"as_of": str(as_of), "shard": shard, "shards": shards, "enterprises": portrait.num_rows,
+            "policy_files": policy_lib.manifest(loaded), "run_errors": _errors_json(run_errors),
+            "name_lists": {k: v.num_rows for k, v in name_lists.items()}}
+    path = shard_path(settings, as_of, shard, shards)
+    write_atomic(results.replace_schema_metadata({SHARD_META: json.dumps(meta, ensure_ascii=False)}), path)
+    return str(path)
+
+
+def merge(settings: Settings, as_of: dt.date, shards: int) -> dict:
+    """Concatenate the shards' results, apply budgets per policy over all of them (as `evaluate`
+    does), write output/<as_of>/matches.parquet; the same summary as `run`."""
+    _check_shard(0, shards)
+    loaded, errors, active = _active(settings, as_of)
+    manifest = policy_lib.manifest(loaded)
+    tables, run_errors, seen = [], {}, set()
+    enterprises, list_rows = 0, {}
+    for k in range(shards):
+        path = shard_path(settings, as_of, k, shards)
+        table = pq.read_table(path)
+        raw = (table.schema.metadata or {}).get(SHARD_META)
+        meta = json.loads(raw) if raw else None
+        if not meta or meta.get("as_of") != str(as_of) or meta.get("shards") != shards or meta.get("shard") != k:
+            raise RuntimeError(f"{path}: not shard {k} of {shards} for {as_of}")
+        if meta["policy_files"] != manifest:
+            raise RuntimeError(f"{path}: the policy files changed after the shard ran; rerun the shards")
+        enterprises += meta["enterprises"]
+        for name, rows in meta["name_lists"].items():
+            list_rows[name] = list_rows.get(name, 0) + rows
+        for e in meta["run_errors"]:
+            run_errors.setdefault(e["key"], policy_lib.PolicyError(e["file"], e["line"], e["key"], e["message"]))
+        tables.append(table.replace_schema_metadata(None))
+    # Errors in policy order, as `evaluate` reports them; a policy that failed in any shard is
+    # skipped in all of them.
+    order = {p.id: i for i, p in enumerate(active)}
+    failed = sorted(run_errors.values(), key=lambda e: order.get(e.key, len(order)))
+    results = pa.concat_tables(tables) if tables else engine.RESULT_SCHEMA.empty_table()
+    if failed:
+        keep = pc.invert(pc.is_in(results.column("policy_id"), value_set=pa.array([e.key for e in failed])))
+        results = results.filter(keep)
+    if shards > 1 and results.num_rows:
+        # Policies in id order, each policy's rows in uscc order (stable): evaluate's own order.
+        idx = pc.sort_indices(results.select(["policy_id", "uscc"]),
+                              sort_keys=[("policy_id", "ascending"), ("uscc", "ascending")])
+        results = results.take(idx)
+    results = engine.budget_all(results, [p for p in active if p.id not in run_errors])
+    return _finish(settings, as_of, results, loaded, errors, active, failed, enterprises, list_rows)

@@ -23,7 +23,7 @@ def test_nightly_gate_guards_everything_downstream(dagbag):
     gate = dag.get_task("quality_gate")
     assert {f"validate_{f}" for f in ("registry", "tax", "social_insurance", "tech", "credit")} <= gate.upstream_task_ids
     downstream = gate.get_flat_relative_ids(upstream=False)
-    assert {"build_portrait", "match_policies", "ledger_and_outputs"} <= downstream
+    assert {"build_portrait", "match_shards", "match_shard", "merge_matches", "ledger_and_outputs"} <= downstream
     assert dag.get_task("quality_gate").retries == 0
     # every feed is validated after the registry (referential integrity)
     assert "validate_registry" in dag.get_task("validate_tax").upstream_task_ids

@@ -164,7 +164,7 @@ def test_scheduler_runs_nightly_and_inbox_through_the_rest_api(airflow_stack):
     # same matches and the same ledger as the clean run.
     ledger_before = _ledger(settings)
     api.call("POST", "/api/v2/dags/mianshen_nightly/clearTaskInstances",
-             {"dag_run_id": run_id, "task_ids": ["match_policies"], "include_downstream": True,
+             {"dag_run_id": run_id, "task_ids": ["match_shards"], "include_downstream": True,
               "only_failed": False, "dry_run": False, "reset_dag_runs": True})
 
     def rerun_done():
