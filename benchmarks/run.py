@@ -47,10 +47,18 @@ def vary_policies(source: Path, target: Path, count: int) -> int:
             doc.pop("exclusive_group", None) if variant % 3 else None
             doc["conditions"] = _scale(doc.get("conditions"), factor)
             (target / f"{doc['id']}.yaml").write_text(
-                yaml.safe_dump(_plain(doc), allow_unicode=True, sort_keys=False), encoding="utf-8")
+                yaml.dump(_plain(doc), Dumper=_Dumper, allow_unicode=True, sort_keys=False), encoding="utf-8")
             written += 1
         variant += 1
     return written
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes a Decimal as its exact digits, unquoted: the policy loader reads
+    the scalar text back as the same Decimal (no float on the way)."""
+
+
+_Dumper.add_representer(Decimal, lambda dumper, d: dumper.represent_scalar("tag:yaml.org,2002:float", str(d)))
 
 
 def _scale(node, factor):
@@ -66,8 +74,7 @@ def _scale(node, factor):
 
 def _plain(obj):
     if isinstance(obj, Decimal):
-        # written as YAML text; the policy loader reads the scalar text back exactly
-        return float(obj) if obj != obj.to_integral() else int(obj)
+        return obj if obj != obj.to_integral() else int(obj)
     if isinstance(obj, dict):
         return {k: _plain(v) for k, v in obj.items()}
     if isinstance(obj, list):

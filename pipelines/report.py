@@ -110,8 +110,9 @@ def yuan(value) -> str:
     return f"{Decimal(value):,.2f}"
 
 
-def bar_chart(title: str, items: list[tuple[str, float]], unit: str = "") -> str:
-    """A horizontal bar chart as inline SVG; values only scale the bars."""
+def bar_chart(title: str, items: list[tuple[str, int | Decimal]], unit: str = "") -> str:
+    """A horizontal bar chart as inline SVG. Values stay exact (counts, Decimal
+    amounts); only the bar lengths, which are geometry, are floats."""
     if not items:
         return ""
     width, bar_h, label_w = 720, 22, 260
@@ -119,7 +120,7 @@ def bar_chart(title: str, items: list[tuple[str, float]], unit: str = "") -> str
     rows = []
     for i, (label, value) in enumerate(items):
         y = 30 + i * (bar_h + 6)
-        w = (width - label_w - 120) * (value / peak)
+        w = (width - label_w - 120) * float(Decimal(value) / Decimal(peak))
         rows.append(
             f'<text x="{label_w - 8}" y="{y + 15}" text-anchor="end">{html.escape(label)}</text>'
             f'<rect class="bar" x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h}" rx="3"></rect>'
@@ -174,7 +175,7 @@ def render(as_of: date, run_id: str, verdicts, policies, figures, previous, ledg
         if data_docs and data_docs.exists() else "<p>本次运行没有生成数据质量明细页面。</p>"
     )
     charts = bar_chart("各政策符合条件企业数", [(f"{p.policy_id} {p.name}", p.counts["eligible"]) for p in policies], " 家")
-    charts += bar_chart("各政策预计兑现金额（元）", [(f"{p.policy_id} {p.name}", float(p.eligible_amount)) for p in policies])
+    charts += bar_chart("各政策预计兑现金额（元）", [(f"{p.policy_id} {p.name}", p.eligible_amount) for p in policies])
     charts += bar_chart("各数据源有效行数", [(v["title"], v.get("rows") or 0) for v in verdicts], " 行")
     return f"""<!DOCTYPE html>
 <html lang="zh-CN"><head><meta charset="utf-8"><title>免申即享夜间运行报告 {as_of}</title>

@@ -650,8 +650,8 @@ def budget_html(bud: dict) -> str:
     return (_table(["项目", "金额（元）"], rows, id_="budget")
             + f"<p>预算规则：{esc(BUDGET_RULE_TEXT.get(bud['budget_rule'], bud['budget_rule']))}。"
               f"预算使用率 {esc(bud['usage_percent'] or '—')}%，{verdict}{factor}{hold}。</p>"
-            + bar_chart("测算金额与预算（元）", [("测算金额", float(Decimal(bud["demand_amount"]))),
-                                           ("预算", float(Decimal(bud["budget"])))]))
+            + bar_chart("测算金额与预算（元）", [("测算金额", Decimal(bud["demand_amount"])),
+                                           ("预算", Decimal(bud["budget"]))]))
 
 
 def overlap_html(ov: dict) -> str:
