@@ -5,9 +5,9 @@ FROM apache/airflow:${AIRFLOW_VERSION}-python3.11
 
 USER airflow
 WORKDIR /opt/mianshen
-COPY --chown=airflow:root requirements.lock pyproject.toml ./
+COPY --chown=airflow:root requirements-lock.txt pyproject.toml ./
 # The image already carries Airflow; pin it so nothing in the lock can move it.
-RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" -r requirements.lock
+RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" -r requirements-lock.txt
 COPY --chown=airflow:root pipelines ./pipelines
 COPY --chown=airflow:root expectations ./expectations
 COPY --chown=airflow:root sql ./sql

@@ -21,7 +21,7 @@ def test_services_after_the_official_airflow_3_file():
 
 
 def test_image_pinned_to_the_locked_airflow_version():
-    locked = re.search(r"^apache-airflow==([\d.]+)$", (ROOT / "requirements.lock").read_text(), re.M).group(1)
+    locked = re.search(r"^apache-airflow==([\d.]+)$", (ROOT / "requirements-lock.txt").read_text(), re.M).group(1)
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert f"ARG AIRFLOW_VERSION={locked}" in dockerfile
     assert "FROM apache/airflow:${AIRFLOW_VERSION}-python3.11" in dockerfile
