@@ -2,6 +2,7 @@
 (the Makefile exports the same values), so tests also run as plain pytest."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -51,3 +52,27 @@ def require_postgres() -> str:
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI=true but PostgreSQL is not reachable at {PG_URL}")
     pytest.skip("PostgreSQL not reachable")
+
+
+@contextlib.contextmanager
+def postgres_schema(prefix: str):
+    """A fresh PostgreSQL schema for one test: yields a URL whose search_path is
+    that schema, and drops it afterwards (skips, or fails under CI, without a server)."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    from pipelines import warehouse
+
+    admin_url = require_postgres()
+    admin = sa.create_engine(admin_url, poolclass=sa.pool.NullPool)
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{admin_url}?options=-csearch_path%3D{schema}"
+    finally:
+        warehouse.dispose_all()
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

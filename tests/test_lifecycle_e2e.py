@@ -26,7 +26,6 @@ import json
 import shutil
 import threading
 import time
-import uuid
 from collections import Counter
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -38,7 +37,7 @@ import pytest
 import sqlalchemy as sa
 from openpyxl import Workbook, load_workbook
 
-from tests.conftest import ROOT, make_settings, require_postgres
+from tests.conftest import ROOT, make_settings, postgres_schema
 
 pytestmark = pytest.mark.slow
 
@@ -78,18 +77,8 @@ def warehouse_url(request, tmp_path):
         yield f"sqlite:///{tmp_path / 'warehouse.db'}"
         warehouse.dispose_all()
         return
-    admin_url = require_postgres()
-    admin = sa.create_engine(admin_url, poolclass=sa.pool.NullPool)
-    schema = f"lc_{uuid.uuid4().hex[:12]}"
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{admin_url}?options=-csearch_path%3D{schema}"
-    finally:
-        warehouse.dispose_all()
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with postgres_schema("lc") as url:
+        yield url
 
 
 @pytest.fixture

@@ -11,13 +11,12 @@ row, one batch number per date and batch.
 from __future__ import annotations
 
 import threading
-import uuid
 from collections import Counter
 
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import require_postgres
+from tests.conftest import postgres_schema
 from tests.hardening import pipeline_state as ps
 
 
@@ -34,18 +33,8 @@ def backend(request):
         yield None
         warehouse.dispose_all()
         return
-    admin_url = require_postgres()
-    admin = sa.create_engine(admin_url, poolclass=sa.pool.NullPool)
-    schema = f"cc_{uuid.uuid4().hex[:12]}"
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{admin_url}?options=-csearch_path%3D{schema}"
-    finally:
-        warehouse.dispose_all()
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with postgres_schema("cc") as url:
+        yield url
 
 
 def before_night_2_ledger(ref, url):
