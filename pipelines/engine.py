@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines import contracts
+from pipelines.outputs import evidence as evidence_text
 from pipelines.policies import FIELD_KINDS, NUMERIC_KINDS, Group, Leaf, Node, Policy, in_force
 
 NUM = contracts.RATIO                 # decimal128(38, 18): every numeric comparison
@@ -49,6 +50,10 @@ RESULT_SCHEMA = pa.schema(
         ("exclusive_group", pa.string()),
         ("over_budget", pa.bool_()),
         ("evidence", pa.string()),
+        # Why the result is not (yet) eligible, as the reminder list says it (Chinese):
+        # made from the evidence column-wise here, because the reminder list of a
+        # province-scale night has millions of rows (outputs.evidence.reasons).
+        ("reason", pa.string()),
     ]
 )
 
@@ -505,6 +510,16 @@ def evaluate_policy(portrait: pa.Table, policy: Policy, as_of: dt.date,
     m = len(rows)
     is_eligible = pc.equal(outcome, pa.scalar("eligible"))
     ev = stored_evidence(policy, cols, rows, leaves, guards, list_amount)
+    failed_item = pc.if_else(pc.equal(outcome, pa.scalar("near_miss")), failed_at.take(rows),
+                             pa.scalar(None, pa.int64()))
+    failed_guard = pc.if_else(pc.equal(outcome, pa.scalar("guard_failed")), failed_guard.take(rows),
+                              pa.scalar(None, pa.string()))
+    shown = policy.leaves()
+    reason = evidence_text.reasons(
+        [{"path": l.path, "field": l.field, "op": l.op, "value": json_value(l.value, FIELD_KINDS[l.field])}
+         for l in shown],
+        {l.path: cols.json(l.field).take(rows) for l in shown},
+        {l.path: leaves[l.path].take(rows) for l in shown}, outcome, failed_item, failed_guard)
 
     def const(value, type_):
         return pa.repeat(pa.scalar(value, type_), m) if m else pa.array([], type_)
@@ -522,14 +537,13 @@ def evaluate_policy(portrait: pa.Table, policy: Policy, as_of: dt.date,
             "name": cols.raw("name").take(rows).cast(pa.string()),
             "outcome": outcome,
             "amount": pc.if_else(is_eligible, amount.take(rows), pa.scalar(None, AMOUNT)),
-            "failed_item": pc.if_else(pc.equal(outcome, pa.scalar("near_miss")), failed_at.take(rows),
-                                      pa.scalar(None, pa.int64())),
-            "failed_guard": pc.if_else(pc.equal(outcome, pa.scalar("guard_failed")), failed_guard.take(rows),
-                                       pa.scalar(None, pa.string())),
+            "failed_item": failed_item,
+            "failed_guard": failed_guard,
             "excluded_by": pa.nulls(m, pa.string()),
             "exclusive_group": const(group, pa.string()),
             "over_budget": const(False, pa.bool_()),
             "evidence": ev,
+            "reason": reason,
         },
         schema=RESULT_SCHEMA,
     )

@@ -38,6 +38,7 @@ from decimal import Decimal
 from typing import Iterable, Mapping
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -125,6 +126,10 @@ def sync_from_matches(conn: Connection, as_of: date, matches: pa.Table | list[di
     window has not started. Returns counts: new, amount_changed, seen.
     """
     publicity_days = dict(publicity_days or {})
+    if isinstance(matches, pa.Table):
+        # Only eligible rows enter the ledger: filter column-wise before making dicts.
+        matches = matches.filter(pc.and_(pc.equal(matches.column("outcome"), "eligible"),
+                                         pc.not_equal(matches.column("kind"), "manual")))
     found: dict[Key, dict] = {}
     for r in wh.match_rows(matches):
         if r["outcome"] == "eligible" and r["kind"] != "manual":

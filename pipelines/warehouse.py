@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -423,9 +424,51 @@ def match_rows(table: pa.Table | list[dict]) -> list[dict]:
     return out
 
 
-def store_matches(conn: Connection, as_of: date, rows: list[dict], run_id: str | None) -> int:
-    """Replace the date's match rows (inside the caller's transaction)."""
+def store_matches(conn: Connection, as_of: date, table: pa.Table, run_id: str | None) -> int:
+    """Replace the date's match rows (inside the caller's transaction).
+
+    A night at province scale stores millions of rows, so they go in column-wise
+    and in bulk: PostgreSQL's COPY, SQLite's executemany on plain tuples. Both
+    write what the `matches` Core table would (money as exact text on SQLite)."""
     conn.execute(matches.delete().where(matches.c.as_of == as_of))
-    if rows:
-        conn.execute(matches.insert(), [{**r, "as_of": as_of, "run_id": run_id} for r in rows])
-    return len(rows)
+    n = table.num_rows
+    if not n:
+        return 0
+    columns = ["as_of", *MATCH_COLUMNS, "run_id"]
+    cols = {c: table.column(c) if c in table.column_names else pa.nulls(n) for c in MATCH_COLUMNS}
+    cols["amount"] = cols["amount"].cast(pa.decimal128(38, 2)).cast(pa.string())
+    cols["over_budget"] = pc.fill_null(cols["over_budget"].cast(pa.bool_()), False)
+    cols["as_of"] = pa.repeat(pa.scalar(as_of, pa.date32()), n)
+    cols["run_id"] = pa.repeat(pa.scalar(run_id, pa.string()), n)
+    bulk = pa.table([cols[c] for c in columns], names=columns)
+    if conn.dialect.name == "postgresql":
+        _copy(conn, "matches", bulk)
+    else:
+        bulk = bulk.set_column(0, "as_of", bulk.column("as_of").cast(pa.string()))
+        bulk = bulk.set_column(columns.index("over_budget"), "over_budget",
+                               bulk.column("over_budget").cast(pa.int8()))
+        sql = f"INSERT INTO matches ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        cursor = conn.connection.dbapi_connection.cursor()
+        try:
+            for batch in bulk.to_batches(max_chunksize=100_000):
+                cursor.executemany(sql, zip(*(c.to_pylist() for c in batch.columns)))
+        finally:
+            cursor.close()
+    return n
+
+
+def _copy(conn: Connection, name: str, table: pa.Table) -> None:
+    """COPY an Arrow table into PostgreSQL as CSV (null: an unquoted empty field)."""
+    import io
+
+    import pyarrow.csv as pacsv
+
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        for batch in table.to_batches(max_chunksize=200_000):
+            buf = io.BytesIO()
+            pacsv.write_csv(batch, buf, pacsv.WriteOptions(include_header=False))
+            buf.seek(0)
+            cursor.copy_expert(f"COPY {name} ({', '.join(table.column_names)}) FROM STDIN WITH (FORMAT csv)", buf)
+    finally:
+        cursor.close()

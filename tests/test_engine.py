@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from pipelines.outputs.evidence import failing
 from pipelines import contracts, engine
 from pipelines.policies import FIELD_KINDS, Benefit, Group, Leaf, Policy, Tier, load_text
 
@@ -366,6 +367,9 @@ def test_engine_agrees_with_reference(data):
             assert g["amount"] is None
         ev = json.loads(g["evidence"])
         assert {e["path"]: e["result"] for e in ev if "path" in e} == w["leaves"]
+        # The reminder text made column-wise is what reading this row's evidence gives.
+        if g["outcome"] in ("near_miss", "missing_data", "guard_failed"):
+            assert g["reason"] == failing(g["outcome"], g["evidence"], g["failed_item"], g["failed_guard"]), key
 
 
 # ---------------------------------------------------------------- one example per rule

@@ -30,7 +30,7 @@ def test_migrated_schema_is_the_metadata_and_migrate_is_repeatable(db_url, engin
 def test_money_is_exact_on_both_databases(engine):
     big = Decimal("123456789012345678.91")
     with engine.begin() as conn:
-        warehouse.store_matches(conn, AS_OF, warehouse.match_rows(table([match(amount=str(big))])), "r1")
+        warehouse.store_matches(conn, AS_OF, table([match(amount=str(big))]), "r1")
     with engine.connect() as conn:
         assert conn.execute(sa.select(warehouse.matches.c.amount)).scalar_one() == big
     with pytest.raises(TypeError):
@@ -39,11 +39,11 @@ def test_money_is_exact_on_both_databases(engine):
 
 def test_storing_matches_again_replaces_the_date(engine):
     with engine.begin() as conn:
-        warehouse.store_matches(conn, AS_OF, warehouse.match_rows(table([match(n=1), match(n=2)])), "r1")
+        warehouse.store_matches(conn, AS_OF, table([match(n=1), match(n=2)]), "r1")
     with engine.begin() as conn:
-        warehouse.store_matches(conn, AS_OF, warehouse.match_rows(table([match(n=3)])), "r2")
+        warehouse.store_matches(conn, AS_OF, table([match(n=3)]), "r2")
         warehouse.store_matches(conn, date(2026, 11, 27),
-                                warehouse.match_rows(table([match(n=4)])), "r3")
+                                table([match(n=4)]), "r3")
     with engine.connect() as conn:
         rows = conn.execute(sa.select(warehouse.matches.c.as_of, warehouse.matches.c.run_id)).all()
     assert sorted(rows) == [(AS_OF, "r2"), (date(2026, 11, 27), "r3")]

@@ -101,7 +101,6 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
                         engine) -> dict:
     run_dir = settings.run_dir(as_of)
     table = pq.read_table(run_dir / "matches.parquet")
-    match_rows = warehouse.match_rows(table)
     days = publicity_days(settings.policies)
     tel = phones(settings, as_of)
 
@@ -115,10 +114,10 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
         newest = conn.execute(sa.select(sa.func.max(warehouse.matches.c.as_of))
                               .where(warehouse.matches.c.as_of != as_of)).scalar()
         backfill = newest is not None and newest > as_of
-        warehouse.store_matches(conn, as_of, match_rows, run_id)
+        warehouse.store_matches(conn, as_of, table, run_id)
         _release(conn, release_holds)
         if not backfill:
-            ledger.sync_from_matches(conn, as_of, match_rows, run_id, days)
+            ledger.sync_from_matches(conn, as_of, table, run_id, days)
         # Counted from what is committed, not from what this attempt did: a rerun
         # after a crash finds the work done and must report the same figures.
         synced = ledger.date_counts(conn, as_of, run_id)
@@ -157,14 +156,14 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
     payout_files = payout.write(run_dir, as_of, items, UNIT)
     clear_stale(run_dir / "payout", payout_files)
 
-    reminder_files, reminder_rows = reminders.write(run_dir, as_of, match_rows, tel, UNIT)
+    reminder_files, reminder_rows = reminders.write(run_dir, as_of, table, tel, UNIT)
     clear_stale(run_dir / "reminders", reminder_files)
 
     total = sum((r["amount"] for r in items), Decimal("0.00"))
     summary = {
         "as_of": str(as_of),
         "run_id": run_id,
-        "matches": len(match_rows),
+        "matches": table.num_rows,
         "ledger_new": synced["new"],
         "ledger_amount_changed": synced["amount_changed"],
         "holds_released": released,

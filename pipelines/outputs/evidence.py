@@ -6,6 +6,9 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from pipelines.contracts import FIELD_LABELS
 
 OPS = {"eq": "等于", "ne": "不等于", "gt": "大于", "ge": "不低于", "lt": "小于", "le": "不高于",
@@ -108,3 +111,84 @@ def failing(outcome: str, evidence: Any, failed_item: int | None = None,
             chosen = [l for l in ls if verdict(l.get("result")) == "不符合"]
         return "未满足：" + "；".join(f"{condition(l)}（实际：{show(l.get('actual'))}）" for l in chosen)
     return ""
+
+
+# ---------------------------------------------------------------- column-wise (the engine's stored rows)
+
+NUMBER_TEXT = r"^-?\d+\.\d+$"
+
+
+def shown(json_text: pa.Array) -> pa.Array:
+    """`show` of each value given as JSON text (the evidence's `actual`), column-wise."""
+    quoted = pc.fill_null(pc.match_substring_regex(json_text, r'^".*"$'), False)
+    inner = pc.utf8_slice_codeunits(json_text, 1, -1)
+    inner = pc.replace_substring(pc.replace_substring(inner, '\\"', '"'), "\\\\", "\\")
+    text = pc.if_else(quoted, inner, json_text)
+    number = pc.fill_null(pc.match_substring_regex(text, NUMBER_TEXT), False)
+    stripped = pc.utf8_rtrim(pc.utf8_rtrim(text, characters="0"), characters=".")
+    text = pc.if_else(number, stripped, text)
+    bare = pc.invert(quoted)
+    for literal, word in (("null", "无数据"), ("true", "是"), ("false", "否")):
+        text = pc.if_else(pc.and_(bare, pc.fill_null(pc.equal(json_text, literal), False)), word, text)
+    return pc.fill_null(text, "无数据")
+
+
+def _join(arrays: list[pa.Array], sep: str) -> pa.Array:
+    """Join per row, skipping nulls. (pyarrow's own null_handling="skip" returns an
+    empty array when every value is null, and a join of one array does not broadcast.)"""
+    if len(arrays) == 1:
+        return pc.fill_null(arrays[0], "")
+    ended = [pc.fill_null(pc.binary_join_element_wise(a, pa.scalar(sep), ""), "") for a in arrays]
+    joined = pc.binary_join_element_wise(*ended, "")
+    return pc.utf8_slice_codeunits(joined, 0, -len(sep)) if sep else joined
+
+
+def reasons(leaves: list[dict], actual: dict[str, pa.Array], result: dict[str, pa.Array],
+            outcome: pa.Array, failed_item: pa.Array, failed_guard: pa.Array) -> pa.Array:
+    """`failing` for a whole column of one policy's results, built from the same
+    evidence without parsing it row by row: `leaves` are the policy's condition
+    leaves as the evidence writes them (path, field, op, value), `actual` their
+    values as JSON text and `result` their results per row (path -> array)."""
+    m = len(outcome)
+    out = pa.nulls(m, pa.string())
+    if not m:
+        return out
+    is_guard = pc.and_(pc.equal(outcome, "guard_failed"), pc.is_valid(failed_guard))
+    if pc.any(is_guard).as_py():
+        named = pc.binary_join_element_wise("未满足：", failed_guard, "")
+        for guard, text in GUARDS.items():
+            named = pc.if_else(pc.equal(failed_guard, guard), "未满足：" + text, named)
+        out = pc.if_else(is_guard, named, out)
+
+    # missing_data: the fields whose leaves are UNKNOWN, each named once, in leaf order
+    labels = {}
+    for leaf in leaves:
+        unknown = pc.is_null(result[leaf["path"]])
+        field = str(leaf["field"])
+        labels[field] = unknown if field not in labels else pc.or_(labels[field], unknown)
+    missing = pc.equal(outcome, "missing_data")
+    if labels:
+        named = [pc.if_else(u, FIELD_LABELS.get(f, f), pa.scalar(None, pa.string())) for f, u in labels.items()]
+        joined = _join(named, "、")
+        text = pc.if_else(pc.equal(joined, ""), "兑现金额计算所需数据缺失",
+                          pc.binary_join_element_wise("数据缺失：", joined, ""))
+    else:
+        text = pa.repeat(pa.scalar("兑现金额计算所需数据缺失"), m)
+    out = pc.if_else(missing, text, out)
+
+    # near_miss: every condition under the failing top-level item, with its actual value
+    near = pc.and_(pc.equal(outcome, "near_miss"), pc.is_valid(failed_item))
+    for item in pc.unique(failed_item.filter(near)).to_pylist() if pc.any(near).as_py() else []:
+        # A top-level item always holds a leaf, so (unlike `failing` on hand-made
+        # evidence) there is no fallback to the FALSE leaves.
+        chosen = [l for l in leaves if _top_item(l.get("path")) == item]
+        parts = []
+        for leaf in chosen:
+            parts += [condition(leaf) + "（实际：", shown(actual[leaf["path"]]), "）"]
+        if parts:
+            pieces = [pc.binary_join_element_wise(*parts[i:i + 3], "") for i in range(0, len(parts), 3)]
+            text = pc.binary_join_element_wise("未满足：", _join(pieces, "；"), "")
+        else:
+            text = pa.repeat(pa.scalar("未满足："), m)
+        out = pc.if_else(pc.and_(near, pc.fill_null(pc.equal(failed_item, item), False)), text, out)
+    return out

@@ -1,9 +1,16 @@
 """应享未享提醒: near-miss and missing-data results, and the pre-screened
-(eligible or near-miss) enterprises of manual policies, per department."""
+(eligible or near-miss) enterprises of manual policies, per department.
+
+Built column-wise from the run's match table: at province scale this list has
+millions of rows, so only the reason text (which reads the evidence) is made
+row by row."""
 from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.outputs.evidence import failing
 from pipelines.outputs.review import safe_name
@@ -21,44 +28,59 @@ COLUMNS = (
     Col("未满足条件或缺失数据", "reason", wrap=True, max_width=70),
 )
 
-
-def reminder_kind(row: dict) -> str | None:
-    outcome, manual = row["outcome"], row["kind"] == "manual"
-    if manual and outcome == "eligible":
-        return "人工核定类政策：预筛符合，请通知企业申报"
-    if manual and outcome == "near_miss":
-        return "人工核定类政策：预筛差一项，请核实"
-    if outcome == "near_miss":
-        return "应享未享：差一项条件"
-    if outcome == "missing_data":
-        return "数据不全：请补充数据"
-    return None
+# (outcome, manual policy?) -> the reminder's type; other results are not reminded.
+KINDS = {
+    ("eligible", True): "人工核定类政策：预筛符合，请通知企业申报",
+    ("near_miss", True): "人工核定类政策：预筛差一项，请核实",
+    ("near_miss", False): "应享未享：差一项条件",
+    ("missing_data", True): "数据不全：请补充数据",
+    ("missing_data", False): "数据不全：请补充数据",
+}
 
 
-def rows(match_rows: list[dict], phones: dict[str, str]) -> list[dict]:
-    out = []
-    for r in match_rows:
-        kind = reminder_kind(r)
-        if kind is None:
-            continue
-        reason = failing(r["outcome"], r["evidence"], r.get("failed_item"), r.get("failed_guard"))
-        out.append({**r, "reminder": kind, "reason": reason or "预筛条件均符合",
-                    "phone": phones.get(r["uscc"], "")})
-    out.sort(key=lambda r: (r["department"], r["policy_id"], r["period"], r["uscc"]))
-    return out
+def rows(matches: pa.Table, phones: dict[str, str]) -> pa.Table:
+    """The reminder rows of a match table, sorted by department, policy, period, code,
+    with the columns of COLUMNS (but seq)."""
+    outcome, manual = matches.column("outcome"), pc.equal(matches.column("kind"), "manual")
+    wanted = pc.or_(pc.is_in(outcome, value_set=pa.array(["near_miss", "missing_data"])),
+                    pc.and_(manual, pc.equal(outcome, "eligible")))
+    part = matches.filter(wanted).sort_by([("department", "ascending"), ("policy_id", "ascending"),
+                                           ("period", "ascending"), ("uscc", "ascending")])
+    kinds = [KINDS[(o, k == "manual")] for o, k in zip(part.column("outcome").to_pylist(),
+                                                        part.column("kind").to_pylist())]
+    reasons = part.column("reason") if "reason" in part.column_names else pa.nulls(part.num_rows, pa.string())
+    unexplained = pc.indices_nonzero(pc.and_(pc.is_null(reasons), pc.not_equal(part.column("outcome"), "eligible")))
+    if len(unexplained):
+        # Results written without the engine's reason column (by hand, or by an
+        # older version): read the evidence row by row.
+        few = part.take(unexplained)
+        made = [failing(*r) for r in zip(*(few.column(c).to_pylist()
+                                          for c in ("outcome", "evidence", "failed_item", "failed_guard")))]
+        mask = pc.is_in(pa.array(range(part.num_rows), pa.int64()), value_set=unexplained.cast(pa.int64()))
+        reasons = pc.replace_with_mask(reasons.combine_chunks() if isinstance(reasons, pa.ChunkedArray) else reasons,
+                                       mask, pa.array(made, pa.string()))
+    reasons = pc.fill_null(pc.if_else(pc.equal(reasons, ""), pa.scalar(None, pa.string()), reasons), "预筛条件均符合")
+    codes = part.column("uscc")
+    known = pa.array(list(phones), pa.string())
+    phone = pc.take(pa.array(list(phones.values()), pa.string()), pc.index_in(codes, value_set=known))
+    return pa.table({
+        "department": part.column("department"), "uscc": codes, "name": part.column("name"),
+        "phone": pc.fill_null(phone, ""), "policy_id": part.column("policy_id"),
+        "policy_name": part.column("policy_name"), "period": part.column("period"),
+        "reminder": pa.array(kinds, pa.string()), "reason": reasons,
+    })
 
 
-def write(run_dir: Path, as_of: date, match_rows: list[dict], phones: dict[str, str],
+def write(run_dir: Path, as_of: date, matches: pa.Table, phones: dict[str, str],
           unit: str) -> tuple[list[Path], int]:
-    data = rows(match_rows, phones)
-    by_dept: dict[str, list[dict]] = {}
-    for r in data:
-        by_dept.setdefault(r["department"], []).append(r)
+    data = rows(matches, phones)
     paths = []
-    for department, rs in sorted(by_dept.items()):
-        numbered = [{**r, "seq": i} for i, r in enumerate(rs, start=1)]
+    departments = data.column("department")
+    for department in pc.unique(departments).to_pylist():
+        part = data.filter(pc.equal(departments, department))
+        part = part.append_column("seq", pa.array(range(1, part.num_rows + 1), pa.int64()))
         paths.append(write_list(
             run_dir / "reminders" / f"{safe_name(department)}_应享未享提醒.xlsx",
-            "惠企政策应享未享提醒清单", COLUMNS, numbered, unit=unit, made_on=as_of,
+            "惠企政策应享未享提醒清单", COLUMNS, part, unit=unit, made_on=as_of,
             subtitle=f"执行部门：{department}", sheet="提醒清单", total=False))
-    return paths, len(data)
+    return paths, data.num_rows
