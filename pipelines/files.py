@@ -84,11 +84,11 @@ def parquet_bytes(table) -> bytes:
     return buf.getvalue()
 
 
-def atomic_write_parquet(path: Path, table) -> Path:
+def atomic_write_parquet(path: Path, table, row_group_size: int | None = None) -> Path:
     """A pyarrow table as Parquet (streamed into the temporary file, not held twice in memory)."""
     import pyarrow.parquet as pq
 
-    return atomic_write(path, lambda fh: pq.write_table(table, fh))
+    return atomic_write(path, lambda fh: pq.write_table(table, fh, row_group_size=row_group_size))
 
 
 def sha256_file(path: Path) -> str:

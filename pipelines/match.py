@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from pipelines import contracts, engine, files, policies as policy_lib
@@ -154,47 +155,59 @@ def _check_shard(shard: int, shards: int) -> None:
         raise ValueError(f"shard {shard!r} of {shards!r}: need 0 <= shard < shards")
 
 
-def shard_of(uscc, shards: int) -> pa.Array:
-    """The shard (int32) of each code: md5 of the code mod shards, vectorised in DuckDB.
+def shard_range(settings: Settings, as_of: dt.date, shard: int, shards: int) -> tuple[str | None, str | None]:
+    """The codes [lo, hi) of one shard (None: open end): the portrait's codes in order, cut into
+    `shards` runs of equal length. Ranges, not hashes, so a shard reads only its own row groups
+    of the portrait (written sorted by code, in row groups); every code, in the portrait or
+    only on a name list, falls in exactly one range; a null code goes to shard 0."""
+    codes = pq.read_table(settings.portraits / f"{as_of}.parquet", columns=["uscc"]).column("uscc")
+    codes = codes.drop_null()
+    codes = codes.take(pc.sort_indices(codes))
+    n = len(codes)
+    if n == 0:
+        return (None, None) if shard == 0 else ("", "")
 
-    Stable across processes, machines and DuckDB versions (md5, not the engine's hash); a null
-    code goes to shard 0. Every row of one code lands in the same shard."""
-    import duckdb
+    def cut(k: int) -> str | None:
+        return codes[k * n // shards].as_py() if 0 < k < shards else None
 
-    n = len(uscc)
-    if shards == 1 or n == 0:
-        return pa.repeat(pa.scalar(0, pa.int32()), n)
-    codes = pa.table({"uscc": uscc.cast(pa.string())})
-    con = duckdb.connect()
-    try:
-        con.register("codes", codes)
-        out = con.sql(f"SELECT CAST(coalesce(md5_number(uscc) % {int(shards)}, 0) AS INTEGER) AS s "
-                      "FROM codes").to_arrow_table()
-    finally:
-        con.close()
-    result = out.column("s").combine_chunks()
-    if len(result) != n:   # pragma: no cover - DuckDB keeps insertion order for a plain projection
-        raise RuntimeError("shard assignment lost rows")
-    return result
+    return cut(shard), cut(shard + 1)
 
 
-def _in_shard(table: pa.Table, shard: int, shards: int) -> pa.Table:
-    if shards == 1:
-        return table
-    return table.filter(pc.equal(shard_of(table.column("uscc"), shards), pa.scalar(shard, pa.int32())))
+def _range_filter(lo: str | None, hi: str | None, column: str = "uscc"):
+    """The Arrow dataset expression for lo <= code < hi (a null code only in the first shard);
+    None for the whole line."""
+    if lo is None and hi is None:
+        return None
+    field = ds.field(column)
+    expr = None
+    if lo is not None:
+        expr = field >= lo
+    if hi is not None:
+        expr = (field < hi) if expr is None else expr & (field < hi)
+    if lo is None:
+        expr = field.is_null() if expr is None else (expr | field.is_null())
+    return expr
+
+
+def _in_range(table: pa.Table, lo: str | None, hi: str | None) -> pa.Table:
+    expr = _range_filter(lo, hi)
+    return table if expr is None else table.filter(expr)
 
 
 def run_shard(settings: Settings, as_of: dt.date, shard: int, shards: int) -> str:
     """Evaluate the portrait rows (and name-list rows) of one shard, without budgets; write
     work/match_shards/<as_of>/shard-<k>-of-<n>.parquet atomically and return its path."""
     _check_shard(shard, shards)
-    portrait = _in_shard(pq.read_table(settings.portraits / f"{as_of}.parquet"), shard, shards)
+    lo, hi = shard_range(settings, as_of, shard, shards)
+    # Only the shard's rows are read: the filter skips the portrait's other row groups.
+    portrait = pq.read_table(settings.portraits / f"{as_of}.parquet", filters=_range_filter(lo, hi))
     loaded, _, active = _active(settings, as_of)
-    name_lists = {k: _in_shard(v, shard, shards)
+    name_lists = {k: _in_range(v, lo, hi)
                   for k, v in load_name_lists(settings, [p.id for p in active if p.kind == "name_list"]).items()}
     run_errors: list[policy_lib.PolicyError] = []
     results = engine.evaluate(portrait, active, as_of, name_lists, errors=run_errors, apply_budgets=False)
-    meta = {"as_of": str(as_of), "shard": shard, "shards": shards, "enterprises": portrait.num_rows,
+    meta = {"as_of": str(as_of), "shard": shard, "shards": shards, "range": [lo, hi],
+            "enterprises": portrait.num_rows,
             "policy_files": policy_lib.manifest(loaded), "run_errors": _errors_json(run_errors),
             "name_lists": {k: v.num_rows for k, v in name_lists.items()}}
     path = shard_path(settings, as_of, shard, shards)

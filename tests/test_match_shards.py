@@ -196,26 +196,31 @@ def test_merged_shards_equal_the_unsharded_run(unsharded, shards):
 def test_a_shard_with_no_enterprises(tmp_path):
     settings = setup(tmp_path, n=3)
     summary = match.run(settings, AS_OF)
-    shards = 7
-    portrait = pq.read_table(settings.portraits / f"{AS_OF}.parquet")
-    used = set(match.shard_of(portrait.column("uscc"), shards).to_pylist())
-    empty = sorted(set(range(shards)) - used)
-    assert empty
+    shards = 7                                          # more shards than enterprises
+    ranges = [match.shard_range(settings, AS_OF, k, shards) for k in range(shards)]
     for k in range(shards):
         match.run_shard(settings, AS_OF, k, shards)
-    assert pq.read_metadata(match.shard_path(settings, AS_OF, empty[0], shards)).num_rows >= 0
+    sizes = [pq.read_table(match.shard_path(settings, AS_OF, k, shards)).num_rows for k in range(shards)]
+    assert 0 in sizes and ranges[0][0] is None and ranges[-1][1] is None
     merged = match.merge(settings, AS_OF, shards)
     assert pq.read_table(merged["matches"]).equals(pq.read_table(summary["matches"]))
     assert merged == summary
 
 
-def test_shard_assignment_is_stable_and_vectorised():
-    codes = pa.array([code(i) for i in range(1000)] + [None])
-    a = match.shard_of(codes, 5)
-    assert a.type == pa.int32() and len(a) == len(codes)
-    assert a.equals(match.shard_of(pa.chunked_array([codes.slice(0, 400), codes.slice(400)]), 5))
-    assert set(a.to_pylist()) == set(range(5)) and a[-1].as_py() == 0
-    assert match.shard_of(codes.slice(0, 0), 3).to_pylist() == []
+@pytest.mark.parametrize("shards", [1, 2, 3, 7])
+def test_shard_ranges_cut_the_line_of_codes_into_pieces(tmp_path, shards):
+    """Every code (in the portrait, between, before, after, or null) lies in exactly one shard,
+    and the portrait's rows are shared out evenly."""
+    settings = setup(tmp_path, n=20)
+    ranges = [match.shard_range(settings, AS_OF, k, shards) for k in range(shards)]
+    portrait = pq.read_table(settings.portraits / f"{AS_OF}.parquet", columns=["uscc"]).column("uscc")
+    probes = pa.table({"uscc": pa.array(portrait.to_pylist() + ["", "0", "ZZZZ", code(10**6), None])})
+    owners = [match._in_range(probes, lo, hi).column("uscc").to_pylist() for lo, hi in ranges]
+    assert sorted(sum(owners, []), key=str) == sorted(probes.column("uscc").to_pylist(), key=str)
+    assert None in owners[0]
+    counts = [pq.read_table(settings.portraits / f"{AS_OF}.parquet", filters=match._range_filter(lo, hi)).num_rows
+              for lo, hi in ranges]
+    assert sum(counts) == 20 and max(counts) - min(counts) <= 1
 
 
 def test_merge_refuses_a_missing_shard_or_other_policies(tmp_path):
