@@ -69,15 +69,23 @@ def policy_figures(matches_path: Path) -> list[PolicyFigures]:
         return []
     import pyarrow.parquet as pq
 
+    import pyarrow.compute as pc
+
     table = pq.read_table(matches_path, columns=["policy_id", "policy_name", "department", "outcome", "amount", "over_budget"])
+    # Aggregated column-wise: a province-scale night has tens of millions of rows.
     figures: dict[str, PolicyFigures] = {}
-    for row in table.to_pylist():
-        fig = figures.setdefault(row["policy_id"], PolicyFigures(
+    names = table.group_by(["policy_id", "policy_name", "department"], use_threads=False).aggregate([])
+    for row in names.to_pylist():
+        figures.setdefault(row["policy_id"], PolicyFigures(
             row["policy_id"], row["policy_name"], row["department"], {k: 0 for k in OUTCOME_LABELS}, Decimal(0), False))
-        fig.counts[row["outcome"]] = fig.counts.get(row["outcome"], 0) + 1
-        if row["outcome"] == "eligible":
-            fig.eligible_amount += row["amount"] or Decimal(0)
-            fig.over_budget |= bool(row["over_budget"])
+    for row in table.group_by(["policy_id", "outcome"]).aggregate([("outcome", "count")]).to_pylist():
+        figures[row["policy_id"]].counts[row["outcome"]] = row["outcome_count"]
+    eligible = table.filter(pc.equal(table.column("outcome"), "eligible"))
+    sums = eligible.group_by("policy_id").aggregate([("amount", "sum"), ("over_budget", "any")])
+    for row in sums.to_pylist():
+        fig = figures[row["policy_id"]]
+        fig.eligible_amount = Decimal(row["amount_sum"] or 0)
+        fig.over_budget = bool(row["over_budget_any"])
     return sorted(figures.values(), key=lambda f: f.policy_id)
 
 
