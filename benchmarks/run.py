@@ -1,8 +1,9 @@
 """`make bench`: the nightly pipeline at 10k / 100k / 1M enterprises × 200 policies.
 
 Each scale gets seeded demo deliveries and a policy set made by varying the
-sample policies; every stage then runs in a fresh process (`benchmarks.stage`)
-so its wall time and peak memory are its own. The Markdown table is written to
+sample policies; then `mianshen run --timings` runs the nightly pipeline and
+records each stage's wall time and peak memory (resident set, sampled), and
+`mianshen simulate` times the sandbox (process start included). The Markdown table is written to
 benchmarks/RESULTS.md and printed; the README carries it.
 """
 from __future__ import annotations
@@ -84,13 +85,14 @@ def _plain(obj):
     return obj
 
 
-def run_stage(stage: str, env: dict) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.stage", stage, AS_OF.isoformat()], env=env,
-                          capture_output=True, text=True, cwd=ROOT)
-    line = next((l for l in proc.stdout.splitlines() if l.startswith("BENCH ")), None)
-    if proc.returncode != 0 or line is None:
-        raise RuntimeError(f"stage {stage} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return json.loads(line[6:])
+def mianshen(args: list[str], env: dict) -> float:
+    """Run `mianshen <args>` in a fresh process; its wall time in seconds."""
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], env=env, capture_output=True,
+                          text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"mianshen {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return time.perf_counter() - started
 
 
 def bench_scale(enterprises: int, policies: int | str, workdir: Path) -> dict:
@@ -110,10 +112,17 @@ def bench_scale(enterprises: int, policies: int | str, workdir: Path) -> dict:
         vary_policies(ROOT / "data" / "policies", base / "policies", int(policies))
     env = {**os.environ, "MIANSHEN_DATA": str(base), "MIANSHEN_LANDING": str(base / "landing"),
            "MIANSHEN_POLICIES": str(base / "policies"), "PYTHONPATH": str(ROOT)}
-    stages = {s: run_stage(s, env) for s in STAGES}
+    # The nightly pipeline as an operator runs it, each stage timed in that process.
+    timings = base / "timings.json"
+    wall = mianshen(["run", "--as-of", AS_OF.isoformat(), "--accept-drift", "--timings", str(timings)], env)
+    measured = json.loads(timings.read_text(encoding="utf-8"))
+    stages = measured["stages"]
+    stages["match"]["results"] = measured["match_results"]
     # 政策沙盘: a draft with sensitivity for 3 thresholds over the same portrait
-    sandbox = run_stage("sandbox", env)
-    return {"sandbox_seconds": sandbox["seconds"],"enterprises": enterprises, "policies": policies, "generate_seconds": round(generated, 1), "stages": stages}
+    draft = ROOT / "benchmarks" / "drafts" / "WL-SW-2027-01.yaml"
+    sandbox = mianshen(["simulate", str(draft), "--as-of", AS_OF.isoformat(), "--json"], env)
+    return {"enterprises": enterprises, "policies": policies, "generate_seconds": round(generated, 1),
+            "stages": stages, "run_seconds": round(wall, 1), "sandbox_seconds": round(sandbox, 1)}
 
 
 def machine() -> str:
@@ -130,14 +139,17 @@ def machine() -> str:
 
 
 def table(results: list[dict]) -> str:
-    head = "| enterprises | policies | " + " | ".join(f"{s} s / MiB" for s in STAGES) + " | total s | match results/s | sandbox s |"
-    rows = [head, "|" + "---|" * (len(STAGES) + 5)]
+    head = ("| enterprises | policies | " + " | ".join(f"{s} s / MiB" for s in STAGES)
+            + " | stages total s | `mianshen run` s | peak MiB | stored results | match results/s | sandbox s |")
+    rows = [head, "|" + "---|" * (len(STAGES) + 8)]
     for r in results:
-        total = sum(st["seconds"] for st in r["stages"].values())
+        total = sum(r["stages"][s]["seconds"] for s in STAGES)
         match = r["stages"]["match"]
         rate = f"{(match.get('results') or 0) / match['seconds']:,.0f}" if match["seconds"] else "—"
         cells = " | ".join(f"{r['stages'][s]['seconds']:.1f} / {r['stages'][s]['peak_mib']:,}" for s in STAGES)
-        rows.append(f"| {r['enterprises']:,} | {r['policies']} | {cells} | {total:.1f} | {rate} | {r['sandbox_seconds']:.1f} |")
+        peak = max(r["stages"][s]["peak_mib"] for s in STAGES)
+        rows.append(f"| {r['enterprises']:,} | {r['policies']} | {cells} | {total:.1f} | {r['run_seconds']:.1f} | "
+                    f"{peak:,} | {match.get('results') or 0:,} | {rate} | {r['sandbox_seconds']:.1f} |")
     return "\n".join(rows)
 
 

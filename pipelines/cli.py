@@ -49,12 +49,17 @@ def cmd_run(args) -> int:
     from pipelines import nightly, validate
 
     settings = load_settings()
+    meter = nightly.StageMeter() if args.timings else None
     try:
         summary = nightly.run(settings, args.as_of, accept_drift=args.accept_drift,
-                              release_holds=tuple(args.release_hold))
+                              release_holds=tuple(args.release_hold), meter=meter)
     except validate.GateClosed as closed:
         print(f"运行已在数据闸门处停止（{args.as_of}）：\n{closed}", file=sys.stderr)
         return 2
+    if meter is not None:
+        from pipelines.files import atomic_write_json
+
+        atomic_write_json(Path(args.timings), {"stages": meter.stages, "match_results": summary["match"]["rows"]})
     _print(summary)
     return 0
 
@@ -161,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accept-drift", action="store_true", help="本次运行接受数据量波动超限")
     p.add_argument("--release-hold", type=_hold, action="append", default=[],
                    help="解除超预算暂停拨付：政策编号:期次（可重复）")
+    p.add_argument("--timings", help="把各阶段耗时与内存峰值写入此 JSON 文件（基准测试用）")
     p.set_defaults(fn=cmd_run)
 
     for stage in ("ingest", "validate"):

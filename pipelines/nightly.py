@@ -6,13 +6,63 @@ produce the same files and ledger.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import threading
+import time
 from datetime import date
 
 from pipelines.config import Settings
 from pipelines.contracts import FEED_ORDER
 
 log = logging.getLogger(__name__)
+
+
+class StageMeter:
+    """Wall time and peak resident memory of each stage of one run, in this process.
+
+    A thread samples the resident set size every 20 ms while a stage runs; the
+    peak includes what earlier stages still hold, which is what the machine
+    sees. Used by `mianshen run --timings` and the benchmark."""
+
+    def __init__(self):
+        self.stages: dict[str, dict] = {}
+
+    @staticmethod
+    def rss() -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        import gc
+
+        import pyarrow as pa
+
+        gc.collect()
+        pa.default_memory_pool().release_unused()   # what the last stage freed goes back first
+        peak = [self.rss()]
+        stop = threading.Event()
+
+        def sample():
+            while not stop.wait(0.02):
+                peak[0] = max(peak[0], self.rss())
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            stop.set()
+            sampler.join()
+            self.stages[name] = {"seconds": round(time.perf_counter() - started, 2),
+                                 "peak_mib": round(max(peak[0], self.rss()) / 2**20)}
+
+
+def _stage(meter: "StageMeter | None", name: str):
+    return meter.stage(name) if meter is not None else contextlib.nullcontext()
 
 
 def ingest_all(settings: Settings, as_of: date) -> dict[str, dict]:
@@ -28,14 +78,18 @@ def validate_all(settings: Settings, as_of: date, accept_drift: bool = False) ->
     return {feed: validate.validate_feed(settings, feed, as_of, accept_drift=accept_drift) for feed in FEED_ORDER}
 
 
-def downstream(settings: Settings, as_of: date, run_id: str, release_holds=()) -> dict:
+def downstream(settings: Settings, as_of: date, run_id: str, release_holds=(),
+               meter: StageMeter | None = None) -> dict:
     """Everything after the gate: portrait, match, ledger and the lists handed on, the report."""
     from pipelines import ledger, match, portrait, report
 
-    portrait_path = portrait.build(settings, as_of)
-    match_summary = match.run(settings, as_of)
-    ledger_summary = ledger.ledger_and_outputs(settings, as_of, run_id, release_holds=release_holds)
-    report_path = report.write(settings, as_of, run_id)
+    with _stage(meter, "portrait"):
+        portrait_path = portrait.build(settings, as_of)
+    with _stage(meter, "match"):
+        match_summary = match.run(settings, as_of)
+    with _stage(meter, "ledger_outputs"):
+        ledger_summary = ledger.ledger_and_outputs(settings, as_of, run_id, release_holds=release_holds)
+        report_path = report.write(settings, as_of, run_id)
     return {
         "portrait": str(portrait_path),
         "match": match_summary,
@@ -45,22 +99,25 @@ def downstream(settings: Settings, as_of: date, run_id: str, release_holds=()) -
 
 
 def run(settings: Settings, as_of: date, run_id: str | None = None, accept_drift: bool = False,
-        release_holds=()) -> dict:
-    """Ingest, validate, gate, then everything downstream. Raises validate.GateClosed."""
+        release_holds=(), meter: StageMeter | None = None) -> dict:
+    """Ingest, validate, gate, then everything downstream. Raises validate.GateClosed.
+    `meter` (optional) records each stage's wall time and peak memory."""
     from pipelines import validate
 
     run_id = run_id or f"cli__{as_of.isoformat()}"
-    ingest_all(settings, as_of)
-    validate_all(settings, as_of, accept_drift=accept_drift)
+    with _stage(meter, "ingest"):
+        ingest_all(settings, as_of)
     try:
-        validate.gate(settings, as_of)
+        with _stage(meter, "validate"):
+            validate_all(settings, as_of, accept_drift=accept_drift)
+            validate.gate(settings, as_of)
     except validate.GateClosed:
         from pipelines import report
 
         record_audit(settings, as_of, run_id, "failed")
         report.write(settings, as_of, run_id)
         raise
-    summary = downstream(settings, as_of, run_id, release_holds=release_holds)
+    summary = downstream(settings, as_of, run_id, release_holds=release_holds, meter=meter)
     record_audit(settings, as_of, run_id, "success")
     return summary
 
