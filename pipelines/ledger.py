@@ -257,30 +257,28 @@ def _done_by_file(conn: Connection, ledger_id: int, to: str, source: Source) -> 
         ledger_transitions.c.source_sha256 == source.sha256).limit(1)).first() is not None
 
 
-def move_batch(conn: Connection, rows: list[dict], to: str, source: Source | str | None,
-               note: str | None = None, chunk: int = 500, **values) -> None:
-    """The nightly run's bulk move of rows it has just read (all in one state):
-    the same compare-and-set and transition log as `transition`, a chunk of
-    rows per statement instead of three statements per row."""
-    if not rows:
-        return
-    current = {r["status"] for r in rows}
-    if len(current) != 1 or (next(iter(current)), to) not in ALLOWED:
-        raise ValueError(f"cannot move rows in {sorted(current)} to {to!r}")
-    current = next(iter(current))
+def move_all(conn: Connection, current: str, to: str, source: Source | str | None,
+             note: str | None = None, **values) -> int:
+    """The nightly run's bulk move of every row in `current` (all eligible rows to notified):
+    the transition log and the status change as two set-based statements, not a statement
+    per row, with the same check as `transition` that nothing else moved them meanwhile.
+    Returns the number of rows moved."""
+    if (current, to) not in ALLOWED:
+        raise ValueError(f"cannot move rows in {current!r} to {to!r}")
     now, src = wh.utcnow(), _source(source)
-    for start in range(0, len(rows), chunk):
-        part = rows[start:start + chunk]
-        done = conn.execute(ledger.update()
-                            .where(ledger.c.id.in_([r["id"] for r in part]), ledger.c.status == current)
-                            .values(status=to, updated_at=now, **values))
-        if done.rowcount != len(part):
-            raise RuntimeError("台账状态已被同时运行的其他任务更改，本次夜间处理已回滚，请重跑")
-        conn.execute(ledger_transitions.insert(), [
-            {"ledger_id": r["id"], "from_status": current, "to_status": to, "at": now, "run_id": src.run_id,
-             "source_file": src.file, "source_sha256": src.sha256, "department": r["department"],
-             "amount": r["amount"], "note": note}
-            for r in part])
+    t = ledger_transitions.c
+    logged = conn.execute(ledger_transitions.insert().from_select(
+        [t.ledger_id, t.from_status, t.to_status, t.at, t.run_id, t.source_file, t.source_sha256,
+         t.department, t.amount, t.note],
+        sa.select(ledger.c.id, sa.literal(current, sa.String), sa.literal(to, sa.String),
+                  sa.literal(now, sa.DateTime), sa.literal(src.run_id, sa.String),
+                  sa.literal(src.file, sa.Text), sa.literal(src.sha256, sa.String), ledger.c.department,
+                  ledger.c.amount, sa.literal(note, sa.Text)).where(ledger.c.status == current))).rowcount
+    moved = conn.execute(ledger.update().where(ledger.c.status == current)
+                         .values(status=to, updated_at=now, **values)).rowcount
+    if moved != logged:
+        raise RuntimeError("台账状态已被同时运行的其他任务更改，本次夜间处理已回滚，请重跑")
+    return moved
 
 
 def _fmt(amount: Decimal | None) -> str:
@@ -322,8 +320,7 @@ def notify(conn: Connection, as_of: date, run_id: str) -> list[dict]:
     """Move every `eligible` row to `notified` (the SMS outbox is handed on) and
     return the rows notified for this as_of, including those an earlier attempt
     of the same date already moved, so a rerun writes the same outbox."""
-    move_batch(conn, rows_in(conn, "eligible"), "notified", run_id, note="短信待发清单已生成",
-               notified_as_of=as_of)
+    move_all(conn, "eligible", "notified", run_id, note="短信待发清单已生成", notified_as_of=as_of)
     return notified_on(conn, as_of)
 
 
