@@ -8,9 +8,11 @@ here at run time: `as_of`, `delivery_date`, `delivery_day_end`,
 `delivery_year`, `delivery_month`, `delivery_month_start`.
 
 GX Core runs directly (no Airflow provider) on one pandas frame built once
-from the typed staged table, with result_format COMPLETE and the helper index
-column `_idx`, so every failure maps back to its row. A row failing any rule
-goes to quarantine with all its reasons. Timeliness, row-count drift, the
+from the typed staged table (only the columns the suite reads, in dtypes GX
+compares vectorised where that changes no outcome: see `gx_frame`), with
+result_format COMPLETE: GX lists each failing row by the frame's index, which
+is the staged row position, so every failure maps back to its row. A row
+failing any rule goes to quarantine with all its reasons. Timeliness, row-count drift, the
 bad-row threshold and referential integrity against the registry are decided
 here, outside the suites, because they compare deliveries rather than rows.
 """
@@ -21,7 +23,9 @@ import datetime as dt
 import io
 import json
 import os
+import re
 import shutil
+import string
 from decimal import Decimal
 from pathlib import Path
 
@@ -37,7 +41,6 @@ from pipelines.contracts import FEED_ORDER, FEEDS, Feed
 from pipelines.ingest import HELPER_COLUMNS, cell_text, staged_schema, write_json, write_parquet
 
 ACCEPTED = "accepted"
-GX_INDEX = "_idx"
 
 
 class GateClosed(Exception):
@@ -141,25 +144,106 @@ def gx_context(quality_dir: Path):
     return gx.get_context(project_config=config, mode="ephemeral")
 
 
-def gx_frame(table: pa.Table):
-    """The one pandas frame GX sees: typed columns, periods as the first day of their month, `_idx`."""
+def suite_columns(suite: dict, table: pa.Table) -> list[str]:
+    """The staged columns the suite's rules read (all of them if a rule is table-wide), in table order."""
+    named: set[str] = set()
+    for e in suite["expectations"]:
+        kwargs = e["kwargs"]
+        columns = [kwargs[k] for k in ("column", "column_A", "column_B") if k in kwargs] + list(kwargs.get("column_list", []))
+        if not columns:
+            named = set(table.column_names)
+            break
+        named.update(columns)
+    return [n for n in table.column_names if n in named and n not in HELPER_COLUMNS]
+
+
+def _vectorisable(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """`column` in a type GX compares vectorised, when that cannot change any rule's outcome."""
+    if pa.types.is_timestamp(column.type) and column.type.tz is None and column.type.unit != "ns":
+        # GX compares datetime64[ns] vectorised, other units one Timestamp at a time;
+        # a value outside the nanosecond range (years 1678-2261) keeps the column as it is.
+        try:
+            return pc.cast(column, pa.timestamp("ns"), safe=True)
+        except pa.ArrowInvalid:
+            return column
+    return _as_float(column) or column
+
+
+def _as_float(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
+    """The numbers as float64 when that cannot change any rule's outcome, else None.
+
+    GX compares numpy int64/float64 columns vectorised and every other dtype
+    (nullable Int64, Decimal objects) one Python value at a time. float64 keeps
+    each rule's answer when the conversion is exact for integers (|n| <= 2**53)
+    and, for decimals, correctly rounded (via the decimal text) with fewer than
+    2**52 units of the last place, so distinct values stay distinct and in
+    order and the sign never changes; larger values keep their exact dtype.
+    """
+    if pa.types.is_integer(column.type):
+        try:
+            return pc.cast(column, pa.float64(), safe=True)
+        except pa.ArrowInvalid:
+            return None
+    if pa.types.is_decimal(column.type):
+        largest = pc.max(pc.abs(column)).as_py()
+        if largest is not None and largest >= Decimal(2**52).scaleb(-column.type.scale):
+            return None
+        return pc.cast(pc.cast(column, pa.string()), pa.float64())
+    return None
+
+
+def gx_frame(table: pa.Table, columns: list[str] | None = None):
+    """The one pandas frame GX sees: the columns the suite reads, typed, periods as the first day of their month.
+
+    Its default RangeIndex is the staged row position: GX reports failing rows by it.
+    Integer, decimal and timestamp columns become float64 / datetime64[ns] where
+    that decides every rule the same way (`_vectorisable`), so GX compares them
+    vectorised rather than one Python object at a time. Dates become midnight
+    datetime64[ns] too, all of them or (a date outside years 1678-2261) none, so
+    that two date columns always compare; returns (frame, dates_as_datetimes) and
+    the caller gives GX its date parameters as midnight datetimes accordingly.
+    """
     import pandas as pd
 
     cols = {}
-    for name in table.column_names:
+    for name in columns if columns is not None else table.column_names:
         if name in HELPER_COLUMNS:
             continue
         column = table[name]
         if name == "period":
             column = pc.strptime(pc.binary_join_element_wise(column, "-01", ""), format="%Y-%m-%d", unit="s").cast(pa.date32())
-        cols[name] = column
-    cols[GX_INDEX] = pa.array(range(table.num_rows), pa.int64())
+        cols[name] = _vectorisable(column)
+    dates = [n for n, c in cols.items() if pa.types.is_date(c.type)]
+    try:
+        cols.update({n: pc.cast(cols[n], pa.timestamp("ns"), safe=True) for n in dates})
+        dates_as_datetimes = True
+    except pa.ArrowInvalid:
+        dates_as_datetimes = not dates
+    if not cols:
+        return pd.DataFrame(index=pd.RangeIndex(table.num_rows)), dates_as_datetimes
     mapping = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
-    return pa.table(cols).to_pandas(types_mapper=mapping.get)
+    return pa.table(cols).to_pandas(types_mapper=mapping.get), dates_as_datetimes
+
+
+def gx_parameters(params: dict, dates_as_datetimes: bool) -> dict:
+    """The suite parameters as GX gets them: an ISO date as its midnight when the frame's dates are datetimes.
+
+    (GX reads "2026-11-26" as a date and "2026-11-26T00:00:00" as a datetime; each compares only with its own kind.)
+    """
+    if not dates_as_datetimes:
+        return params
+    return {k: f"{v}T00:00:00" if isinstance(v, str) and _is_iso_date(v) else v for k, v in params.items()}
+
+
+def _is_iso_date(text: str) -> bool:
+    try:
+        return len(text) == 10 and dt.date.fromisoformat(text).isoformat() == text
+    except ValueError:
+        return False
 
 
 def run_suite(settings: Settings, feed: str, suite: dict, table: pa.Table, params: dict, as_of: dt.date) -> list[dict]:
-    """Validate `table` against `suite`; per expectation: config, success and the failing `_idx` values.
+    """Validate `table` against `suite`; per expectation: config, success and the failing staged row positions.
 
     Also stores the result and rebuilds this run's Data Docs.
     """
@@ -183,10 +267,13 @@ def run_suite(settings: Settings, feed: str, suite: dict, table: pa.Table, param
             name=feed,
             validation_definitions=[definition],
             actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
-            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [GX_INDEX]},
+            # every failing row's index (the staged row position); no pandas query text
+            result_format={"result_format": "COMPLETE", "return_unexpected_index_query": False},
         )
     )
-    run = checkpoint.run(batch_parameters={"dataframe": gx_frame(table)}, expectation_parameters=params)
+    frame, dates_as_datetimes = gx_frame(table, suite_columns(suite, table))
+    run = checkpoint.run(batch_parameters={"dataframe": frame}, expectation_parameters=gx_parameters(params, dates_as_datetimes))
+    del frame
     (result,) = run.run_results.values()
     out = []
     for er in result.results:
@@ -194,7 +281,7 @@ def run_suite(settings: Settings, feed: str, suite: dict, table: pa.Table, param
         if info.get("raised_exception"):
             # A rule that could not be evaluated must not pass silently.
             raise RuntimeError(f"GX expectation {er.expectation_config.type} failed: {info.get('exception_message')}")
-        indices = [item[GX_INDEX] for item in (er.result.get("unexpected_index_list") or [])]
+        indices = er.result.get("unexpected_index_list") or []
         out.append(
             {
                 "type": er.expectation_config.type,
@@ -216,19 +303,29 @@ def display(value) -> str:
     return "空" if value is None else cell_text(value)
 
 
+def _template_columns(template: str, table: pa.Table) -> list[str]:
+    """The table columns a reason template names (format_map looks up nothing else)."""
+    fields = {re.split(r"[.\[]", f, maxsplit=1)[0] for _, f, _, _ in string.Formatter().parse(template) if f}
+    return [c for c in table.column_names if c in fields]
+
+
 def row_failures(results: list[dict], table: pa.Table, params: dict) -> dict[int, list[str]]:
     """Staged row position -> Chinese reasons (`第12行 …`), from the suite's reason templates."""
     failures: dict[int, list[str]] = {}
-    rows = table["_row"]
+    base = {k: str(v) for k, v in params.items()}
     for res in results:
         template = res["meta"].get("reason_zh") or res["type"]
         if not res["unexpected"]:
             continue
-        subset = table.take(pa.array(res["unexpected"], pa.int64())).to_pylist()
-        for idx, record in zip(res["unexpected"], subset):
-            values = _Blank({k: str(v) for k, v in params.items()})
+        positions = pa.array(res["unexpected"], pa.int64())
+        named = _template_columns(template, table)
+        # (a table with no columns lists no rows: a template naming none formats from the parameters alone)
+        subset = table.select(named).take(positions).to_pylist() if named else [{}] * len(positions)
+        rows = table["_row"].take(positions).to_pylist()
+        for idx, row, record in zip(res["unexpected"], rows, subset):
+            values = _Blank(base)
             values.update({k: display(v) for k, v in record.items()})
-            failures.setdefault(idx, []).append(f"第{rows[idx].as_py()}行 {template.format_map(values)}")
+            failures.setdefault(idx, []).append(f"第{row}行 {template.format_map(values)}")
     return failures
 
 
