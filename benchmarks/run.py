@@ -95,8 +95,21 @@ def mianshen(args: list[str], env: dict) -> float:
     return time.perf_counter() - started
 
 
-def bench_scale(enterprises: int, policies: int | str, workdir: Path) -> dict:
-    """policies: a count of varied policies, or "sample" for data/policies as it is."""
+def fresh_schema(admin_url: str, name: str) -> str:
+    """A new, empty PostgreSQL schema for one scale; the URL whose search_path is it."""
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(admin_url, poolclass=sa.pool.NullPool)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+        conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
+    admin.dispose()
+    return f"{admin_url}?options=-csearch_path%3D{name}"
+
+
+def bench_scale(enterprises: int, policies: int | str, workdir: Path, warehouse: str | None = None) -> dict:
+    """policies: a count of varied policies, or "sample" for data/policies as it is.
+    warehouse: a PostgreSQL URL (a fresh schema is made in it), or None for the SQLite default."""
     from pipelines import demo_data
 
     base = workdir / f"n{enterprises}_p{policies}"
@@ -112,6 +125,8 @@ def bench_scale(enterprises: int, policies: int | str, workdir: Path) -> dict:
         vary_policies(ROOT / "data" / "policies", base / "policies", int(policies))
     env = {**os.environ, "MIANSHEN_DATA": str(base), "MIANSHEN_LANDING": str(base / "landing"),
            "MIANSHEN_POLICIES": str(base / "policies"), "PYTHONPATH": str(ROOT)}
+    if warehouse:
+        env["MIANSHEN_WAREHOUSE_URL"] = fresh_schema(warehouse, f"bench_n{enterprises}_p{policies}")
     # The nightly pipeline as an operator runs it, each stage timed in that process.
     timings = base / "timings.json"
     wall = mianshen(["run", "--as-of", AS_OF.isoformat(), "--accept-drift", "--timings", str(timings)], env)
@@ -122,6 +137,7 @@ def bench_scale(enterprises: int, policies: int | str, workdir: Path) -> dict:
     draft = ROOT / "benchmarks" / "drafts" / "WL-SW-2027-01.yaml"
     sandbox = mianshen(["simulate", str(draft), "--as-of", AS_OF.isoformat(), "--json"], env)
     return {"enterprises": enterprises, "policies": policies, "generate_seconds": round(generated, 1),
+            "warehouse": "PostgreSQL" if warehouse else "SQLite",
             "stages": stages, "run_seconds": round(wall, 1), "sandbox_seconds": round(sandbox, 1)}
 
 
@@ -139,16 +155,16 @@ def machine() -> str:
 
 
 def table(results: list[dict]) -> str:
-    head = ("| enterprises | policies | " + " | ".join(f"{s} s / MiB" for s in STAGES)
+    head = ("| enterprises | policies | warehouse | " + " | ".join(f"{s} s / MiB" for s in STAGES)
             + " | stages total s | `mianshen run` s | peak MiB | stored results | match results/s | sandbox s |")
-    rows = [head, "|" + "---|" * (len(STAGES) + 8)]
+    rows = [head, "|" + "---|" * (len(STAGES) + 9)]
     for r in results:
         total = sum(r["stages"][s]["seconds"] for s in STAGES)
         match = r["stages"]["match"]
         rate = f"{(match.get('results') or 0) / match['seconds']:,.0f}" if match["seconds"] else "—"
         cells = " | ".join(f"{r['stages'][s]['seconds']:.1f} / {r['stages'][s]['peak_mib']:,}" for s in STAGES)
         peak = max(r["stages"][s]["peak_mib"] for s in STAGES)
-        rows.append(f"| {r['enterprises']:,} | {r['policies']} | {cells} | {total:.1f} | {r['run_seconds']:.1f} | "
+        rows.append(f"| {r['enterprises']:,} | {r['policies']} | {r.get('warehouse', 'SQLite')} | {cells} | {total:.1f} | {r['run_seconds']:.1f} | "
                     f"{peak:,} | {match.get('results') or 0:,} | {rate} | {r['sandbox_seconds']:.1f} |")
     return "\n".join(rows)
 
@@ -159,6 +175,11 @@ def main() -> None:
     parser.add_argument("--policies", default="200", help='counts of varied policies, or "sample"')
     parser.add_argument("--extra", default="100000x20", help="extra NxP runs for the linear-growth check")
     parser.add_argument("--workdir", default=str(ROOT / "bench-out"))
+    parser.add_argument("--warehouse", default="sqlite",
+                        help='"sqlite" (the default file) or a PostgreSQL URL (a fresh schema per run)')
+    parser.add_argument("--append", action="store_true",
+                        help="keep the runs recorded in benchmarks/results.json (a run of the same size and "
+                             "warehouse is replaced) and print the table of all of them")
     args = parser.parse_args()
     workdir = Path(args.workdir)
     def count(p):
@@ -166,11 +187,16 @@ def main() -> None:
 
     runs = [(int(n), count(p)) for n in args.scales.split(",") for p in args.policies.split(",")]
     runs += [(int(n), count(p)) for n, p in (spec.split("x") for spec in args.extra.split(",") if spec)]
-    results = []
+    recorded = ROOT / "benchmarks" / "results.json"
+    results = json.loads(recorded.read_text(encoding="utf-8")) if args.append and recorded.exists() else []
+    warehouse = None if args.warehouse == "sqlite" else args.warehouse
     for n, p in runs:
         print(f"benchmark: {n:,} enterprises × {p} policies …", flush=True)
-        results.append(bench_scale(n, p, workdir))
-        print(json.dumps(results[-1], ensure_ascii=False), flush=True)
+        run = bench_scale(n, p, workdir, warehouse)
+        print(json.dumps(run, ensure_ascii=False), flush=True)
+        key = (run["enterprises"], run["policies"], run["warehouse"])
+        results = [r for r in results if (r["enterprises"], r["policies"], r.get("warehouse")) != key] + [run]
+        recorded.write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
     text = (f"Measured {date.today()} on {machine()}.\n\n" + table(results) + "\n")
     (ROOT / "benchmarks" / "RESULTS.md").write_text(text, encoding="utf-8")
     print(text)
