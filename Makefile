@@ -16,10 +16,13 @@ export GX_ANALYTICS_ENABLED := False
 
 .PHONY: run test test-fast bench setup clean
 
+# Bytecode is compiled at install time: where PYTHONDONTWRITEBYTECODE is set
+# (as on our CI machines) every process would otherwise compile Great
+# Expectations, pandas and Airflow from source, about 10 s each.
 $(BIN)/.installed: requirements-lock.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements-lock.txt
+	$(BIN)/uv pip sync --quiet --compile-bytecode --python $(BIN)/python requirements-lock.txt
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 
