@@ -118,79 +118,106 @@ def history(conn: Connection, key: Key) -> list[dict]:
 
 # ---------------------------------------------------------------- nightly sync
 
-def sync_from_matches(conn: Connection, as_of: date, matches: pa.Table | list[dict], run_id: str,
+_SYNC_SOURCE = sa.Table(
+    "ledger_sync_source", sa.MetaData(),
+    sa.Column("policy_id", sa.String(100), primary_key=True),
+    sa.Column("period", sa.String(32), primary_key=True),
+    sa.Column("uscc", sa.String(18), primary_key=True),
+    sa.Column("amount", wh.Money),
+    sa.Column("evidence", sa.Text),
+    sa.Column("policy_name", sa.Text),
+    sa.Column("department", sa.Text),
+    sa.Column("name", sa.Text),
+    sa.Column("over_budget", sa.Boolean),
+    sa.Column("days", sa.Integer),          # the policy's publicity_days
+    sa.Column("has_days", sa.Boolean),      # whether the policy file gave publicity_days at all
+    prefixes=["TEMPORARY"],
+)
+
+
+def sync_from_matches(conn: Connection, as_of: date, matches: pa.Table, run_id: str,
                       publicity_days: Mapping[str, int | None] | None = None) -> dict:
     """Bring the run's eligible results into the ledger (see the module's decisions).
 
     publicity_days: policy id -> days (None/0: no publicity); kept on rows whose
     window has not started. Returns counts: new, amount_changed, seen.
+
+    Set-based, for a province's night of millions of eligible results: the
+    run's eligible rows are bulk-loaded into a temporary table, and a handful
+    of INSERT ... SELECT / UPDATE ... FROM statements do what a loop over the
+    rows would: new rows (and their first transition), the newest run's
+    figures on every row it found, and amount adjustments (logged) on rows
+    still `eligible`.
     """
-    publicity_days = dict(publicity_days or {})
-    if isinstance(matches, pa.Table):
-        # Only eligible rows enter the ledger: filter column-wise before making dicts.
-        matches = matches.filter(pc.and_(pc.equal(matches.column("outcome"), "eligible"),
-                                         pc.not_equal(matches.column("kind"), "manual")))
-    found: dict[Key, dict] = {}
-    for r in wh.match_rows(matches):
-        if r["outcome"] == "eligible" and r["kind"] != "manual":
-            found[(r["policy_id"], r["period"], r["uscc"])] = r
-    if not found:
+    days = dict(publicity_days or {})
+    eligible = matches.filter(pc.and_(pc.equal(matches.column("outcome"), "eligible"),
+                                      pc.not_equal(matches.column("kind"), "manual")))
+    if not eligible.num_rows:
         return {"new": 0, "amount_changed": 0, "seen": 0}
+    ids = eligible.column("policy_id")
+    known = pa.array(list(days), pa.string())
+    given = pa.array([days[k] for k in days], pa.int64())
+    source = eligible.select(["policy_id", "period", "uscc", "amount", "evidence", "policy_name", "department",
+                              "name", "over_budget"])
+    source = source.append_column("days", pc.take(given, pc.index_in(ids, value_set=known)))
+    source = source.append_column("has_days", pc.is_in(ids, value_set=known))
+    src = _SYNC_SOURCE
+    src.drop(conn, checkfirst=True)
+    src.create(conn)
+    try:
+        wh.bulk_insert(conn, src.name, source)
+        return _sync(conn, as_of, run_id, src)
+    finally:
+        src.drop(conn)
+
+
+def _sync(conn: Connection, as_of: date, run_id: str, src: sa.Table) -> dict:
     now = wh.utcnow()
-    source = Source(run_id=run_id)
+    keys = sa.and_(ledger.c.policy_id == src.c.policy_id, ledger.c.period == src.c.period,
+                   ledger.c.uscc == src.c.uscc)
+    seen = conn.execute(sa.select(sa.func.count()).select_from(src)).scalar_one()
 
-    new_rows = [
-        {"policy_id": k[0], "period": k[1], "uscc": k[2], "status": "eligible",
-         "amount": r["amount"], "last_match_amount": r["amount"], "evidence": r["evidence"],
-         "policy_name": r["policy_name"], "department": r["department"], "name": r["name"],
-         "over_budget": r["over_budget"], "publicity_days": publicity_days.get(k[0]),
-         "first_run": run_id, "last_run": run_id, "first_as_of": as_of, "last_as_of": as_of,
-         "updated_at": now}
-        for k, r in found.items()
-    ]
-    stmt = _insert_ignore(conn, ledger, ["policy_id", "period", "uscc"]).returning(
-        ledger.c.id, ledger.c.department, ledger.c.amount)
-    inserted = conn.execute(stmt, new_rows).all()
-    if inserted:
-        conn.execute(ledger_transitions.insert(), [
-            {"ledger_id": ledger_id, "from_status": None, "to_status": "eligible", "at": now,
-             "run_id": source.run_id, "source_file": source.file, "source_sha256": source.sha256,
-             "department": department, "amount": amount, "note": f"数据比对符合（{as_of}）"}
-            for ledger_id, department, amount in inserted])
-    inserted_ids = {r[0] for r in inserted}
+    # Amount adjustments first (they compare with the ledger's amount before this run).
+    t = ledger_transitions.c
+    log_cols = [t.ledger_id, t.from_status, t.to_status, t.at, t.run_id, t.source_file, t.source_sha256,
+                t.department, t.amount, t.note]
+    adjust = sa.and_(keys, ledger.c.status == "eligible", ledger.c.amount != src.c.amount)
+    changed = conn.execute(ledger_transitions.insert().from_select(log_cols, sa.select(
+        ledger.c.id, sa.literal("eligible", sa.String), sa.literal("eligible", sa.String),
+        sa.literal(now, sa.DateTime), sa.literal(run_id, sa.String), sa.null(), sa.null(), ledger.c.department,
+        src.c.amount, sa.literal("金额调整：", sa.Text) + sa.cast(ledger.c.amount, sa.Text)
+        + sa.literal(" → ", sa.Text) + sa.cast(src.c.amount, sa.Text)).where(adjust))).rowcount
+    if changed:
+        conn.execute(ledger.update().where(adjust).values(amount=src.c.amount, evidence=src.c.evidence,
+                                                          updated_at=now))
 
-    policy_ids = sorted({k[0] for k in found})
-    existing = conn.execute(sa.select(ledger).where(ledger.c.policy_id.in_(policy_ids))).all()
-    refresh, changed = [], 0
-    for row in existing:
-        m = row._mapping
-        match = found.get((m["policy_id"], m["period"], m["uscc"]))
-        if match is None or m["id"] in inserted_ids:
-            continue
-        values = {"_id": m["id"], "last_run": run_id, "last_as_of": as_of,
-                  "last_match_amount": match["amount"],
-                  "over_budget": match["over_budget"] if m["status"] not in FINAL | {"scheduled"}
-                  else m["over_budget"],
-                  "publicity_days": publicity_days.get(m["policy_id"], m["publicity_days"])
-                  if m["publicity_from"] is None else m["publicity_days"]}
-        refresh.append(values)
-        if m["status"] == "eligible" and match["amount"] != m["amount"]:
-            done = conn.execute(
-                ledger.update().where(ledger.c.id == m["id"], ledger.c.status == "eligible")
-                .values(amount=match["amount"], evidence=match["evidence"], updated_at=now))
-            if done.rowcount == 1:
-                changed += 1
-                _log(conn, m["id"], "eligible", "eligible", source, m["department"],
-                     match["amount"], note=f"金额调整：{m['amount']} → {match['amount']}", at=now)
-    if refresh:
-        conn.execute(
-            ledger.update().where(ledger.c.id == sa.bindparam("_id")).values(
-                last_run=sa.bindparam("last_run"), last_as_of=sa.bindparam("last_as_of"),
-                last_match_amount=sa.bindparam("last_match_amount"),
-                over_budget=sa.bindparam("over_budget"),
-                publicity_days=sa.bindparam("publicity_days")),
-            refresh)
-    return {"new": len(inserted), "amount_changed": changed, "seen": len(found)}
+    # The newest run's figures on every row it found.
+    keep_flag = ledger.c.status.in_(sorted(FINAL | {"scheduled"}))
+    conn.execute(ledger.update().where(keys).values(
+        last_run=run_id, last_as_of=as_of, last_match_amount=src.c.amount,
+        over_budget=sa.case((keep_flag, ledger.c.over_budget), else_=src.c.over_budget),
+        publicity_days=sa.case((sa.and_(ledger.c.publicity_from.is_(None), src.c.has_days), src.c.days),
+                               else_=ledger.c.publicity_days)))
+
+    # New rows, and the transition that created each.
+    l = ledger.c
+    new = conn.execute(_insert_ignore(conn, ledger, ["policy_id", "period", "uscc"]).from_select(
+        [l.policy_id, l.period, l.uscc, l.status, l.amount, l.last_match_amount, l.evidence, l.policy_name,
+         l.department, l.name, l.over_budget, l.publicity_days, l.first_run, l.last_run, l.first_as_of,
+         l.last_as_of, l.updated_at],
+        sa.select(src.c.policy_id, src.c.period, src.c.uscc, sa.literal("eligible", sa.String), src.c.amount,
+                  src.c.amount, src.c.evidence, src.c.policy_name, src.c.department, src.c.name,
+                  src.c.over_budget, src.c.days, sa.literal(run_id, sa.String), sa.literal(run_id, sa.String),
+                  sa.literal(as_of, sa.Date), sa.literal(as_of, sa.Date), sa.literal(now, sa.DateTime))
+        .where(sa.true()))).rowcount
+    if new:
+        logged = sa.select(ledger_transitions.c.id).where(ledger_transitions.c.ledger_id == ledger.c.id).exists()
+        conn.execute(ledger_transitions.insert().from_select(log_cols, sa.select(
+            ledger.c.id, sa.null(), sa.literal("eligible", sa.String), sa.literal(now, sa.DateTime),
+            sa.literal(run_id, sa.String), sa.null(), sa.null(), ledger.c.department, ledger.c.amount,
+            sa.literal(f"数据比对符合（{as_of}）", sa.Text)).where(
+                ledger.c.first_run == run_id, ledger.c.first_as_of == as_of, ~logged)))
+    return {"new": new, "amount_changed": changed, "seen": seen}
 
 
 def date_counts(conn: Connection, as_of: date, run_id: str) -> dict:

@@ -215,6 +215,26 @@ def run_shard(settings: Settings, as_of: dt.date, shard: int, shards: int) -> st
     return str(path)
 
 
+def _runs(ids: pa.ChunkedArray) -> dict[str, tuple[int, int]]:
+    """policy id -> (offset, length) of its rows in a table sorted by policy id."""
+    encoded = pc.run_end_encode(ids.combine_chunks())
+    ends = encoded.run_ends.to_pylist()
+    starts = [0] + ends[:-1]
+    return {v: (a, b - a) for v, a, b in zip(encoded.values.to_pylist(), starts, ends)}
+
+
+def _policy_major(tables: list[pa.Table]) -> pa.Table:
+    """The shards' rows in `evaluate`'s own order (policies in id order, each policy's rows
+    in code order), by slicing rather than sorting: each shard is in that order already and
+    holds a code range above the previous shard's. Slices are zero-copy, so no column is
+    ever concatenated (a province's evidence column is larger than one string array holds)."""
+    if len(tables) == 1:
+        return tables[0]
+    runs = [_runs(t.column("policy_id")) for t in tables]
+    parts = [t.slice(*r[pid]) for pid in sorted(set().union(*runs)) for t, r in zip(tables, runs) if pid in r]
+    return pa.concat_tables(parts) if parts else tables[0].slice(0, 0)
+
+
 def merge(settings: Settings, as_of: dt.date, shards: int) -> dict:
     """Concatenate the shards' results, apply budgets per policy over all of them (as `evaluate`
     does), write output/<as_of>/matches.parquet; the same summary as `run`."""
@@ -242,14 +262,9 @@ def merge(settings: Settings, as_of: dt.date, shards: int) -> dict:
     # skipped in all of them.
     order = {p.id: i for i, p in enumerate(active)}
     failed = sorted(run_errors.values(), key=lambda e: order.get(e.key, len(order)))
-    results = pa.concat_tables(tables) if tables else engine.RESULT_SCHEMA.empty_table()
     if failed:
-        keep = pc.invert(pc.is_in(results.column("policy_id"), value_set=pa.array([e.key for e in failed])))
-        results = results.filter(keep)
-    if shards > 1 and results.num_rows:
-        # Policies in id order, each policy's rows in uscc order (stable): evaluate's own order.
-        idx = pc.sort_indices(results.select(["policy_id", "uscc"]),
-                              sort_keys=[("policy_id", "ascending"), ("uscc", "ascending")])
-        results = results.take(idx)
+        skip = pa.array([e.key for e in failed])
+        tables = [t.filter(pc.invert(pc.is_in(t.column("policy_id"), value_set=skip))) for t in tables]
+    results = _policy_major(tables) if tables else engine.RESULT_SCHEMA.empty_table()
     results = engine.budget_all(results, [p for p in active if p.id not in run_errors])
     return _finish(settings, as_of, results, loaded, errors, active, failed, enterprises, list_rows)

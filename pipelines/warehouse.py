@@ -440,21 +440,33 @@ def store_matches(conn: Connection, as_of: date, table: pa.Table, run_id: str | 
     cols["over_budget"] = pc.fill_null(cols["over_budget"].cast(pa.bool_()), False)
     cols["as_of"] = pa.repeat(pa.scalar(as_of, pa.date32()), n)
     cols["run_id"] = pa.repeat(pa.scalar(run_id, pa.string()), n)
-    bulk = pa.table([cols[c] for c in columns], names=columns)
-    if conn.dialect.name == "postgresql":
-        _copy(conn, "matches", bulk)
-    else:
-        bulk = bulk.set_column(0, "as_of", bulk.column("as_of").cast(pa.string()))
-        bulk = bulk.set_column(columns.index("over_budget"), "over_budget",
-                               bulk.column("over_budget").cast(pa.int8()))
-        sql = f"INSERT INTO matches ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-        cursor = conn.connection.dbapi_connection.cursor()
-        try:
-            for batch in bulk.to_batches(max_chunksize=100_000):
-                cursor.executemany(sql, zip(*(c.to_pylist() for c in batch.columns)))
-        finally:
-            cursor.close()
+    bulk_insert(conn, "matches", pa.table([cols[c] for c in columns], names=columns))
     return n
+
+
+def bulk_insert(conn: Connection, name: str, table: pa.Table) -> None:
+    """Append an Arrow table to the table `name` (columns by name, inside the caller's
+    transaction): PostgreSQL's COPY, or SQLite's executemany on plain tuples. Money
+    columns must come as decimal(., 2); they are written as the Money type would."""
+    if conn.dialect.name == "postgresql":
+        _copy(conn, name, table)
+        return
+    cols = []
+    for col in table.columns:
+        if pa.types.is_decimal(col.type):
+            col = col.cast(pa.string())               # canonical money text, as Money binds it
+        elif pa.types.is_date(col.type):
+            col = col.cast(pa.string())               # ISO, as SQLAlchemy's Date stores it
+        elif pa.types.is_boolean(col.type):
+            col = col.cast(pa.int8())
+        cols.append(col)
+    sql = f"INSERT INTO {name} ({', '.join(table.column_names)}) VALUES ({', '.join('?' * table.num_columns)})"
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        for batch in pa.table(cols, names=table.column_names).to_batches(max_chunksize=100_000):
+            cursor.executemany(sql, zip(*(c.to_pylist() for c in batch.columns)))
+    finally:
+        cursor.close()
 
 
 def _copy(conn: Connection, name: str, table: pa.Table) -> None:
@@ -463,12 +475,17 @@ def _copy(conn: Connection, name: str, table: pa.Table) -> None:
 
     import pyarrow.csv as pacsv
 
+    sql = f"COPY {name} ({', '.join(table.column_names)}) FROM STDIN WITH (FORMAT csv)"
     cursor = conn.connection.dbapi_connection.cursor()
     try:
         for batch in table.to_batches(max_chunksize=200_000):
             buf = io.BytesIO()
             pacsv.write_csv(batch, buf, pacsv.WriteOptions(include_header=False))
-            buf.seek(0)
-            cursor.copy_expert(f"COPY {name} ({', '.join(table.column_names)}) FROM STDIN WITH (FORMAT csv)", buf)
+            if hasattr(cursor, "copy_expert"):       # psycopg2
+                buf.seek(0)
+                cursor.copy_expert(sql, buf)
+            else:                                    # psycopg 3
+                with cursor.copy(sql) as copy:
+                    copy.write(buf.getvalue())
     finally:
         cursor.close()

@@ -44,8 +44,15 @@ def rows(matches: pa.Table, phones: dict[str, str]) -> pa.Table:
     outcome, manual = matches.column("outcome"), pc.equal(matches.column("kind"), "manual")
     wanted = pc.or_(pc.is_in(outcome, value_set=pa.array(["near_miss", "missing_data"])),
                     pc.and_(manual, pc.equal(outcome, "eligible")))
-    part = matches.filter(wanted).sort_by([("department", "ascending"), ("policy_id", "ascending"),
-                                           ("period", "ascending"), ("uscc", "ascending")])
+    # Only the columns the list needs are sorted (the evidence of millions of rows would
+    # overflow a string column's 2 GiB and is read only where the reason is missing).
+    needed = ["department", "policy_id", "period", "uscc", "name", "policy_name", "outcome", "kind",
+              "failed_item", "failed_guard"] + (["reason"] if "reason" in matches.column_names else [])
+    rows_wanted = pc.indices_nonzero(wanted)
+    part = matches.select(needed).take(rows_wanted)
+    order = pc.sort_indices(part, sort_keys=[("department", "ascending"), ("policy_id", "ascending"),
+                                             ("period", "ascending"), ("uscc", "ascending")])
+    part, rows_wanted = part.take(order), rows_wanted.take(order)
     kinds = [KINDS[(o, k == "manual")] for o, k in zip(part.column("outcome").to_pylist(),
                                                         part.column("kind").to_pylist())]
     reasons = part.column("reason") if "reason" in part.column_names else pa.nulls(part.num_rows, pa.string())
@@ -53,7 +60,8 @@ def rows(matches: pa.Table, phones: dict[str, str]) -> pa.Table:
     if len(unexplained):
         # Results written without the engine's reason column (by hand, or by an
         # older version): read the evidence row by row.
-        few = part.take(unexplained)
+        few = part.take(unexplained).append_column(
+            "evidence", matches.column("evidence").take(rows_wanted.take(unexplained)))
         made = [failing(*r) for r in zip(*(few.column(c).to_pylist()
                                           for c in ("outcome", "evidence", "failed_item", "failed_guard")))]
         mask = pc.is_in(pa.array(range(part.num_rows), pa.int64()), value_set=unexplained.cast(pa.int64()))
