@@ -7,6 +7,7 @@ ledger; then a dropped name list must be picked up by `mianshen_inbox`.
 Everything started here is stopped here."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -63,7 +64,15 @@ class Api:
 
 
 @pytest.fixture
-def airflow_stack(tmp_path, monkeypatch):
+def airflow_stack(tmp_path):
+    with _airflow(tmp_path) as stack:
+        yield stack
+
+
+@contextlib.contextmanager
+def _airflow(tmp_path, executor: str = "LocalExecutor", workers: tuple[str, ...] = (), shards: int = 1):
+    """api-server, scheduler, dag-processor (and, for CeleryExecutor, one Celery worker per name
+    in `workers`, each reporting that name as its hostname) on a fresh metadata database."""
     import sqlalchemy as sa
 
     pg = require_postgres()
@@ -81,7 +90,7 @@ def airflow_stack(tmp_path, monkeypatch):
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__EXECUTOR": executor,
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg.rsplit("/", 1)[0] + f"/{db_name}",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
@@ -96,16 +105,40 @@ def airflow_stack(tmp_path, monkeypatch):
         "MIANSHEN_DATA": str(data),
         "MIANSHEN_LANDING": str(data / "landing"),
         "MIANSHEN_POLICIES": str(ROOT / "data" / "policies"),
+        "MIANSHEN_MATCH_SHARDS": str(shards),
     }
+    if executor == "CeleryExecutor":
+        queue = f"e2e_{uuid.uuid4().hex[:8]}"       # this test's own queue on the shared Redis
+        env.update({
+            "AIRFLOW__CELERY__BROKER_URL": "redis://127.0.0.1:6379/0",
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"],
+            "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,
+            "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
+        })
     subprocess.run([BIN / "airflow", "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
     procs = []
     logs = []
     try:
-        for component in (["api-server", "--port", str(port), "--host", "127.0.0.1"], ["scheduler"], ["dag-processor"]):
-            log = open(tmp_path / f"{component[0]}.log", "wb")
+        components = [(["api-server", "--port", str(port), "--host", "127.0.0.1"], env), (["scheduler"], env),
+                      (["dag-processor"], env)]
+        for name in workers:
+            components.append((["celery", "worker", "--celery-hostname", f"{name}@%h", "--concurrency", "1",
+                                "--queues", env["AIRFLOW__OPERATORS__DEFAULT_QUEUE"], "--skip-serve-logs"],
+                               {**env, "E2E_WORKER_NAME": name,
+                                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.worker_name.hostname"}))
+        for component, component_env in components:
+            label = component[0] if component[0] != "celery" else f"worker-{component_env['E2E_WORKER_NAME']}"
+            log = open(tmp_path / f"{label}.log", "wb")
             logs.append(log)
-            procs.append(subprocess.Popen([BIN / "airflow", *component], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True))
+            procs.append(subprocess.Popen([BIN / "airflow", *component], env=component_env, stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True))
+        deadline = time.monotonic() + 180
+        for name in workers:     # both workers take tasks only once both are up
+            log_path = tmp_path / f"worker-{name}.log"
+            while b" ready." not in log_path.read_bytes():
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"celery worker {name} did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
+                time.sleep(1)
         yield Api(f"http://127.0.0.1:{port}"), make_settings(data), tmp_path
     finally:
         for proc in procs:
@@ -136,27 +169,7 @@ def test_scheduler_runs_nightly_and_inbox_through_the_rest_api(airflow_stack):
     for dropped in settings.inbox.rglob("*"):
         os.utime(dropped, (an_hour_ago, an_hour_ago))
 
-    api.wait_until(lambda: api.call("GET", "/api/v2/version", auth=False), 120, "api-server")
-    login = urllib.request.Request(api.base + "/auth/token", method="POST",
-                                   data=json.dumps({"username": "admin", "password": "e2e-secret"}).encode(),
-                                   headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(login, timeout=30) as response:
-        api.token = json.loads(response.read())["access_token"]
-
-    api.wait_until(lambda: api.call("GET", "/api/v2/dags/mianshen_nightly"), 180, "the DAG to be parsed")
-    api.call("PATCH", "/api/v2/dags/mianshen_nightly", {"is_paused": False})
-    run = api.call("POST", "/api/v2/dags/mianshen_nightly/dagRuns",
-                   {"logical_date": f"{AS_OF}T00:00:00Z", "conf": {}})
-    run_id = run["dag_run_id"]
-
-    def finished():
-        state = api.call("GET", f"/api/v2/dags/mianshen_nightly/dagRuns/{run_id}")["state"]
-        return state if state in ("success", "failed") else None
-
-    state = api.wait_until(finished, 600, "mianshen_nightly to finish")
-    if state != "success":
-        logs = "\n".join((tmp_path / f"{c}.log").read_text(errors="replace")[-3000:] for c in ("scheduler",))
-        pytest.fail(f"mianshen_nightly ended {state}\n{logs}")
+    run_id = _run_nightly(api, tmp_path)
     matches = pq.read_table(settings.run_dir(AS_OF) / "matches.parquet")
     assert matches.num_rows > 0
 
@@ -194,6 +207,53 @@ def test_scheduler_runs_nightly_and_inbox_through_the_rest_api(airflow_stack):
     archive = settings.inbox / "_archive"
     api.wait_until(lambda: archive.exists() and any(p.is_file() for p in archive.rglob("*")), 300,
                    "the inbox to archive a name list")
+
+
+def _run_nightly(api: Api, tmp_path: Path, logs=("scheduler",)) -> str:
+    """Log in, unpause and trigger mianshen_nightly for AS_OF; wait for success; its run id."""
+    api.wait_until(lambda: api.call("GET", "/api/v2/version", auth=False), 120, "api-server")
+    login = urllib.request.Request(api.base + "/auth/token", method="POST",
+                                   data=json.dumps({"username": "admin", "password": "e2e-secret"}).encode(),
+                                   headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(login, timeout=30) as response:
+        api.token = json.loads(response.read())["access_token"]
+
+    api.wait_until(lambda: api.call("GET", "/api/v2/dags/mianshen_nightly"), 180, "the DAG to be parsed")
+    api.call("PATCH", "/api/v2/dags/mianshen_nightly", {"is_paused": False})
+    run = api.call("POST", "/api/v2/dags/mianshen_nightly/dagRuns",
+                   {"logical_date": f"{AS_OF}T00:00:00Z", "conf": {}})
+    run_id = run["dag_run_id"]
+
+    def finished():
+        state = api.call("GET", f"/api/v2/dags/mianshen_nightly/dagRuns/{run_id}")["state"]
+        return state if state in ("success", "failed") else None
+
+    state = api.wait_until(finished, 600, "mianshen_nightly to finish")
+    if state != "success":
+        text = "\n".join((tmp_path / f"{c}.log").read_text(errors="replace")[-3000:] for c in logs)
+        pytest.fail(f"mianshen_nightly ended {state}\n{text}")
+    return run_id
+
+
+def test_celery_workers_share_the_match_shards(tmp_path):
+    """The compose file's Celery profile in miniature: CeleryExecutor with Redis and two
+    workers; matching mapped over 4 shards runs on both workers, and the merged result is
+    the unsharded one."""
+    import pyarrow.parquet as pq
+
+    from pipelines import demo_data, match
+
+    with _airflow(tmp_path, executor="CeleryExecutor", workers=("w1", "w2"), shards=4) as (api, settings, tmp):
+        demo_data.generate(settings.landing, AS_OF, 300, 5)
+        run_id = _run_nightly(api, tmp, logs=("scheduler", "worker-w1", "worker-w2"))
+        tis = api.call("GET", f"/api/v2/dags/mianshen_nightly/dagRuns/{run_id}/taskInstances?limit=100")
+        shards = [ti for ti in tis["task_instances"] if ti["task_id"] == "match_shard"]
+        assert sorted(ti["map_index"] for ti in shards) == [0, 1, 2, 3]
+        assert all(ti["state"] == "success" for ti in shards)
+        assert {ti["hostname"] for ti in shards} == {"w1", "w2"}, [ti["hostname"] for ti in shards]
+        sharded = pq.read_table(settings.run_dir(AS_OF) / "matches.parquet")
+        unsharded = match.run(settings, AS_OF)
+        assert pq.read_table(unsharded["matches"]).equals(sharded)
 
 
 def _sorted(table):
