@@ -424,13 +424,26 @@ def match_rows(table: pa.Table | list[dict]) -> list[dict]:
     return out
 
 
-def store_matches(conn: Connection, as_of: date, table: pa.Table, run_id: str | None) -> int:
-    """Replace the date's match rows (inside the caller's transaction).
+def store_matches(conn: Connection, as_of: date, source: pa.Table | Path, run_id: str | None) -> int:
+    """Replace the date's match rows (inside the caller's transaction) with a match
+    table, or the rows of a matches.parquet read batch by batch.
 
     A night at province scale stores millions of rows, so they go in column-wise
     and in bulk: PostgreSQL's COPY, SQLite's executemany on plain tuples. Both
     write what the `matches` Core table would (money as exact text on SQLite)."""
     conn.execute(matches.delete().where(matches.c.as_of == as_of))
+    if isinstance(source, pa.Table):
+        batches = [source]
+    else:
+        import pyarrow.parquet as pq
+
+        names = set(pq.read_schema(source).names)
+        batches = (pa.Table.from_batches([b]) for b in pq.ParquetFile(source).iter_batches(
+            batch_size=200_000, columns=[c for c in MATCH_COLUMNS if c in names]))
+    return sum(_store_batch(conn, as_of, table, run_id) for table in batches)
+
+
+def _store_batch(conn: Connection, as_of: date, table: pa.Table, run_id: str | None) -> int:
     n = table.num_rows
     if not n:
         return 0

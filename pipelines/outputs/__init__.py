@@ -100,7 +100,11 @@ def ledger_and_outputs(settings: Settings, as_of: date, run_id: str,
 def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_holds: Iterable,
                         engine) -> dict:
     run_dir = settings.run_dir(as_of)
-    table = pq.read_table(run_dir / "matches.parquet")
+    # The night's results are read piece by piece, never whole: at province scale their
+    # evidence alone is gigabytes. The warehouse gets every row in batches, the ledger
+    # only the eligible rows, the reminder lists every column but the evidence.
+    results = run_dir / "matches.parquet"
+    eligible = pq.read_table(results, filters=[("outcome", "==", "eligible"), ("kind", "!=", "manual")])
     days = publicity_days(settings.policies)
     tel = phones(settings, as_of)
 
@@ -114,10 +118,10 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
         newest = conn.execute(sa.select(sa.func.max(warehouse.matches.c.as_of))
                               .where(warehouse.matches.c.as_of != as_of)).scalar()
         backfill = newest is not None and newest > as_of
-        warehouse.store_matches(conn, as_of, table, run_id)
+        warehouse.store_matches(conn, as_of, results, run_id)
         _release(conn, release_holds)
         if not backfill:
-            ledger.sync_from_matches(conn, as_of, table, run_id, days)
+            ledger.sync_from_matches(conn, as_of, eligible, run_id, days)
         # Counted from what is committed, not from what this attempt did: a rerun
         # after a crash finds the work done and must report the same figures.
         synced = ledger.date_counts(conn, as_of, run_id)
@@ -156,14 +160,14 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
     payout_files = payout.write(run_dir, as_of, items, UNIT)
     clear_stale(run_dir / "payout", payout_files)
 
-    reminder_files, reminder_rows = reminders.write(run_dir, as_of, table, tel, UNIT)
+    reminder_files, reminder_rows = reminders.write(run_dir, as_of, results, tel, UNIT)
     clear_stale(run_dir / "reminders", reminder_files)
 
     total = sum((r["amount"] for r in items), Decimal("0.00"))
     summary = {
         "as_of": str(as_of),
         "run_id": run_id,
-        "matches": table.num_rows,
+        "matches": pq.ParquetFile(results).metadata.num_rows,
         "ledger_new": synced["new"],
         "ledger_amount_changed": synced["amount_changed"],
         "holds_released": released,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from pipelines.outputs.evidence import failing
 from pipelines.outputs.review import safe_name
@@ -38,18 +39,28 @@ KINDS = {
 }
 
 
-def rows(matches: pa.Table, phones: dict[str, str]) -> pa.Table:
-    """The reminder rows of a match table, sorted by department, policy, period, code,
-    with the columns of COLUMNS (but seq)."""
+def _columns(source: pa.Table | Path, names: list[str]) -> pa.Table:
+    if isinstance(source, pa.Table):
+        return source.select([n for n in names if n in source.column_names])
+    present = set(pq.read_schema(source).names)
+    return pq.read_table(source, columns=[n for n in names if n in present])
+
+
+def rows(source: pa.Table | Path, phones: dict[str, str]) -> pa.Table:
+    """The reminder rows of a match table (or its Parquet file), sorted by department,
+    policy, period, code, with the columns of COLUMNS (but seq).
+
+    The evidence column is not read (at province scale it is gigabytes, more than one
+    string array holds) unless a row lacks the engine's reason."""
+    needed = ["department", "policy_id", "period", "uscc", "name", "policy_name", "outcome", "kind",
+              "failed_item", "failed_guard", "reason"]
+    matches = _columns(source, needed)
     outcome, manual = matches.column("outcome"), pc.equal(matches.column("kind"), "manual")
     wanted = pc.or_(pc.is_in(outcome, value_set=pa.array(["near_miss", "missing_data"])),
                     pc.and_(manual, pc.equal(outcome, "eligible")))
-    # Only the columns the list needs are sorted (the evidence of millions of rows would
-    # overflow a string column's 2 GiB and is read only where the reason is missing).
-    needed = ["department", "policy_id", "period", "uscc", "name", "policy_name", "outcome", "kind",
-              "failed_item", "failed_guard"] + (["reason"] if "reason" in matches.column_names else [])
     rows_wanted = pc.indices_nonzero(wanted)
-    part = matches.select(needed).take(rows_wanted)
+    part = matches.take(rows_wanted)
+    del matches
     order = pc.sort_indices(part, sort_keys=[("department", "ascending"), ("policy_id", "ascending"),
                                              ("period", "ascending"), ("uscc", "ascending")])
     part, rows_wanted = part.take(order), rows_wanted.take(order)
@@ -61,7 +72,7 @@ def rows(matches: pa.Table, phones: dict[str, str]) -> pa.Table:
         # Results written without the engine's reason column (by hand, or by an
         # older version): read the evidence row by row.
         few = part.take(unexplained).append_column(
-            "evidence", matches.column("evidence").take(rows_wanted.take(unexplained)))
+            "evidence", _columns(source, ["evidence"]).column("evidence").take(rows_wanted.take(unexplained)))
         made = [failing(*r) for r in zip(*(few.column(c).to_pylist()
                                           for c in ("outcome", "evidence", "failed_item", "failed_guard")))]
         mask = pc.is_in(pa.array(range(part.num_rows), pa.int64()), value_set=unexplained.cast(pa.int64()))
@@ -79,7 +90,7 @@ def rows(matches: pa.Table, phones: dict[str, str]) -> pa.Table:
     })
 
 
-def write(run_dir: Path, as_of: date, matches: pa.Table, phones: dict[str, str],
+def write(run_dir: Path, as_of: date, matches: pa.Table | Path, phones: dict[str, str],
           unit: str) -> tuple[list[Path], int]:
     data = rows(matches, phones)
     paths = []
