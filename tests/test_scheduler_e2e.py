@@ -1,6 +1,7 @@
 """A real scheduler end to end (slow): Airflow's api-server, scheduler and
 dag-processor on loopback with the project's DAGs and a PostgreSQL metadata
-database; `mianshen_nightly` is triggered through the REST API v2 with a token
+database, on CeleryExecutor with Redis and two workers; `mianshen_nightly`
+(matching in 4 shards, spread over both workers) is triggered through the REST API v2 with a token
 and must succeed; a cleared task reruns to the same result; a backfill of the
 day before runs through Airflow's own backfill and moves nothing in the
 ledger; then a dropped name list must be picked up by `mianshen_inbox`.
@@ -65,7 +66,9 @@ class Api:
 
 @pytest.fixture
 def airflow_stack(tmp_path):
-    with _airflow(tmp_path) as stack:
+    # The compose file's Celery profile in miniature: CeleryExecutor, Redis, two workers, and
+    # matching mapped over 4 shards (LocalExecutor, the compose default, runs the same DAG).
+    with _airflow(tmp_path, executor="CeleryExecutor", workers=("w1", "w2"), shards=4) as stack:
         yield stack
 
 
@@ -160,7 +163,7 @@ def _airflow(tmp_path, executor: str = "LocalExecutor", workers: tuple[str, ...]
 def test_scheduler_runs_nightly_and_inbox_through_the_rest_api(airflow_stack):
     import pyarrow.parquet as pq
 
-    from pipelines import demo_data
+    from pipelines import demo_data, match
 
     api, settings, tmp_path = airflow_stack
     demo_data.generate(settings.landing, AS_OF, 300, 5, inbox=settings.inbox)
@@ -169,9 +172,16 @@ def test_scheduler_runs_nightly_and_inbox_through_the_rest_api(airflow_stack):
     for dropped in settings.inbox.rglob("*"):
         os.utime(dropped, (an_hour_ago, an_hour_ago))
 
-    run_id = _run_nightly(api, tmp_path)
+    run_id = _run_nightly(api, tmp_path, logs=("scheduler", "worker-w1", "worker-w2"))
     matches = pq.read_table(settings.run_dir(AS_OF) / "matches.parquet")
     assert matches.num_rows > 0
+
+    # The 4 match shards ran on both Celery workers, and their merge is the unsharded result.
+    tis = api.call("GET", f"/api/v2/dags/mianshen_nightly/dagRuns/{run_id}/taskInstances?limit=100")
+    shards = [ti for ti in tis["task_instances"] if ti["task_id"] == "match_shard"]
+    assert sorted(ti["map_index"] for ti in shards) == [0, 1, 2, 3]
+    assert {ti["hostname"] for ti in shards} == {"w1", "w2"}, [ti["hostname"] for ti in shards]
+    assert pq.read_table(match.run(settings, AS_OF)["matches"]).equals(matches)
 
     # Clearing a task through the API reruns it and everything after it: the
     # same matches and the same ledger as the clean run.
@@ -233,27 +243,6 @@ def _run_nightly(api: Api, tmp_path: Path, logs=("scheduler",)) -> str:
         text = "\n".join((tmp_path / f"{c}.log").read_text(errors="replace")[-3000:] for c in logs)
         pytest.fail(f"mianshen_nightly ended {state}\n{text}")
     return run_id
-
-
-def test_celery_workers_share_the_match_shards(tmp_path):
-    """The compose file's Celery profile in miniature: CeleryExecutor with Redis and two
-    workers; matching mapped over 4 shards runs on both workers, and the merged result is
-    the unsharded one."""
-    import pyarrow.parquet as pq
-
-    from pipelines import demo_data, match
-
-    with _airflow(tmp_path, executor="CeleryExecutor", workers=("w1", "w2"), shards=4) as (api, settings, tmp):
-        demo_data.generate(settings.landing, AS_OF, 300, 5)
-        run_id = _run_nightly(api, tmp, logs=("scheduler", "worker-w1", "worker-w2"))
-        tis = api.call("GET", f"/api/v2/dags/mianshen_nightly/dagRuns/{run_id}/taskInstances?limit=100")
-        shards = [ti for ti in tis["task_instances"] if ti["task_id"] == "match_shard"]
-        assert sorted(ti["map_index"] for ti in shards) == [0, 1, 2, 3]
-        assert all(ti["state"] == "success" for ti in shards)
-        assert {ti["hostname"] for ti in shards} == {"w1", "w2"}, [ti["hostname"] for ti in shards]
-        sharded = pq.read_table(settings.run_dir(AS_OF) / "matches.parquet")
-        unsharded = match.run(settings, AS_OF)
-        assert pq.read_table(unsharded["matches"]).equals(sharded)
 
 
 def _sorted(table):
