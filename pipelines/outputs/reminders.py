@@ -1,9 +1,9 @@
 """应享未享提醒: near-miss and missing-data results, and the pre-screened
 (eligible or near-miss) enterprises of manual policies, per department.
 
-Built column-wise from the run's match table: at province scale this list has
-millions of rows, so only the reason text (which reads the evidence) is made
-row by row."""
+Built column-wise from the night's results (at province scale this list has
+millions of rows): the text of why a result is not yet eligible is the engine's
+`reason` column, and the evidence is read only for a result without one."""
 from __future__ import annotations
 
 from datetime import date
