@@ -161,14 +161,15 @@ def sync_from_matches(conn: Connection, as_of: date, matches: pa.Table, run_id: 
                               "name", "over_budget"])
     source = source.append_column("days", pc.take(given, pc.index_in(ids, value_set=known)))
     source = source.append_column("has_days", pc.is_in(ids, value_set=known))
+    # (Creating the temporary table is part of the transaction on both databases: a failed
+    # sync rolls it back with everything else.)
     src = _SYNC_SOURCE
     src.drop(conn, checkfirst=True)
     src.create(conn)
-    try:
-        wh.bulk_insert(conn, src.name, source)
-        return _sync(conn, as_of, run_id, src)
-    finally:
-        src.drop(conn)
+    wh.bulk_insert(conn, src.name, source)
+    counts = _sync(conn, as_of, run_id, src)
+    src.drop(conn)
+    return counts
 
 
 def _sync(conn: Connection, as_of: date, run_id: str, src: sa.Table) -> dict:

@@ -12,7 +12,6 @@ Timestamps are naive UTC.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import threading
 from datetime import date, datetime, timezone
@@ -408,20 +407,6 @@ def record_portrait(conn: Connection, as_of: date, path: Path, rows: int,
 MATCH_COLUMNS = ("policy_id", "policy_name", "department", "kind", "period", "uscc", "name",
                  "outcome", "amount", "failed_item", "failed_guard", "excluded_by",
                  "exclusive_group", "over_budget", "evidence")
-
-
-def match_rows(table: pa.Table | list[dict]) -> list[dict]:
-    """matches.parquet rows as dicts (amounts stay Decimal)."""
-    rows = table.to_pylist() if isinstance(table, pa.Table) else list(table)
-    out = []
-    for r in rows:
-        d = {c: r.get(c) for c in MATCH_COLUMNS}
-        d["amount"] = to_money(d["amount"])
-        d["over_budget"] = bool(d["over_budget"])
-        if d["evidence"] is not None and not isinstance(d["evidence"], str):
-            d["evidence"] = json.dumps(d["evidence"], ensure_ascii=False, default=str)
-        out.append(d)
-    return out
 
 
 def store_matches(conn: Connection, as_of: date, source: pa.Table | Path, run_id: str | None) -> int:
