@@ -86,7 +86,7 @@ def match_shard(shard: int, shards: list[int]) -> str:
 
 @task
 def merge_matches(shards: list[int]) -> dict:
-    from pipelines import alerts, ledger, match
+    from pipelines import alerts, match
     from pipelines.orchestration import parse_holds
 
     settings, as_of, context = _ctx()
@@ -95,9 +95,7 @@ def merge_matches(shards: list[int]) -> dict:
         releasing = parse_holds(context["params"]["release_holds"])
     except ValueError:
         releasing = ()  # ledger_and_outputs fails the run with the reason
-    # a hold an operator released (before or with this run) no longer pauses the payout
-    for alert in alerts.over_budget_alerts(summary, ledger.holds_released(settings, releasing)):
-        alerts.send(alert)
+    alerts.alert_over_budget(settings, summary, releasing)
     return summary
 
 

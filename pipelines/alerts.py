@@ -117,3 +117,15 @@ def task_failure_callback(context) -> None:
         text=(f"运行 {context.get('run_id')} 中的任务 {task_id} 失败：{exception}\n"
               "处理建议：在 Airflow 界面查看该任务日志，修正原因后对该任务执行“清除（Clear）”即可安全重跑。"),
     ))
+
+
+def alert_over_budget(settings, match_summary: dict, releasing=()) -> list[Alert]:
+    """After matching: send an alert for every over-budget policy whose payout is held,
+    unless an operator has released it (before, or with this run's `releasing`).
+    The nightly DAG and `mianshen run` both call this; returns the alerts sent."""
+    from pipelines import ledger
+
+    held = over_budget_alerts(match_summary, ledger.holds_released(settings, releasing))
+    for alert in held:
+        send(alert)
+    return held

@@ -81,12 +81,13 @@ def validate_all(settings: Settings, as_of: date, accept_drift: bool = False) ->
 def downstream(settings: Settings, as_of: date, run_id: str, release_holds=(),
                meter: StageMeter | None = None) -> dict:
     """Everything after the gate: portrait, match, ledger and the lists handed on, the report."""
-    from pipelines import ledger, match, portrait, report
+    from pipelines import alerts, ledger, match, portrait, report
 
     with _stage(meter, "portrait"):
         portrait_path = portrait.build(settings, as_of)
     with _stage(meter, "match"):
         match_summary = match.run(settings, as_of)
+    alerts.alert_over_budget(settings, match_summary, release_holds)
     with _stage(meter, "ledger_outputs"):
         ledger_summary = ledger.ledger_and_outputs(settings, as_of, run_id, release_holds=release_holds)
         report_path = report.write(settings, as_of, run_id)

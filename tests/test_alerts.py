@@ -105,3 +105,21 @@ def test_no_over_budget_alert_once_the_hold_is_released():
     held = alerts.over_budget_alerts(summary, released={("WL-RS-2026-03", "2026"), ("WL-KJ-2026-01", "2025")})
     assert [a.title.split()[1] for a in held] == ["WL-KJ-2026-01"]
     assert "拨付已暂停" in held[0].title
+
+
+def test_over_budget_alerts_after_matching_skip_released_holds(tmp_path, monkeypatch):
+    """What the nightly DAG and `mianshen run` both call after matching: held policies alert,
+    a hold released earlier (in the warehouse) or with this run does not."""
+    from pipelines import ledger, warehouse
+    from tests.conftest import make_settings
+
+    for name in ("MIANSHEN_ALERT_WEBHOOK", "MIANSHEN_ALERT_EMAIL"):
+        monkeypatch.delenv(name, raising=False)
+    settings = make_settings(tmp_path)
+    summary = {"policies": [
+        {"policy_id": p, "name": p, "over_budget": True, "eligible_amount": "2.00", "budget": "1.00",
+         "period": "2026", "department": "区科学技术局"} for p in ("WL-A", "WL-B", "WL-C")]}
+    with warehouse.connect(settings.warehouse_url).begin() as conn:
+        ledger.release_budget_hold(conn, "WL-A", "2026", "操作员")
+    sent = alerts.alert_over_budget(settings, summary, releasing=[("WL-B", "2026")])
+    assert [a.title.split()[1] for a in sent] == ["WL-C"]
