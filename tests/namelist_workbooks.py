@@ -167,3 +167,18 @@ def encrypted_xlsx_bytes() -> bytes:
     """What Excel writes for a password-protected .xlsx: an OLE2 file with
     EncryptionInfo and EncryptedPackage streams (contents irrelevant here)."""
     return ole_bytes({"EncryptionInfo": b"\x04\x00\x04\x00" + b"\x00" * 60, "EncryptedPackage": b"\x00" * 64})
+
+
+def name_list_policy(policy_id: str, department: str = "区人力资源和社会保障局") -> str:
+    """The YAML of a from_list name-list policy (稳岗返还) in force through 2026."""
+    return f"""id: {policy_id}
+name: 稳岗返还
+department: {department}
+basis: 卧政〔2026〕9号
+kind: name_list
+period: "2026"
+valid_from: 2026-01-01
+valid_to: 2026-12-31
+benefit:
+  type: from_list
+"""

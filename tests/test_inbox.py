@@ -17,7 +17,7 @@ import pytest
 
 from pipelines import inbox, intake
 from tests.conftest import ROOT, make_settings
-from tests.namelist_workbooks import HEADER, code, department_list, registry_rows, xls_bytes, xlsx
+from tests.namelist_workbooks import HEADER, code, department_list, name_list_policy, registry_rows, xls_bytes, xlsx
 
 POLICY = "WL-RS-2026-09"
 DEPT = "区人力资源和社会保障局"
@@ -25,17 +25,6 @@ NAMES = dict(registry_rows(20))
 NOW = datetime(2026, 11, 26, 2, 0, tzinfo=timezone.utc)   # 10:00 in Wolong
 DAY = "2026-11-26"
 
-POLICY_YAML = f"""id: {POLICY}
-name: 稳岗返还
-department: {DEPT}
-basis: 卧政〔2026〕9号
-kind: name_list
-period: "2026"
-valid_from: 2026-01-01
-valid_to: 2026-12-31
-benefit:
-  type: from_list
-"""
 
 
 def good(i: int, amount: object = 10000) -> list[object]:
@@ -45,7 +34,7 @@ def good(i: int, amount: object = 10000) -> list[object]:
 def make_env(base: Path, with_registry: bool = True):
     policies = base / "policies"
     policies.mkdir(parents=True)
-    (policies / "rs.yaml").write_text(POLICY_YAML, encoding="utf-8")
+    (policies / "rs.yaml").write_text(name_list_policy(POLICY, DEPT), encoding="utf-8")
     settings = make_settings(base, policies=policies)
     if with_registry:
         folder = settings.work / "validated" / "registry"

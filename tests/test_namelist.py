@@ -16,7 +16,7 @@ import pytest
 from pipelines import namelist as nl
 from tests.conftest import make_settings
 from tests.namelist_workbooks import (
-    HEADER, code, department_list, encrypted_xlsx_bytes, registry_rows, xls_bytes, xlsx,
+    HEADER, code, department_list, encrypted_xlsx_bytes, name_list_policy, registry_rows, xls_bytes, xlsx,
 )
 
 REG = registry_rows(60)
@@ -266,17 +266,6 @@ def test_five_thousand_rows_read_quickly(tmp_path):
 
 # ---- the CLI function and the stored rows -------------------------------------
 
-POLICY_YAML = """id: {id}
-name: 稳岗返还
-department: 区人力资源和社会保障局
-basis: 卧政〔2026〕9号
-kind: name_list
-period: "2026"
-valid_from: 2026-01-01
-valid_to: 2026-12-31
-benefit:
-  type: from_list
-"""
 
 
 def write_registry(settings) -> Path:
@@ -291,7 +280,7 @@ def write_registry(settings) -> Path:
 def cli_settings(tmp_path):
     policies = tmp_path / "policies"
     policies.mkdir()
-    (policies / "rs.yaml").write_text(POLICY_YAML.format(id="WL-RS-2026-09"), encoding="utf-8")
+    (policies / "rs.yaml").write_text(name_list_policy("WL-RS-2026-09"), encoding="utf-8")
     settings = make_settings(tmp_path, policies=policies)
     write_registry(settings)
     return settings

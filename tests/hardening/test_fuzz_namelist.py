@@ -19,7 +19,7 @@ from pipelines import inbox, namelist
 from tests.conftest import make_settings
 from tests.hardening.conftest import budget
 from tests.hardening.strategies import CJK, code, no_partial_files, parquet_ok, received_file, valid_file, xlsx_bytes
-from tests.namelist_workbooks import xls_bytes
+from tests.namelist_workbooks import name_list_policy, xls_bytes
 
 pytestmark = pytest.mark.fuzz
 HEADER = ["序号", "统一社会信用代码", "企业名称", "奖补金额（元）", "备注"]
@@ -29,17 +29,6 @@ POLICIES = [SimpleNamespace(benefit=SimpleNamespace(type="from_list")),
             SimpleNamespace(benefit=SimpleNamespace(type="fixed", amount=5000)),
             SimpleNamespace(benefit=SimpleNamespace(type="per_head"))]
 POLICY = "WL-RS-2026-09"
-POLICY_YAML = f"""id: {POLICY}
-name: 稳岗返还
-department: 区人力资源和社会保障局
-basis: 卧政〔2026〕9号
-kind: name_list
-period: "2026"
-valid_from: 2026-01-01
-valid_to: 2026-12-31
-benefit:
-  type: from_list
-"""
 NOW = datetime(2026, 11, 26, 2, 0, tzinfo=timezone.utc)
 
 
@@ -78,7 +67,7 @@ def test_any_file_is_read_or_refused(file, policy):
 def make_env(base: Path):
     policies = base / "policies"
     policies.mkdir(parents=True)
-    (policies / "rs.yaml").write_text(POLICY_YAML, encoding="utf-8")
+    (policies / "rs.yaml").write_text(name_list_policy(POLICY), encoding="utf-8")
     s = make_settings(base, policies=policies)
     folder = s.work / "validated" / "registry"
     folder.mkdir(parents=True)
