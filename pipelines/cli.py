@@ -138,10 +138,10 @@ def cmd_where(args) -> int:
     settings = load_settings()
     run_dir = settings.run_dir(args.as_of)
     print(f"本次运行（{args.as_of}）的结果在：{run_dir}")
-    for name, label in (("quality", "数据质量"), ("matches.parquet", "政策匹配结果"), ("sms", "短信待发清单"),
-                        ("review", "部门审核表"), ("publicity", "公示名单"), ("payout", "拨付清单"),
-                        ("reminders", "应享未享提醒"), ("report.html", "运行报告")):
-        path = run_dir / name
+    for path, label in ((settings.quality_dir(args.as_of), "数据质量"), (settings.matches_path(args.as_of), "政策匹配结果"),
+                        (run_dir / "sms", "短信待发清单"), (run_dir / "review", "部门审核表"),
+                        (run_dir / "publicity", "公示名单"), (run_dir / "payout", "拨付清单"),
+                        (run_dir / "reminders", "应享未享提醒"), (settings.report_path(args.as_of), "运行报告")):
         # review, publicity and payout lists appear once enterprises confirm and departments approve
         print(f"  {'✓' if path.exists() else '·'} {label}：{path if path.exists() else '本次运行无此清单'}")
     print(f"数据仓库：{settings.warehouse_url}")

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
+
+from pipelines.files import restrict_umask
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = PROJECT_ROOT / "data"
@@ -34,6 +37,8 @@ class Settings:
     # Shards of enterprises the nightly DAG's matching is mapped over (MIANSHEN_MATCH_SHARDS).
     match_shards: int = 1
 
+    # The address of every layer, in one place: nothing else in the package
+    # spells out a layer's folder or file name.
     @property
     def staged(self) -> Path:
         return self.work / "staged"
@@ -47,14 +52,82 @@ class Settings:
         return self.work / "portrait"
 
     @property
+    def namelists(self) -> Path:
+        """Accepted name lists (one Parquet file per accepted workbook)."""
+        return self.work / "namelists"
+
+    @property
     def gx_root(self) -> Path:
         return self.work / "gx"
+
+    def staged_path(self, feed: str, delivery) -> Path:
+        return self.staged / feed / f"{delivery}.parquet"
+
+    def quarantine_path(self, feed: str, delivery) -> Path:
+        return self.quarantine / feed / f"{delivery}.parquet"
+
+    def validated_dir(self, feed: str) -> Path:
+        """Accepted deliveries of a feed, kept for the nights after (`<delivery>.parquet` + `.json`)."""
+        return self.work / "validated" / feed
+
+    def validated_path(self, feed: str, delivery) -> Path:
+        return self.validated_dir(feed) / f"{delivery}.parquet"
+
+    def portrait_path(self, as_of) -> Path:
+        return self.portraits / f"{as_of}.parquet"
+
+    def portrait_dates(self) -> list[date]:
+        """The run dates that have a portrait, oldest first."""
+        found = []
+        for path in self.portraits.glob("*.parquet") if self.portraits.is_dir() else ():
+            try:
+                found.append(date.fromisoformat(path.stem))
+            except ValueError:
+                continue
+        return sorted(found)
 
     def run_dir(self, as_of) -> Path:
         return self.output / str(as_of)
 
     def quality_dir(self, as_of) -> Path:
         return self.run_dir(as_of) / "quality"
+
+    def suite_path(self, feed: str) -> Path:
+        """The feed's Great Expectations suite (expectations/<feed>.json)."""
+        return self.expectations / f"{feed}.json"
+
+    def ingest_summary_path(self, feed: str, as_of) -> Path:
+        return self.quality_dir(as_of) / f"{feed}.ingest.json"
+
+    def verdict_path(self, feed: str, as_of) -> Path:
+        return self.quality_dir(as_of) / f"{feed}.json"
+
+    def gate_path(self, as_of) -> Path:
+        return self.quality_dir(as_of) / "gate.json"
+
+    def data_docs_dir(self, as_of) -> Path:
+        return self.quality_dir(as_of) / "data_docs"
+
+    def matches_path(self, as_of) -> Path:
+        return self.run_dir(as_of) / "matches.parquet"
+
+    def policy_errors_path(self, as_of) -> Path:
+        return self.run_dir(as_of) / "policy_errors.json"
+
+    def shard_dir(self, as_of) -> Path:
+        return self.work / "match_shards" / str(as_of)
+
+    def shard_path(self, as_of, shard: int, shards: int) -> Path:
+        return self.shard_dir(as_of) / f"shard-{shard}-of-{shards}.parquet"
+
+    def ledger_summary_path(self, as_of) -> Path:
+        return self.run_dir(as_of) / "ledger.json"
+
+    def report_path(self, as_of) -> Path:
+        return self.run_dir(as_of) / "report.html"
+
+    def report_figures_path(self, as_of) -> Path:
+        return self.run_dir(as_of) / "report.json"
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
@@ -64,8 +137,6 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     here before it writes anything, so this is the one place that makes the
     files under output/, work/ and the inbox not world-readable (umask 027:
     folders 0750, files 0640; a stricter umask is kept)."""
-    from pipelines.safety import restrict_umask  # lazy: safety imports this module
-
     restrict_umask()
     env = os.environ if env is None else env
     data = Path(env.get("MIANSHEN_DATA", DEFAULT_DATA))

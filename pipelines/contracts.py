@@ -5,7 +5,7 @@ schema from here, so that a change to the contract is a change in one place.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
 import pyarrow as pa

@@ -46,7 +46,6 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from pipelines.portrait import dates as portrait_dates
 from pipelines import warehouse as wh
 from pipelines.config import Settings
 from pipelines.report import bar_chart, write_atomic
@@ -126,7 +125,7 @@ def payments(conn) -> list[Payment]:
 
 def read_portrait(settings: Settings, day: dt.date) -> dict[str, dict]:
     """uscc -> {size_class, industry_section, insured_count, tax_paid} (values exact: int / Decimal)."""
-    table = pq.read_table(settings.portraits / f"{day}.parquet")
+    table = pq.read_table(settings.portrait_path(day))
     cols = [c for c in PORTRAIT_COLUMNS if c in table.column_names]
     rows = table.select(cols).to_pylist()
     return {r["uscc"]: {c: r.get(c) for c in PORTRAIT_COLUMNS if c != "uscc"} for r in rows}
@@ -191,7 +190,7 @@ def cohorts(pays: list[Payment], dates: list[dt.date]) -> dict[tuple, list[Payme
 
 
 def analyse_cohorts(settings: Settings, pays: list[Payment], after_day: dt.date) -> list[DidRow]:
-    dates = [d for d in portrait_dates(settings) if d <= after_day]
+    dates = [d for d in settings.portrait_dates() if d <= after_day]
     after = read_portrait(settings, after_day)
     cache: dict[dt.date, dict] = {}
     paid_by_policy: dict[str, set] = defaultdict(set)
@@ -322,13 +321,13 @@ def analyse(settings: Settings, as_of: dt.date | None = None) -> Path:
     as_of: the after-portrait's date (the newest portrait when None). FileNotFoundError (Chinese)
     when there is no such portrait.
     """
-    dates = portrait_dates(settings)
+    dates = settings.portrait_dates()
     if as_of is None:
         if not dates:
             raise FileNotFoundError(f"未找到企业画像（{settings.portraits}），请先运行夜间流水线。")
         as_of = dates[-1]
     elif as_of not in dates:
-        raise FileNotFoundError(f"未找到 {as_of} 的企业画像（{settings.portraits / f'{as_of}.parquet'}）。")
+        raise FileNotFoundError(f"未找到 {as_of} 的企业画像（{settings.portrait_path(as_of)}）。")
     engine = wh.connect(settings.warehouse_url)
     with engine.connect() as conn:
         pays = payments(conn)

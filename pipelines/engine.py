@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 from decimal import Decimal
 from functools import reduce
 
@@ -20,7 +19,7 @@ import pyarrow.compute as pc
 
 from pipelines import contracts
 from pipelines.outputs import evidence as evidence_text
-from pipelines.policies import FIELD_KINDS, NUMERIC_KINDS, Group, Leaf, Node, Policy, in_force
+from pipelines.policies import FIELD_KINDS, NUMERIC_KINDS, Leaf, Node, Policy, in_force
 
 NUM = contracts.RATIO                 # decimal128(38, 18): every numeric comparison
 WIDE_NUM = pa.decimal256(52, 18)      # the same, for a portrait value of 1e20 or more (money is decimal(38, 6))

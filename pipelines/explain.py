@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines import contracts, engine
-from pipelines.policies import FIELD_KINDS, OP_LABELS, Group, Leaf, Node, Policy
+from pipelines.policies import OP_LABELS, Leaf, Node, Policy
 
 OUTCOME_LABELS = {
     "eligible": "符合", "missing_data": "数据不全", "near_miss": "应享未享提醒（仅差一项条件）",
@@ -251,18 +251,18 @@ def explain_command(settings, uscc: str, policy_id: str, as_of: dt.date | None =
     from pipelines.uscc import normalise_code
 
     if as_of is None:
-        dates = sorted(p.stem for p in settings.portraits.glob("*.parquet"))
+        dates = settings.portrait_dates()
         if not dates:
             return f"未找到企业画像（{settings.portraits}），请先运行流水线。"
-        as_of = dt.date.fromisoformat(dates[-1])
-    path = settings.portraits / f"{as_of}.parquet"
+        as_of = dates[-1]
+    path = settings.portrait_path(as_of)
     if not path.exists():
         return f"未找到 {as_of} 的企业画像（{path}）。"
     loaded, _errors = load_dir(settings.policies)
     policy = next((p for p in loaded if p.id == policy_id), None)
     if policy is None:
         return f"未找到政策 {policy_id}（或该政策文件有错误，请运行 mianshen policies check）。"
-    matches_path = settings.run_dir(as_of) / "matches.parquet"
+    matches_path = settings.matches_path(as_of)
     matches = pq.read_table(matches_path) if matches_path.exists() else None
     name_lists = match.load_name_lists(settings, [policy.id]) if policy.kind == "name_list" else None
     return explain(pq.read_table(path), policy, normalise_code(uscc), as_of, name_lists,

@@ -14,8 +14,6 @@ removes (`outputs.workbook.clear_stale`) or ignores.
 from __future__ import annotations
 
 import hashlib
-
-import io
 import json
 import os
 import tempfile
@@ -42,6 +40,18 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+UMASK = 0o027
+
+
+def restrict_umask() -> int:
+    """Make the process umask at least 027 (never looser than it was); returns the new umask.
+    Files and folders the pipeline creates are then not world-readable (folders 0750, files 0640)."""
+    old = os.umask(UMASK)
+    new = old | UMASK
+    os.umask(new)
+    return new
 
 
 def atomic_write(path: Path, write: Callable[[Any], None]) -> Path:
@@ -76,19 +86,20 @@ def atomic_write_json(path: Path, data: Any, **dumps) -> Path:
     return atomic_write_text(path, json.dumps(data, **dumps))
 
 
-def parquet_bytes(table) -> bytes:
-    import pyarrow.parquet as pq
-
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    return buf.getvalue()
-
-
 def atomic_write_parquet(path: Path, table, row_group_size: int | None = None) -> Path:
     """A pyarrow table as Parquet (streamed into the temporary file, not held twice in memory)."""
     import pyarrow.parquet as pq
 
     return atomic_write(path, lambda fh: pq.write_table(table, fh, row_group_size=row_group_size))
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file the pipeline wrote (a verdict, a summary, a report's figures), or None
+    when it is absent or not JSON: a stage that has not run yet reads as not run."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
 
 
 def sha256_file(path: Path) -> str:

@@ -145,9 +145,8 @@ def ingest_feed(settings: Settings, feed: str, as_of: dt.date) -> dict:
         summary["reason"] = f"{label}交付被拒收：文件中没有数据行"
         return _finish(settings, as_of, summary)
 
-    name = f"{delivery.isoformat()}.parquet"
-    staged_path = settings.staged / feed / name
-    quarantine_path = settings.quarantine / feed / name
+    staged_path = settings.staged_path(feed, delivery)
+    quarantine_path = settings.quarantine_path(feed, delivery)
     write_parquet(result.staged, staged_path)
     write_parquet(result.quarantine, quarantine_path)
     summary.update(status="ingested", staged_path=str(staged_path), quarantine_path=str(quarantine_path))
@@ -155,7 +154,7 @@ def ingest_feed(settings: Settings, feed: str, as_of: dt.date) -> dict:
 
 
 def _finish(settings: Settings, as_of: dt.date, summary: dict) -> dict:
-    write_json(summary, settings.quality_dir(as_of) / f"{summary['feed']}.ingest.json")
+    write_json(summary, settings.ingest_summary_path(summary['feed'], as_of))
     return summary
 
 

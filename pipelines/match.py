@@ -11,19 +11,15 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from pipelines import contracts, engine, files, policies as policy_lib
+from pipelines import engine, files, policies as policy_lib
 from pipelines.config import Settings
 
 NAME_LIST_COLUMNS = ("uscc", "name", "amount", "note", "source")
 
 
-def namelist_dir(settings: Settings) -> Path:
-    return settings.work / "namelists"
-
-
 def load_name_lists(settings: Settings, policy_ids: list[str] | None = None) -> dict[str, pa.Table]:
     """Accepted name lists per policy id; for one code in several files the newest received_at wins."""
-    root = namelist_dir(settings)
+    root = settings.namelists
     out: dict[str, pa.Table] = {}
     if not root.is_dir():
         return out
@@ -99,14 +95,13 @@ def _errors_json(errors) -> list[dict]:
 def _finish(settings: Settings, as_of: dt.date, results: pa.Table, loaded, errors, active, run_errors,
             enterprises: int, name_list_rows: dict[str, int]) -> dict:
     """Write policy_errors.json and matches.parquet; the summary the DAG and the report read."""
-    run_dir = settings.run_dir(as_of)
-    errors_path = run_dir / "policy_errors.json"
+    errors_path = settings.policy_errors_path(as_of)
     # A policy that failed at run time is skipped and reported with the load errors.
     errors = list(errors) + list(run_errors)
     failed = {e.key for e in run_errors}
     ran = [p for p in active if p.id not in failed]
     write_json_atomic(_errors_json(errors), errors_path)
-    out = run_dir / "matches.parquet"
+    out = settings.matches_path(as_of)
     write_atomic(results, out)
     return {
         "as_of": str(as_of),
@@ -126,7 +121,7 @@ def _finish(settings: Settings, as_of: dt.date, results: pa.Table, loaded, error
 
 def run(settings: Settings, as_of: dt.date) -> dict:
     """Evaluate every policy in force on `as_of`; write output/<as_of>/matches.parquet."""
-    portrait = pq.read_table(settings.portraits / f"{as_of}.parquet")
+    portrait = pq.read_table(settings.portrait_path(as_of))
     loaded, errors, active = _active(settings, as_of)
     name_lists = load_name_lists(settings, [p.id for p in active if p.kind == "name_list"])
     run_errors: list[policy_lib.PolicyError] = []
@@ -145,14 +140,6 @@ def run(settings: Settings, as_of: dt.date) -> dict:
 SHARD_META = b"mianshen.shard"
 
 
-def shard_dir(settings: Settings, as_of: dt.date) -> Path:
-    return settings.work / "match_shards" / str(as_of)
-
-
-def shard_path(settings: Settings, as_of: dt.date, shard: int, shards: int) -> Path:
-    return shard_dir(settings, as_of) / f"shard-{shard}-of-{shards}.parquet"
-
-
 def _check_shard(shard: int, shards: int) -> None:
     if not (isinstance(shards, int) and shards >= 1 and isinstance(shard, int) and 0 <= shard < shards):
         raise ValueError(f"shard {shard!r} of {shards!r}: need 0 <= shard < shards")
@@ -163,7 +150,7 @@ def shard_range(settings: Settings, as_of: dt.date, shard: int, shards: int) -> 
     `shards` runs of equal length. Ranges, not hashes, so a shard reads only its own row groups
     of the portrait (written sorted by code, in row groups); every code, in the portrait or
     only on a name list, falls in exactly one range; a null code goes to shard 0."""
-    codes = pq.read_table(settings.portraits / f"{as_of}.parquet", columns=["uscc"]).column("uscc")
+    codes = pq.read_table(settings.portrait_path(as_of), columns=["uscc"]).column("uscc")
     codes = codes.drop_null()
     codes = codes.take(pc.sort_indices(codes))
     n = len(codes)
@@ -203,7 +190,7 @@ def run_shard(settings: Settings, as_of: dt.date, shard: int, shards: int) -> st
     _check_shard(shard, shards)
     lo, hi = shard_range(settings, as_of, shard, shards)
     # Only the shard's rows are read: the filter skips the portrait's other row groups.
-    portrait = pq.read_table(settings.portraits / f"{as_of}.parquet", filters=_range_filter(lo, hi))
+    portrait = pq.read_table(settings.portrait_path(as_of), filters=_range_filter(lo, hi))
     loaded, _, active = _active(settings, as_of)
     name_lists = {k: _in_range(v, lo, hi)
                   for k, v in load_name_lists(settings, [p.id for p in active if p.kind == "name_list"]).items()}
@@ -213,7 +200,7 @@ def run_shard(settings: Settings, as_of: dt.date, shard: int, shards: int) -> st
             "enterprises": portrait.num_rows,
             "policy_files": policy_lib.manifest(loaded), "run_errors": _errors_json(run_errors),
             "name_lists": {k: v.num_rows for k, v in name_lists.items()}}
-    path = shard_path(settings, as_of, shard, shards)
+    path = settings.shard_path(as_of, shard, shards)
     write_atomic(results.replace_schema_metadata({SHARD_META: json.dumps(meta, ensure_ascii=False)}), path)
     return str(path)
 
@@ -244,10 +231,10 @@ def merge(settings: Settings, as_of: dt.date, shards: int) -> dict:
     _check_shard(0, shards)
     loaded, errors, active = _active(settings, as_of)
     manifest = policy_lib.manifest(loaded)
-    tables, run_errors, seen = [], {}, set()
+    tables, run_errors = [], {}
     enterprises, list_rows = 0, {}
     for k in range(shards):
-        path = shard_path(settings, as_of, k, shards)
+        path = settings.shard_path(as_of, k, shards)
         table = pq.read_table(path)
         raw = (table.schema.metadata or {}).get(SHARD_META)
         meta = json.loads(raw) if raw else None

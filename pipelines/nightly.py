@@ -15,6 +15,7 @@ from datetime import date
 
 from pipelines.config import Settings
 from pipelines.contracts import FEED_ORDER
+from pipelines.files import read_json
 
 log = logging.getLogger(__name__)
 
@@ -126,16 +127,13 @@ def run(settings: Settings, as_of: date, run_id: str | None = None, accept_drift
 def record_audit(settings: Settings, as_of: date, run_id: str, status: str) -> None:
     """What the run read (each delivery file with its sha256, each policy file
     with its hash) and how it ended, so any result can be explained later."""
-    import json
-
     from pipelines import warehouse
 
     feeds = []
     for feed in FEED_ORDER:
-        try:
-            summary = json.loads((settings.quality_dir(as_of) / f"{feed}.ingest.json").read_text(encoding="utf-8"))
-            verdict = json.loads((settings.quality_dir(as_of) / f"{feed}.json").read_text(encoding="utf-8"))
-        except (FileNotFoundError, json.JSONDecodeError):
+        summary = read_json(settings.ingest_summary_path(feed, as_of))
+        verdict = read_json(settings.verdict_path(feed, as_of))
+        if summary is None or verdict is None:
             continue
         delivered = summary.get("delivery_date")
         for info in summary.get("files") or []:
@@ -150,7 +148,7 @@ def record_audit(settings: Settings, as_of: date, run_id: str, status: str) -> N
     with engine.begin() as conn:
         warehouse.record_run(conn, run_id, as_of, status, finished_at=warehouse.utcnow())
         warehouse.record_inputs(conn, run_id, feeds=feeds, policy_files=policy_files)
-        portrait_path = settings.portraits / f"{as_of}.parquet"
+        portrait_path = settings.portrait_path(as_of)
         if status == "success" and portrait_path.exists():
             import pyarrow.parquet as pq
 
@@ -160,7 +158,7 @@ def record_audit(settings: Settings, as_of: date, run_id: str, status: str) -> N
 
 def run_status(settings: Settings, as_of: date, started_at) -> str:
     """'success' when this run got as far as the ledger (it writes ledger.json last)."""
-    ledger_json = settings.run_dir(as_of) / "ledger.json"
+    ledger_json = settings.ledger_summary_path(as_of)
     if not ledger_json.exists() or started_at is None:
         return "failed"
     return "success" if ledger_json.stat().st_mtime >= started_at.timestamp() else "failed"

@@ -30,7 +30,6 @@ Decisions where the spec is silent (also in the lead's report for the README):
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from datetime import date
@@ -43,7 +42,7 @@ import pyarrow.parquet as pq
 
 from pipelines import contracts
 from pipelines.config import Settings
-from pipelines.files import atomic_write_parquet
+from pipelines.files import atomic_write_parquet, read_json
 
 log = logging.getLogger(__name__)
 
@@ -334,13 +333,11 @@ def read_feeds(settings: Settings, as_of: date) -> dict[str, pa.Table]:
     run on a bad feed). A path that is named but missing is an error.
     """
     tables: dict[str, pa.Table] = {}
-    quality = settings.quality_dir(as_of)
     for feed in contracts.FEED_ORDER:
-        verdict_file = quality / f"{feed}.json"
-        if not verdict_file.is_file():
+        verdict = read_json(settings.verdict_path(feed, as_of))
+        if verdict is None:
             log.warning("portrait %s: no verdict for %s, feed treated as absent", as_of, feed)
             continue
-        verdict = json.loads(verdict_file.read_text(encoding="utf-8"))
         status = verdict.get("status", "accepted")
         path = verdict.get("validated_path")
         if status != "accepted" or not path:
@@ -360,20 +357,9 @@ ROW_GROUP_ROWS = 50_000
 def build(settings: Settings, as_of: date) -> Path:
     """Compute the portrait for `as_of` and write work/portrait/<as_of>.parquet atomically."""
     table = compute(read_feeds(settings, as_of), as_of)
-    target = settings.portraits / f"{as_of}.parquet"
+    target = settings.portrait_path(as_of)
     # Sorted by code (the SQL's ORDER BY) in row groups: a match shard reads only its code range.
     atomic_write_parquet(target, table, row_group_size=ROW_GROUP_ROWS)
     log.info("portrait %s: %d enterprises -> %s", as_of, table.num_rows, target)
     return target
 
-
-def dates(settings: Settings) -> list[date]:
-    """The run dates that have a portrait, oldest first."""
-    out = []
-    if settings.portraits.is_dir():
-        for path in settings.portraits.glob("*.parquet"):
-            try:
-                out.append(date.fromisoformat(path.stem))
-            except ValueError:
-                continue
-    return sorted(out)

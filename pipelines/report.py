@@ -16,7 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from pipelines.config import Settings
-from pipelines.files import atomic_write_text
+from pipelines.files import atomic_write_text, read_json
 from pipelines.safety import mask_text
 from pipelines.contracts import FEED_ORDER, FEEDS
 
@@ -47,17 +47,10 @@ def write_atomic(path: Path, text: str) -> None:
     atomic_write_text(path, text)
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
 def feed_verdicts(settings: Settings, as_of: date) -> list[dict]:
     verdicts = []
     for feed in FEED_ORDER:
-        verdict = _read_json(settings.quality_dir(as_of) / f"{feed}.json") or {
+        verdict = read_json(settings.verdict_path(feed, as_of)) or {
             "status": "missing", "reason": "本次运行未完成该数据的校验",
         }
         verdicts.append({"feed": feed, "title": FEEDS[feed].title, "department": FEEDS[feed].department, **verdict})
@@ -108,7 +101,7 @@ def previous_figures(settings: Settings, as_of: date) -> tuple[str, dict] | None
         return None
     earlier = sorted(p.name for p in settings.output.iterdir() if p.is_dir() and p.name < as_of.isoformat())
     for name in reversed(earlier):
-        figures = _read_json(settings.output / name / "report.json")
+        figures = read_json(settings.report_figures_path(name))
         if figures:
             return name, figures
     return None
@@ -216,14 +209,13 @@ table{{border-collapse:collapse;margin:.5em 0}} td,th{{border:1px solid #bbb;pad
 
 
 def write(settings: Settings, as_of: date, run_id: str) -> Path:
-    run_dir = settings.run_dir(as_of)
     verdicts = feed_verdicts(settings, as_of)
-    policies = policy_figures(run_dir / "matches.parquet")
-    ledger = _read_json(run_dir / "ledger.json") or {}
+    policies = policy_figures(settings.matches_path(as_of))
+    ledger = read_json(settings.ledger_summary_path(as_of)) or {}
     figures = key_figures(verdicts, policies, ledger)
-    data_docs = settings.quality_dir(as_of) / "data_docs" / "index.html"
+    data_docs = settings.data_docs_dir(as_of) / "index.html"
     page = render(as_of, run_id, verdicts, policies, figures, previous_figures(settings, as_of), ledger, data_docs)
-    path = run_dir / "report.html"
+    path = settings.report_path(as_of)
     write_atomic(path, page)
-    write_atomic(run_dir / "report.json", json.dumps(figures, ensure_ascii=False, indent=2))
+    write_atomic(settings.report_figures_path(as_of), json.dumps(figures, ensure_ascii=False, indent=2))
     return path

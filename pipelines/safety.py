@@ -12,8 +12,6 @@
   whose sizes lie is refused too.
 - `mask_phone`, `mask_name`, `mask_text` and `MaskingFilter`: phone numbers
   and personal names never reach logs or the run report in clear.
-- `restrict_umask()`: files and folders the pipeline creates are not
-  world-readable (umask 027: folders 0750, files 0640).
 - `read_sheets(source)`: the one way received workbooks are read (calamine);
   a legacy .xls is read in a child process under a memory limit, because a
   damaged BIFF file can make calamine abort the whole process.
@@ -203,19 +201,6 @@ def mask_logger(logger: logging.Logger | logging.Handler) -> None:
     """Attach the masking filter once (to a logger: its own records; to a handler: all it writes)."""
     if _FILTER not in logger.filters:
         logger.addFilter(_FILTER)
-
-
-# ---------------------------------------------------------------- permissions
-
-UMASK = 0o027
-
-
-def restrict_umask() -> int:
-    """Make the process umask at least 027 (never looser than it was); returns the new umask."""
-    old = os.umask(UMASK)
-    new = old | UMASK
-    os.umask(new)
-    return new
 
 
 # ---------------------------------------------------------------- reading workbooks

@@ -60,7 +60,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines import contracts, engine, match
-from pipelines.portrait import dates as portrait_dates
 from pipelines import policies as policy_lib
 from pipelines.config import Settings
 from pipelines.policies import FIELD_KINDS, NUMERIC_KINDS, OP_LABELS, SCALAR_OPS, Leaf, Node, Policy, PolicyError
@@ -144,11 +143,11 @@ def force_in_force(policy: Policy, as_of: dt.date) -> Policy:
 def portrait_path(settings: Settings, as_of: dt.date | None) -> tuple[dt.date, Path]:
     """(as_of, the portrait file): the given date's, or the newest when as_of is None."""
     if as_of is None:
-        dates = portrait_dates(settings)
+        dates = settings.portrait_dates()
         if not dates:
             raise SandboxError(f"未找到企业画像（{settings.portraits}），请先运行夜间流水线。")
         as_of = dates[-1]
-    path = settings.portraits / f"{as_of}.parquet"
+    path = settings.portrait_path(as_of)
     if not path.exists():
         raise SandboxError(f"未找到 {as_of} 的企业画像（{path}）。")
     return as_of, path

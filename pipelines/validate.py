@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.config import Settings
-from pipelines.files import atomic_write_text
+from pipelines.files import atomic_write_text, read_json
 from pipelines.outputs.workbook import neutralise
 from pipelines.contracts import FEED_ORDER, FEEDS, Feed
 from pipelines.ingest import HELPER_COLUMNS, cell_text, staged_schema, write_json, write_parquet
@@ -56,16 +56,6 @@ class GateClosed(Exception):
 # paths
 
 
-def validated_dir(settings: Settings, feed: str) -> Path:
-    return settings.work / "validated" / feed
-
-
-def verdict_path(settings: Settings, feed: str, as_of: dt.date) -> Path:
-    return settings.quality_dir(as_of) / f"{feed}.json"
-
-
-def data_docs_dir(settings: Settings, as_of: dt.date) -> Path:
-    return settings.quality_dir(as_of) / "data_docs"
 
 
 # --------------------------------------------------------------------------
@@ -73,7 +63,7 @@ def data_docs_dir(settings: Settings, as_of: dt.date) -> Path:
 
 
 def load_suite(settings: Settings, feed: str) -> dict:
-    return json.loads((settings.expectations / f"{feed}.json").read_text(encoding="utf-8"))
+    return json.loads(settings.suite_path(feed).read_text(encoding="utf-8"))
 
 
 def suite_parameters(as_of: dt.date, delivery: dt.date) -> dict:
@@ -348,7 +338,7 @@ def _percent(value: Decimal) -> str:
 
 def previous_accepted(settings: Settings, feed: str, delivery: dt.date) -> dict | None:
     """The newest accepted delivery of `feed` dated before `delivery` (its sidecar record)."""
-    folder = validated_dir(settings, feed)
+    folder = settings.validated_dir(feed)
     best = None
     for path in folder.glob("*.json") if folder.is_dir() else []:
         try:
@@ -357,19 +347,19 @@ def previous_accepted(settings: Settings, feed: str, delivery: dt.date) -> dict 
             continue
         if day < delivery and (best is None or day > best[0]):
             best = (day, path)
-    return json.loads(best[1].read_text(encoding="utf-8")) if best else None
+    return read_json(best[1]) if best else None
 
 
 def registry_codes(settings: Settings, as_of: dt.date) -> tuple[pa.Array | None, str | None]:
     """USCCs of the registry delivery accepted for this run, else the newest accepted one."""
-    verdict = verdict_path(settings, "registry", as_of)
+    verdict = settings.verdict_path("registry", as_of)
     path = None
-    if verdict.exists():
-        data = json.loads(verdict.read_text(encoding="utf-8"))
+    data = read_json(verdict)
+    if data:
         if data.get("status") == ACCEPTED and data.get("validated_path"):
             path = Path(data["validated_path"])
     if path is None:
-        folder = validated_dir(settings, "registry")
+        folder = settings.validated_dir("registry")
         dated = sorted(p for p in folder.glob("*.parquet") if p.stem <= as_of.isoformat()) if folder.is_dir() else []
         path = dated[-1] if dated else None
     if path is None or not path.exists():
@@ -425,11 +415,10 @@ def validate_feed(settings: Settings, feed: str, as_of: dt.date, accept_drift: b
         "quarantine_csv": None,
         "data_docs": None,
     }
-    ingest_file = qdir / f"{feed}.ingest.json"
-    if not ingest_file.exists():
+    ingested = read_json(settings.ingest_summary_path(feed, as_of))
+    if ingested is None:
         verdict.update(status="missing", reason=f"{label}本次运行（{as_of.isoformat()}）尚未导入，没有可校验的交付。")
         return _finish(settings, as_of, verdict)
-    ingested = json.loads(ingest_file.read_text(encoding="utf-8"))
     verdict["delivery_date"] = ingested.get("delivery_date")
     if ingested["status"] != "ingested":
         verdict.update(status=ingested["status"], reason=ingested["reason"], rows=ingested.get("rows", 0))
@@ -479,7 +468,7 @@ def validate_feed(settings: Settings, feed: str, as_of: dt.date, accept_drift: b
         bad_share=str(share),
         age_days=age,
         quarantine_csv=str(quarantine_csv),
-        data_docs=str(data_docs_dir(settings, as_of) / "index.html"),
+        data_docs=str(settings.data_docs_dir(as_of) / "index.html"),
     )
 
     warnings: list[str] = []
@@ -543,7 +532,7 @@ def validate_feed(settings: Settings, feed: str, as_of: dt.date, accept_drift: b
         verdict.update(status=problems[0][0], reason="".join(p[1] for p in problems))
     else:
         verdict.update(status=ACCEPTED, reason=f"{label}交付（{delivery.isoformat()}）校验通过。")
-        path = validated_dir(settings, feed) / f"{delivery.isoformat()}.parquet"
+        path = settings.validated_path(feed, delivery)
         write_parquet(good.drop_columns(list(HELPER_COLUMNS)), path)
         write_json(
             {"feed": feed, "delivery_date": delivery.isoformat(), "rows": total, "good_rows": good.num_rows,
@@ -558,15 +547,12 @@ def validate_feed(settings: Settings, feed: str, as_of: dt.date, accept_drift: b
 def _first_accepted_on(meta: Path, as_of: dt.date) -> str:
     """The run date that first accepted the delivery: a backfill of an earlier
     date may lower it, a rerun of a later one never moves it."""
-    try:
-        earlier = json.loads(meta.read_text(encoding="utf-8")).get("accepted_on")
-    except (FileNotFoundError, json.JSONDecodeError):
-        earlier = None
+    earlier = (read_json(meta) or {}).get("accepted_on")
     return min(filter(None, [earlier, as_of.isoformat()]))
 
 
 def _finish(settings: Settings, as_of: dt.date, verdict: dict) -> dict:
-    write_json(verdict, verdict_path(settings, verdict["feed"], as_of))
+    write_json(verdict, settings.verdict_path(verdict["feed"], as_of))
     return verdict
 
 
@@ -583,9 +569,8 @@ def gate(settings: Settings, as_of: dt.date) -> dict:
     failing: list[str] = []
     for feed in FEED_ORDER:
         spec = FEEDS[feed]
-        path = verdict_path(settings, feed, as_of)
-        if path.exists():
-            v = json.loads(path.read_text(encoding="utf-8"))
+        v = read_json(settings.verdict_path(feed, as_of))
+        if v is not None:
             status, reason = v["status"], v["reason"]
         else:
             v, status = {}, "missing"
@@ -607,7 +592,7 @@ def gate(settings: Settings, as_of: dt.date) -> dict:
         else f"数据质量闸门开启：{len(FEED_ORDER)} 项数据均校验通过。"
     )
     result = {"as_of": as_of.isoformat(), "open": not failing, "message": message, "feeds": feeds}
-    write_json(result, settings.quality_dir(as_of) / "gate.json")
+    write_json(result, settings.gate_path(as_of))
     if failing:
         raise GateClosed(message, result)
     return result

@@ -124,7 +124,7 @@ def write_portrait(settings: Settings, as_of: date, people: dict[str, tuple[str,
     t = pa.table({"uscc": list(people), "name": [f"企业{u[-4:]}" for u in people],
                   "phone": [p for p, _ in people.values()],
                   "legal_rep": [l for _, l in people.values()]})
-    pq.write_table(t, settings.portraits / f"{as_of}.parquet")
+    pq.write_table(t, settings.portrait_path(as_of))
 
 
 def write_policy(settings: Settings, policy_id: str, publicity_days: int | None) -> None:

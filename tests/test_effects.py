@@ -47,7 +47,7 @@ def write_portrait(settings, day: dt.date, which: int, scale: int = 1) -> None:
     table = pa.table({f.name: [r.get(f.name) for r in rows] for f in contracts.PORTRAIT_SCHEMA},
                      schema=contracts.PORTRAIT_SCHEMA)
     settings.portraits.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, settings.portraits / f"{day}.parquet")
+    pq.write_table(table, settings.portrait_path(day))
 
 
 def results(keys, policy_id=POLICY, as_of=BEFORE) -> pa.Table:

@@ -128,7 +128,7 @@ def setup(tmp_path, n: int = 80):
     listed = rng.sample(codes, min(12, len(codes))) + [code(99_999_991), code(99_999_992)]   # two not in the portrait
     t0 = dt.datetime(2026, 11, 1)
     for k, batch in enumerate([listed[:9], listed[5:] + [listed[0]]]):      # overlaps: the newer wins
-        folder = match.namelist_dir(settings) / "P-L"
+        folder = settings.namelists / "P-L"
         folder.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.table({
             "uscc": batch, "name": [f"名单{c[-5:]}" for c in batch],
@@ -136,7 +136,7 @@ def setup(tmp_path, n: int = 80):
             "note": [None] * len(batch), "source": [f"f{k}.xlsx"] * len(batch),
             "received_at": pa.array([t0 + dt.timedelta(days=k)] * len(batch), pa.timestamp("s")),
         }), folder / f"{k}.parquet")
-    folder = match.namelist_dir(settings) / "P-M"
+    folder = settings.namelists / "P-M"
     folder.mkdir(parents=True)
     pq.write_table(pa.table({"uscc": [code(99_999_993)], "amount": pa.array([D("10.00")], contracts.MONEY)}),
                    folder / "0.parquet")
@@ -200,7 +200,7 @@ def test_a_shard_with_no_enterprises(tmp_path):
     ranges = [match.shard_range(settings, AS_OF, k, shards) for k in range(shards)]
     for k in range(shards):
         match.run_shard(settings, AS_OF, k, shards)
-    sizes = [pq.read_table(match.shard_path(settings, AS_OF, k, shards)).num_rows for k in range(shards)]
+    sizes = [pq.read_table(settings.shard_path(AS_OF, k, shards)).num_rows for k in range(shards)]
     assert 0 in sizes and ranges[0][0] is None and ranges[-1][1] is None
     merged = match.merge(settings, AS_OF, shards)
     assert pq.read_table(merged["matches"]).equals(pq.read_table(summary["matches"]))

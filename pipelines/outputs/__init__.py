@@ -21,7 +21,7 @@ import yaml
 from pipelines import ledger, warehouse
 from pipelines.config import Settings
 from pipelines.outputs import payout, publicity, reminders, review, sms
-from pipelines.files import atomic_write_bytes
+from pipelines.files import atomic_write_bytes, read_json
 from pipelines.outputs.workbook import clear_stale
 
 UNIT = "卧龙区惠企政策“免申即享”服务平台"
@@ -48,7 +48,7 @@ def publicity_days(policies_dir: Path) -> dict[str, int | None]:
 
 
 def phones(settings: Settings, as_of: date) -> dict[str, str]:
-    path = settings.portraits / f"{as_of}.parquet"
+    path = settings.portrait_path(as_of)
     if not path.exists():
         return {}
     table = pq.read_table(path, columns=["uscc", "phone"])
@@ -103,7 +103,7 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
     # The night's results are read piece by piece, never whole: at province scale their
     # evidence alone is gigabytes. The warehouse gets every row in batches, the ledger
     # only the eligible rows, the reminder lists every column but the evidence.
-    results = run_dir / "matches.parquet"
+    results = settings.matches_path(as_of)
     eligible = pq.read_table(results, filters=[("outcome", "==", "eligible"), ("kind", "!=", "manual")])
     days = publicity_days(settings.policies)
     tel = phones(settings, as_of)
@@ -132,7 +132,7 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
     sms_files = sms.write(run_dir, as_of, notified, tel, UNIT) if notified else []
     clear_stale(run_dir / "sms", sms_files)
 
-    recorded = _read_json(run_dir / "ledger.json") if backfill else None
+    recorded = read_json(settings.ledger_summary_path(as_of)) if backfill else None
     if recorded is not None:
         review_files = _listed(run_dir / "review")
         publicity_files = _listed(run_dir / "publicity")
@@ -193,17 +193,10 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
     shown["超预算暂停的政策"] = summary["held_policies"]
     summary["backfill"] = backfill
     # Written last (nightly.run_status reads its time); a backfill writes back what was recorded.
-    atomic_write_bytes(run_dir / "ledger.json",
+    atomic_write_bytes(settings.ledger_summary_path(as_of),
                        json.dumps(shown if recorded is None else recorded, ensure_ascii=False,
                                   indent=2).encode("utf-8"))
     return summary
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
 
 
 def _listed(folder: Path) -> list[Path]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from pipelines import effects, inbox, report, safety, validate
+from pipelines import effects, files, inbox, report, safety, validate
 from pipelines.config import load_settings
 from pipelines.contracts import FEEDS
 from pipelines.outputs import publicity
@@ -219,6 +219,6 @@ def test_output_is_not_world_readable(tmp_path):
 def test_a_stricter_umask_is_kept():
     old = os.umask(0o077)
     try:
-        assert safety.restrict_umask() == 0o077
+        assert files.restrict_umask() == 0o077
     finally:
         os.umask(old)
