@@ -10,7 +10,6 @@ the rows that are stored, with string kernels, not one dict per enterprise.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from decimal import Decimal
 from functools import reduce
 
@@ -18,7 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines import contracts
-from pipelines.outputs import evidence as evidence_text
+from pipelines import evidence as evidence_text
+from pipelines.evidence import json_bools, json_text, json_actual, json_value
 from pipelines.policies import FIELD_KINDS, NUMERIC_KINDS, Leaf, Node, Policy, in_force
 
 NUM = contracts.RATIO                 # decimal128(38, 18): every numeric comparison
@@ -51,7 +51,7 @@ RESULT_SCHEMA = pa.schema(
         ("evidence", pa.string()),
         # Why the result is not (yet) eligible, as the reminder list says it (Chinese):
         # made from the evidence column-wise here, because the reminder list of a
-        # province-scale night has millions of rows (outputs.evidence.reasons).
+        # province-scale night has millions of rows (evidence.reasons).
         ("reason", pa.string()),
     ]
 )
@@ -248,114 +248,6 @@ def raw_amounts(cols: Columns, policy: Policy, list_amount: pa.Array | None,
 
 # ---------------------------------------------------------------- evidence
 
-def _jdump(v) -> str:
-    return json.dumps(v, ensure_ascii=False)
-
-
-def json_value(v, kind: str):
-    """A policy value as it reads in evidence: decimals as plain strings, dates ISO."""
-    if v is None:
-        return None
-    if isinstance(v, tuple):
-        return [json_value(x, kind) for x in v]
-    if isinstance(v, bool):
-        return v
-    if isinstance(v, Decimal):
-        if kind == "int" and v == v.to_integral_value():
-            return int(v)
-        return decimal_text(v)
-    if isinstance(v, dt.date):
-        return v.isoformat()
-    return v
-
-
-def decimal_text(d: Decimal) -> str:
-    """Plain notation without trailing zeros: 0.2, 12, -0.05."""
-    text = format(d, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
-
-
-_CONTROL = [chr(i) for i in range(32)]
-
-
-def _json_strings(arr: pa.Array) -> pa.Array:
-    """Each string as a JSON string literal (null -> null literal)."""
-    s = pc.replace_substring(arr, "\\", "\\\\")
-    s = pc.replace_substring(s, '"', '\\"')
-    if pc.any(pc.match_substring_regex(s, "[\\x00-\\x1f]")).as_py():
-        for ch in _CONTROL:
-            s = pc.replace_substring(s, ch, json.dumps(ch)[1:-1])
-    return pc.fill_null(pc.binary_join_element_wise('"', s, '"', ""), "null")
-
-
-def _quoted(text: pa.Array) -> pa.Array:
-    """Text that needs no escaping (numbers, ISO dates) as JSON strings; null -> null."""
-    return pc.fill_null(pc.binary_join_element_wise('"', text, '"', ""), "null")
-
-
-def _strip_zeros(text: pa.Array) -> pa.Array:
-    """Plain decimal text without trailing fractional zeros ("12.500000" -> "12.5", "3.000" -> "3")."""
-    has_point = pc.match_substring(text, ".")
-    stripped = pc.utf8_rtrim(pc.utf8_rtrim(text, characters="0"), characters=".")
-    return pc.if_else(has_point, stripped, text)
-
-
-def decimal_json_text(arr: pa.Array) -> pa.Array:
-    """Decimals as plain text (never "0E-18" or "1.0E-7", which Arrow writes for small values)."""
-    text = arr.cast(pa.string())
-    scientific = pc.fill_null(pc.match_substring(text, "E"), False)
-    zero = pc.fill_null(pc.equal(arr, pa.scalar(Decimal(0), arr.type)), False)
-    text = pc.if_else(zero, pa.scalar("0"), text)
-    rest = pc.indices_nonzero(pc.and_not(scientific, zero))
-    text = _strip_zeros(text)
-    if len(rest):
-        plain = pa.array([decimal_text(d) for d in arr.take(rest).to_pylist()], pa.string())
-        mask = pc.is_in(pa.array(range(len(arr)), pa.int64()), value_set=rest.cast(pa.int64()))
-        text = pc.replace_with_mask(text, mask, plain)
-    return text
-
-
-def json_actual(arr: pa.Array) -> pa.Array:
-    """Portrait values as JSON: text and dates as strings (ISO), decimals as plain strings, ints, bools."""
-    t = arr.type
-    if pa.types.is_decimal(t):
-        return _quoted(decimal_json_text(arr))
-    if pa.types.is_integer(t) or pa.types.is_boolean(t):
-        return pc.fill_null(arr.cast(pa.string()), "null")
-    if pa.types.is_date(t):
-        return _quoted(arr.cast(pa.string()))
-    return _json_strings(arr.cast(pa.string()))
-
-
-def _bool_json(arr: pa.Array) -> pa.Array:
-    return pc.fill_null(arr.cast(pa.string()), "null")
-
-
-def evidence(policy: Policy, raw: dict[str, pa.Array], leaves: dict[str, pa.Array],
-             guards: dict[str, pa.Array], list_amount: pa.Array | None) -> pa.Array:
-    """The JSON evidence list per row, from arrays already restricted to the stored rows."""
-    parts = []
-    for leaf in policy.leaves():
-        kind = FIELD_KINDS[leaf.field]
-        head = (f'{{"path": {_jdump(leaf.path)}, "field": {_jdump(leaf.field)}, "op": {_jdump(leaf.op)}, '
-                f'"value": {_jdump(json_value(leaf.value, kind))}, "actual": ')
-        parts.append(pc.binary_join_element_wise(head, json_actual(raw[leaf.field]), ', "result": ',
-                                                 _bool_json(leaves[leaf.path]), "}", ""))
-    for g in policy.guards:
-        fname, _ = GUARD_FIELDS[g]
-        head = f'{{"guard": {_jdump(g)}, "field": {_jdump(fname)}, "actual": '
-        parts.append(pc.binary_join_element_wise(head, json_actual(raw[fname]), ', "result": ',
-                                                 _bool_json(guards[g]), "}", ""))
-    if policy.kind == "name_list" and list_amount is not None:
-        parts.append(pc.binary_join_element_wise('{"name_list": true, "amount": ', json_actual(list_amount), "}", ""))
-    if not parts:
-        return pa.repeat(pa.scalar("[]"), len(next(iter(raw.values()))) if raw else 0)
-    body = pc.binary_join_element_wise(*parts, ", ")
-    return pc.binary_join_element_wise("[", body, "]", "")
-
-
 class _Joiner:
     """Builds one string per row from literal pieces and string arrays with a single join kernel."""
 
@@ -385,19 +277,19 @@ def stored_evidence(policy: Policy, cols: "Columns", rows: pa.Array, leaves: dic
     sep = ""
     for leaf in policy.leaves():
         kind = FIELD_KINDS[leaf.field]
-        j.lit(f'{sep}{{"path": {_jdump(leaf.path)}, "field": {_jdump(leaf.field)}, "op": {_jdump(leaf.op)}, '
-              f'"value": {_jdump(json_value(leaf.value, kind))}, "actual": ')
+        j.lit(f'{sep}{{"path": {json_text(leaf.path)}, "field": {json_text(leaf.field)}, "op": {json_text(leaf.op)}, '
+              f'"value": {json_text(json_value(leaf.value, kind))}, "actual": ')
         j.arr(cols.json(leaf.field).take(rows))
         j.lit(', "result": ')
-        j.arr(_bool_json(leaves[leaf.path].take(rows)))
+        j.arr(json_bools(leaves[leaf.path].take(rows)))
         j.lit("}")
         sep = ", "
     for g in policy.guards:
         fname, _ = GUARD_FIELDS[g]
-        j.lit(f'{sep}{{"guard": {_jdump(g)}, "field": {_jdump(fname)}, "actual": ')
+        j.lit(f'{sep}{{"guard": {json_text(g)}, "field": {json_text(fname)}, "actual": ')
         j.arr(cols.json(fname).take(rows))
         j.lit(', "result": ')
-        j.arr(_bool_json(guards[g].take(rows)))
+        j.arr(json_bools(guards[g].take(rows)))
         j.lit("}")
         sep = ", "
     if policy.kind == "name_list" and list_amount is not None:

@@ -14,7 +14,7 @@ from decimal import ROUND_HALF_UP, Decimal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines import contracts, engine
+from pipelines import contracts, engine, evidence
 from pipelines.policies import OP_LABELS, Leaf, Node, Policy
 
 OUTCOME_LABELS = {
@@ -41,7 +41,7 @@ def show(value, field: str | None = None) -> str:
     if isinstance(value, (list, tuple)):
         return "、".join(show(v, field) for v in value)
     if isinstance(value, Decimal):
-        return engine.decimal_text(value)
+        return evidence.decimal_text(value)
     if isinstance(value, dt.date):
         return value.isoformat()
     return str(value)
@@ -176,10 +176,10 @@ def explain(portrait: pa.Table, policy: Policy, uscc: str, as_of: dt.date,
         lines.append(f"结论：不符合（{why}）。")
         return "\n".join(lines)
     row0 = base.to_pylist()[0]
-    evidence = json.loads(row0["evidence"])
-    leaf_results = {e["path"]: e["result"] for e in evidence if "path" in e}
-    guard_results = {e["guard"]: e["result"] for e in evidence if "guard" in e}
-    list_amount = next((e["amount"] for e in evidence if "name_list" in e), None)
+    stored = json.loads(row0["evidence"])
+    leaf_results = {e["path"]: e["result"] for e in stored if "path" in e}
+    guard_results = {e["guard"]: e["result"] for e in stored if "guard" in e}
+    list_amount = next((e["amount"] for e in stored if "name_list" in e), None)
     portrait_row = one.to_pylist()[0] if one.num_rows else {}
     actuals = {f: portrait_row.get(f) for f in contracts.PORTRAIT_SCHEMA.names}
 

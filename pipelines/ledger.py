@@ -476,14 +476,7 @@ def keys(rows: Iterable[dict]) -> list[Key]:
     return [(r["policy_id"], r["period"], r["uscc"]) for r in rows]
 
 
-# ---------------------------------------------------------------- entry points for the CLI / DAG
-
-def ledger_and_outputs(settings, as_of: date, run_id: str, release_holds: Iterable = ()) -> dict:
-    """The nightly step after matching (see pipelines.outputs.ledger_and_outputs)."""
-    from pipelines.outputs import ledger_and_outputs as run
-
-    return run(settings, as_of, run_id, release_holds=release_holds)
-
+# ---------------------------------------------------------------- entry points for the CLI
 
 def release_hold_command(settings, policy_id: str, period: str, operator: str) -> str:
     """`mianshen ledger release-hold POLICY:PERIOD --operator NAME`: a Chinese line to print."""

@@ -59,7 +59,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines import contracts, engine, match
+from pipelines import contracts, engine, evidence, match
 from pipelines import policies as policy_lib
 from pipelines.config import Settings
 from pipelines.policies import FIELD_KINDS, NUMERIC_KINDS, OP_LABELS, SCALAR_OPS, Leaf, Node, Policy, PolicyError
@@ -269,7 +269,7 @@ def value_text(v, kind: str) -> str:
     if isinstance(v, bool):
         return "是" if v else "否"
     if isinstance(v, Decimal):
-        return engine.decimal_text(v)
+        return evidence.decimal_text(v)
     if isinstance(v, dt.date):
         return v.isoformat()
     return str(v)
@@ -505,12 +505,12 @@ def sensitivity(portrait: pa.Table, policy: Policy, peers: pa.Table, as_of: dt.d
                 continue
             fig = figures(portrait, with_threshold(policy, th, value), peers, as_of, name_lists)
             variants.append({
-                "change": pct_text(change), "value": engine.decimal_text(value), **fig,
+                "change": pct_text(change), "value": evidence.decimal_text(value), **fig,
                 "delta_eligible": fig["eligible"] - base["eligible"],
                 "delta_amount": money(Decimal(fig["total_amount"]) - Decimal(base["total_amount"])),
             })
         out.append({"path": th.path, "field": th.field, "op": th.op, "end": th.end,
-                    "label": threshold_label(th), "value": engine.decimal_text(th.value),
+                    "label": threshold_label(th), "value": evidence.decimal_text(th.value),
                     "base": base, "variants": variants})
     return out
 

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from pipelines.outputs.evidence import failing
+from pipelines.evidence import failing
 from pipelines import contracts, engine
 from pipelines.policies import FIELD_KINDS, Benefit, Group, Leaf, Policy, Tier, load_text
 

@@ -12,7 +12,7 @@ from openpyxl import load_workbook
 
 from h5_support import (code, db_url, engine, match, settings, write_matches,  # noqa: F401
                         write_policy, write_portrait)
-from pipelines import ledger, outputs, warehouse
+from pipelines import handoff, ledger, warehouse
 from pipelines.outputs import payout, reminders, sms
 from pipelines.outputs.workbook import Col, csv_bytes, workbook_bytes, write_workbook
 
@@ -49,7 +49,7 @@ def test_workbook_has_the_government_form_and_neutralises_formulas(tmp_path):
 
 def run(settings, as_of, rows, run_id="r1", **kw):
     write_matches(settings, as_of, rows)
-    return outputs.ledger_and_outputs(settings, as_of, run_id, **kw)
+    return handoff.ledger_and_outputs(settings, as_of, run_id, **kw)
 
 
 def approve_all(settings):

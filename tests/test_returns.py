@@ -13,7 +13,7 @@ from openpyxl import Workbook, load_workbook
 
 from h5_support import (code, db_url, engine, match, settings, write_matches,  # noqa: F401
                         write_policy, write_portrait)
-from pipelines import intake, ledger, outputs, returns, warehouse
+from pipelines import handoff, intake, ledger, returns, warehouse
 
 D1 = date(2026, 11, 26)
 P = "WL-RS-2026-01"
@@ -44,7 +44,7 @@ def statuses(settings):
 
 def setup_notified(settings, n=3):
     write_matches(settings, D1, [match(n=i) for i in range(1, n + 1)])
-    outputs.ledger_and_outputs(settings, D1, "r1")
+    handoff.ledger_and_outputs(settings, D1, "r1")
 
 
 CONFIRM_HEADER = ["统一社会信用代码", "政策编号", "期次", "确认结果", "确认时间"]
@@ -157,7 +157,7 @@ def test_one_full_lifecycle_from_match_to_paid(settings, tmp_path):
     # night 1: eligible -> SMS -> notified
     write_portrait(settings, D1, people)
     write_matches(settings, D1, rows)
-    out = outputs.ledger_and_outputs(settings, D1, "r1")
+    out = handoff.ledger_and_outputs(settings, D1, "r1")
     assert (out["ledger_new"], out["sms"]) == (2, 2)
     wb = load_workbook(settings.run_dir(D1) / "sms" / "短信待发清单.xlsx").active
     assert wb["B4"].value == "13900000001"
@@ -177,7 +177,7 @@ def test_one_full_lifecycle_from_match_to_paid(settings, tmp_path):
     # night 2: review workbook per policy; the department fills it in and returns it
     d2 = D1 + timedelta(days=1)
     write_matches(settings, d2, rows)
-    out = outputs.ledger_and_outputs(settings, d2, "r2")
+    out = handoff.ledger_and_outputs(settings, d2, "r2")
     assert out["review_rows"] == 2 and out["sms"] == 0
     sheet = settings.run_dir(d2) / "review" / "区人力资源和社会保障局" / f"{P}_部门审核表.xlsx"
     wb = load_workbook(sheet)
@@ -200,13 +200,13 @@ def test_one_full_lifecycle_from_match_to_paid(settings, tmp_path):
     # night 3: publicity window opens (3 days: 11-28..11-30); nothing paid yet
     d3 = D1 + timedelta(days=2)
     write_matches(settings, d3, rows)
-    out = outputs.ledger_and_outputs(settings, d3, "r3")
+    out = handoff.ledger_and_outputs(settings, d3, "r3")
     assert out["publicity_rows"] == 2 and out["payout_items"] == 0
 
     # night 6 (12-01): the window has passed without objection -> payout list, scheduled
     d6 = date(2026, 12, 1)
     write_matches(settings, d6, rows)
-    out = outputs.ledger_and_outputs(settings, d6, "r6")
+    out = handoff.ledger_and_outputs(settings, d6, "r6")
     assert out["payout_batches"] == ["PB-20261201-01"] and out["payout_total"] == "7500.50"
     assert set(statuses(settings).values()) == {"scheduled"}
     with open(settings.run_dir(d6) / "payout" / "payout.csv", encoding="utf-8-sig") as fh:
@@ -228,5 +228,5 @@ def test_one_full_lifecycle_from_match_to_paid(settings, tmp_path):
     # a later night where both qualify again: nothing new is listed or paid
     d7 = date(2026, 12, 2)
     write_matches(settings, d7, rows)
-    out = outputs.ledger_and_outputs(settings, d7, "r7")
+    out = handoff.ledger_and_outputs(settings, d7, "r7")
     assert (out["ledger_new"], out["sms"], out["payout_items"]) == (0, 0, 0)

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.outputs.evidence import failing
+from pipelines.evidence import failing
 from pipelines.outputs.review import safe_name
 from pipelines.outputs.workbook import Col, write_list
 

@@ -7,7 +7,7 @@ import re
 from datetime import date
 from pathlib import Path
 
-from pipelines.outputs.evidence import readable
+from pipelines.evidence import readable
 from pipelines.outputs.workbook import Col, write_workbook
 
 RESULT, OPINION = "审核结果", "审核意见"

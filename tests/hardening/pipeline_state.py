@@ -83,8 +83,8 @@ def _match(as_of):
 
 def _ledger(as_of):
     def call(s):
-        from pipelines import ledger
-        return ledger.ledger_and_outputs(s, as_of, run_id(as_of))
+        from pipelines import handoff
+        return handoff.ledger_and_outputs(s, as_of, run_id(as_of))
     return call
 
 

@@ -109,10 +109,10 @@ def assert_consistent(url: str) -> dict:
 # ---------------------------------------------------------------- two runs of the same date
 
 def test_two_runs_of_the_same_date_at_once(ref, backend):
-    from pipelines import ledger, warehouse
+    from pipelines import handoff, warehouse
 
     settings, i = before_night_2_ledger(ref, backend)
-    run = lambda: ledger.ledger_and_outputs(settings, ps.N2, ps.run_id(ps.N2))  # noqa: E731
+    run = lambda: handoff.ledger_and_outputs(settings, ps.N2, ps.run_id(ps.N2))  # noqa: E731
     first, second = at_once(run, run, run)[:2]
     assert isinstance(first, dict) and isinstance(second, dict), (first, second)
     assert first["payout_batches"] == second["payout_batches"] == ["PB-20261127-01"]
@@ -185,7 +185,7 @@ def test_two_inbox_passes_and_a_payment_during_the_payout_run(ref, backend):
     """A payment file for the batch arrives while night 2 is still writing it:
     it is either applied after the batch is committed or refused (not on a
     batch yet), never paid twice, and a resend after the night pays it once."""
-    from pipelines import inbox, ledger, warehouse
+    from pipelines import handoff, inbox, warehouse
 
     settings, i = before_night_2_ledger(ref, backend)
     state = ps.warehouse_state(settings.warehouse_url)
@@ -198,7 +198,7 @@ def test_two_inbox_passes_and_a_payment_during_the_payout_run(ref, backend):
     body = ("\ufeff批次号,统一社会信用代码,政策编号,期次,实付金额,支付日期\r\n"
             f"PB-20261127-01,{k[2]},{k[0]},{k[1]},{amount},2026-11-28\r\n")
     (folder / "回单.csv").write_text(body, encoding="utf-8")
-    run = lambda: ledger.ledger_and_outputs(settings, ps.N2, ps.run_id(ps.N2))  # noqa: E731
+    run = lambda: handoff.ledger_and_outputs(settings, ps.N2, ps.run_id(ps.N2))  # noqa: E731
     passes = lambda: [inbox.process(settings, settle_seconds=0) for _ in range(2)]  # noqa: E731
     out = at_once(run, passes, passes)
     assert isinstance(out[0], dict), out[0]

@@ -24,7 +24,7 @@ def ref(tmp_path_factory):
 
 
 def test_a_reader_sees_the_payout_list_absent_or_whole_while_it_is_rewritten(ref):
-    from pipelines import ledger
+    from pipelines import handoff
 
     settings = ref.checkout(ref.index("ledger_and_outputs", ps.N2))
     folder = ps.Path(settings.work).parent / PAYOUT
@@ -45,7 +45,7 @@ def test_a_reader_sees_the_payout_list_absent_or_whole_while_it_is_rewritten(ref
     thread.start()
     try:
         for _ in range(3):   # the first run and two reruns of the date rewrite the lists
-            ledger.ledger_and_outputs(settings, ps.N2, ps.run_id(ps.N2))
+            handoff.ledger_and_outputs(settings, ps.N2, ps.run_id(ps.N2))
     finally:
         stop.set()
         thread.join()
@@ -58,7 +58,7 @@ KILL_MID_WRITE = """
 import os, sys
 sys.path.insert(0, {root!r})
 import tests.conftest  # noqa: F401  (Airflow/GX environment defaults)
-from pipelines import files, ledger
+from pipelines import files, handoff
 from tests.hardening import pipeline_state as ps
 
 real = files.atomic_write
@@ -77,7 +77,7 @@ def dying(path, write):
     return real(path, write)
 
 files.atomic_write = dying
-ledger.ledger_and_outputs(ps.settings_for(ps.Path({live!r})), ps.N2, ps.run_id(ps.N2))
+handoff.ledger_and_outputs(ps.settings_for(ps.Path({live!r})), ps.N2, ps.run_id(ps.N2))
 """
 
 

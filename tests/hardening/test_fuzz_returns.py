@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import event, given, settings, strategies as st
 
-from pipelines import intake, outputs, returns, warehouse
+from pipelines import handoff, intake, returns, warehouse
 from pipelines.config import Settings
 from tests.hardening.conftest import budget
 from tests.hardening.strategies import CJK, NASTY, received_file, valid_file, xlsx_bytes
@@ -51,7 +51,7 @@ def env(tmp_path_factory):
                  expectations=base / "gx")
     s.policies.mkdir(parents=True)
     write_matches(s, D1, [match(n=i) for i in range(1, 4)])
-    outputs.ledger_and_outputs(s, D1, "r1")
+    handoff.ledger_and_outputs(s, D1, "r1")
     yield s
     warehouse.dispose_all()
 

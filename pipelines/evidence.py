@@ -1,6 +1,12 @@
-"""Match evidence as a department reads it (Chinese, one condition per line)."""
+"""Match evidence: the JSON the engine writes for each result, and the Chinese text a
+department reads from it (one condition per line, and the reminder's reason).
+
+Both the engine (pure, no I/O) and the lists import this module; it imports
+nothing of the ledger or the warehouse, so the same condition reads the same
+wherever it is shown."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from decimal import Decimal, InvalidOperation
@@ -15,6 +21,96 @@ OPS = {"eq": "等于", "ne": "不等于", "gt": "大于", "ge": "不低于", "lt
        "in": "属于", "not_in": "不属于"}
 GUARDS = {"registered": "在登记库中有登记信息", "active": "登记状态为存续（在业）",
           "not_dishonest": "未列入失信名单"}
+
+
+# ---------------------------------------------------------------- the engine's JSON
+
+def json_text(v) -> str:
+    return json.dumps(v, ensure_ascii=False)
+
+
+def json_value(v, kind: str):
+    """A policy value as it reads in evidence: decimals as plain strings, dates ISO."""
+    if v is None:
+        return None
+    if isinstance(v, tuple):
+        return [json_value(x, kind) for x in v]
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, Decimal):
+        if kind == "int" and v == v.to_integral_value():
+            return int(v)
+        return decimal_text(v)
+    if isinstance(v, dt.date):
+        return v.isoformat()
+    return v
+
+
+def decimal_text(d: Decimal) -> str:
+    """Plain notation without trailing zeros: 0.2, 12, -0.05."""
+    text = format(d, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+_CONTROL = [chr(i) for i in range(32)]
+
+
+def _json_strings(arr: pa.Array) -> pa.Array:
+    """Each string as a JSON string literal (null -> null literal)."""
+    s = pc.replace_substring(arr, "\\", "\\\\")
+    s = pc.replace_substring(s, '"', '\\"')
+    if pc.any(pc.match_substring_regex(s, "[\\x00-\\x1f]")).as_py():
+        for ch in _CONTROL:
+            s = pc.replace_substring(s, ch, json.dumps(ch)[1:-1])
+    return pc.fill_null(pc.binary_join_element_wise('"', s, '"', ""), "null")
+
+
+def _quoted(text: pa.Array) -> pa.Array:
+    """Text that needs no escaping (numbers, ISO dates) as JSON strings; null -> null."""
+    return pc.fill_null(pc.binary_join_element_wise('"', text, '"', ""), "null")
+
+
+def _strip_zeros(text: pa.Array) -> pa.Array:
+    """Plain decimal text without trailing fractional zeros ("12.500000" -> "12.5", "3.000" -> "3")."""
+    has_point = pc.match_substring(text, ".")
+    stripped = pc.utf8_rtrim(pc.utf8_rtrim(text, characters="0"), characters=".")
+    return pc.if_else(has_point, stripped, text)
+
+
+def decimal_json_text(arr: pa.Array) -> pa.Array:
+    """Decimals as plain text (never "0E-18" or "1.0E-7", which Arrow writes for small values)."""
+    text = arr.cast(pa.string())
+    scientific = pc.fill_null(pc.match_substring(text, "E"), False)
+    zero = pc.fill_null(pc.equal(arr, pa.scalar(Decimal(0), arr.type)), False)
+    text = pc.if_else(zero, pa.scalar("0"), text)
+    rest = pc.indices_nonzero(pc.and_not(scientific, zero))
+    text = _strip_zeros(text)
+    if len(rest):
+        plain = pa.array([decimal_text(d) for d in arr.take(rest).to_pylist()], pa.string())
+        mask = pc.is_in(pa.array(range(len(arr)), pa.int64()), value_set=rest.cast(pa.int64()))
+        text = pc.replace_with_mask(text, mask, plain)
+    return text
+
+
+def json_actual(arr: pa.Array) -> pa.Array:
+    """Portrait values as JSON: text and dates as strings (ISO), decimals as plain strings, ints, bools."""
+    t = arr.type
+    if pa.types.is_decimal(t):
+        return _quoted(decimal_json_text(arr))
+    if pa.types.is_integer(t) or pa.types.is_boolean(t):
+        return pc.fill_null(arr.cast(pa.string()), "null")
+    if pa.types.is_date(t):
+        return _quoted(arr.cast(pa.string()))
+    return _json_strings(arr.cast(pa.string()))
+
+
+def json_bools(arr: pa.Array) -> pa.Array:
+    return pc.fill_null(arr.cast(pa.string()), "null")
+
+
+# ---------------------------------------------------------------- reading it
 
 
 def leaves(evidence: Any) -> list[dict]:

@@ -1,0 +1,210 @@
+"""The ledger-and-lists stage: what a nightly run hands on.
+
+`ledger_and_outputs` runs after matching: it stores the run's matches, syncs
+the ledger, and writes under output/<as_of>/ the SMS outbox, the review
+workbooks, the publicity lists, the payout lists and the reminder lists. Each
+list is built from the database after its state moves are committed, so a
+rerun of the same date (after a crash anywhere) writes the same files.
+"""
+from __future__ import annotations
+
+import json
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Iterable
+
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+import yaml
+
+from pipelines import ledger, warehouse
+from pipelines.config import Settings
+from pipelines.outputs import payout, publicity, reminders, review, sms
+from pipelines.files import atomic_write_bytes, read_json
+from pipelines.orchestration import parse_hold
+from pipelines.outputs.workbook import clear_stale
+
+UNIT = "卧龙区惠企政策“免申即享”服务平台"
+
+
+def publicity_days(policies_dir: Path) -> dict[str, int | None]:
+    """policy id -> publicity_days, read straight from the YAML files.
+
+    Only these two keys are needed here, so a file the policy checker would
+    refuse for another reason still contributes (its results are not in the
+    run anyway); unreadable files are skipped."""
+    out: dict[str, int | None] = {}
+    if not policies_dir or not Path(policies_dir).is_dir():
+        return out
+    for path in sorted(Path(policies_dir).glob("*.y*ml")):
+        try:
+            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError, UnicodeDecodeError):
+            continue
+        if isinstance(doc, dict) and doc.get("id") is not None:
+            days = doc.get("publicity_days")
+            out[str(doc["id"])] = int(days) if isinstance(days, int) and days > 0 else None
+    return out
+
+
+def phones(settings: Settings, as_of: date) -> dict[str, str]:
+    path = settings.portrait_path(as_of)
+    if not path.exists():
+        return {}
+    table = pq.read_table(path, columns=["uscc", "phone"])
+    return {u: p for u, p in zip(table.column("uscc").to_pylist(), table.column("phone").to_pylist())
+            if u and p}
+
+
+def _hold(hold) -> tuple[str, str, str]:
+    """(policy_id, period, operator) of a "POLICY:PERIOD" string or a (policy_id, period[, operator]) tuple."""
+    if isinstance(hold, str):
+        return (*parse_hold(hold), "操作员")
+    policy_id, period, *rest = hold
+    return str(policy_id), str(period), rest[0] if rest else "操作员"
+
+
+def _release(conn, holds: Iterable) -> int:
+    return sum(ledger.release_budget_hold(conn, *_hold(hold)) for hold in holds)
+
+
+def _requested(holds: Iterable) -> set[tuple[str, str]]:
+    return {_hold(hold)[:2] for hold in holds}
+
+
+def ledger_and_outputs(settings: Settings, as_of: date, run_id: str,
+                       release_holds: Iterable = ()) -> dict:
+    """Sync the ledger from output/<as_of>/matches.parquet and write every list.
+
+    release_holds: (policy_id, period[, operator]) tuples or "policy_id:period"
+    strings whose over-budget hold an operator releases with this run.
+    Returns JSON-able counts.
+
+    The whole step holds the warehouse's ledger-step lock
+    (`warehouse.ledger_step_lock`): a second run of the same date, or of
+    another date, waits and then finds the work done, instead of racing this
+    one for the same rows and the same files."""
+    engine = warehouse.connect(settings.warehouse_url)
+    with warehouse.ledger_step_lock(engine):
+        return _ledger_and_outputs(settings, as_of, run_id, release_holds, engine)
+
+
+def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_holds: Iterable,
+                        engine) -> dict:
+    run_dir = settings.run_dir(as_of)
+    # The night's results are read piece by piece, never whole: at province scale their
+    # evidence alone is gigabytes. The warehouse gets every row in batches, the ledger
+    # only the eligible rows, the reminder lists every column but the evidence.
+    results = settings.matches_path(as_of)
+    eligible = pq.read_table(results, filters=[("outcome", "==", "eligible"), ("kind", "!=", "manual")])
+    days = publicity_days(settings.policies)
+    tel = phones(settings, as_of)
+
+    with engine.begin() as conn:
+        # A backfill: a later date has already been through this step. The ledger
+        # has moved on from this date, so this run moves nothing (no sync, no
+        # notification, no publicity start, no batch) and rewrites the date's
+        # lists from what was recorded for it (SMS by notified_as_of, payout by
+        # batch date); the lists that show the ledger's state at the time
+        # (review, publicity) and ledger.json stay as the date's run wrote them.
+        newest = conn.execute(sa.select(sa.func.max(warehouse.matches.c.as_of))
+                              .where(warehouse.matches.c.as_of != as_of)).scalar()
+        backfill = newest is not None and newest > as_of
+        warehouse.store_matches(conn, as_of, results, run_id)
+        _release(conn, release_holds)
+        if not backfill:
+            ledger.sync_from_matches(conn, as_of, eligible, run_id, days)
+        # Counted from what is committed, not from what this attempt did: a rerun
+        # after a crash finds the work done and must report the same figures.
+        synced = ledger.date_counts(conn, as_of, run_id)
+        released = len(_requested(release_holds) & ledger.released_holds(conn))
+
+    with engine.begin() as conn:
+        notified = ledger.notified_on(conn, as_of) if backfill else ledger.notify(conn, as_of, run_id)
+    sms_files = sms.write(run_dir, as_of, notified, tel, UNIT) if notified else []
+    clear_stale(run_dir / "sms", sms_files)
+
+    recorded = read_json(settings.ledger_summary_path(as_of)) if backfill else None
+    if recorded is not None:
+        review_files = _listed(run_dir / "review")
+        publicity_files = _listed(run_dir / "publicity")
+        confirmed = [None] * int(recorded.get(REPORT_LABELS["review_rows"], 0))
+        in_window = [None] * int(recorded.get(REPORT_LABELS["publicity_rows"], 0))
+    else:
+        with engine.connect() as conn:
+            confirmed = ledger.rows_in(conn, "confirmed")
+            conn.rollback()
+        review_files = review.write(run_dir, as_of, confirmed, UNIT)
+        clear_stale(run_dir / "review", review_files)
+
+        with engine.begin() as conn:
+            in_window = ledger.in_publicity(conn, as_of) if backfill else ledger.start_publicity(conn, as_of)
+        publicity_files = publicity.write(run_dir, as_of, in_window, UNIT)
+        clear_stale(run_dir / "publicity", publicity_files)
+
+    new_batch = None
+    if not backfill:
+        with engine.begin() as conn:
+            new_batch = ledger.schedule_payout(conn, as_of, run_id)
+    with engine.begin() as conn:
+        items = ledger.batch_rows(conn, as_of)
+        _, held = ledger.payable(conn, as_of)
+    payout_files = payout.write(run_dir, as_of, items, UNIT)
+    clear_stale(run_dir / "payout", payout_files)
+
+    reminder_files, reminder_rows = reminders.write(run_dir, as_of, results, tel, UNIT)
+    clear_stale(run_dir / "reminders", reminder_files)
+
+    total = sum((r["amount"] for r in items), Decimal("0.00"))
+    summary = {
+        "as_of": str(as_of),
+        "run_id": run_id,
+        "matches": pq.ParquetFile(results).metadata.num_rows,
+        "ledger_new": synced["new"],
+        "ledger_amount_changed": synced["amount_changed"],
+        "holds_released": released,
+        "sms": len(notified),
+        "review_rows": len(confirmed),
+        "review_files": len(review_files),
+        "publicity_rows": len(in_window),
+        "publicity_files": len(publicity_files),
+        "payout_batches": sorted({r["batch_id"] for r in items}),
+        "payout_new_batch": new_batch,
+        "payout_items": len(items),
+        "payout_total": str(total),
+        "held_over_budget": len(held),
+        "held_policies": sorted({f"{r['policy_id']}:{r['period']}" for r in held}),
+        "reminders": reminder_rows,
+        "files": [str(Path(p).relative_to(run_dir))
+                  for p in sms_files + review_files + publicity_files + payout_files
+                  + reminder_files],
+    }
+    # The run report shows ledger.json's scalar entries as they are: Chinese labels.
+    shown = {label: summary[key] for key, label in REPORT_LABELS.items()}
+    shown["拨付批次"] = summary["payout_batches"]
+    shown["超预算暂停的政策"] = summary["held_policies"]
+    summary["backfill"] = backfill
+    # Written last (nightly.run_status reads its time); a backfill writes back what was recorded.
+    atomic_write_bytes(settings.ledger_summary_path(as_of),
+                       json.dumps(shown if recorded is None else recorded, ensure_ascii=False,
+                                  indent=2).encode("utf-8"))
+    return summary
+
+
+def _listed(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+
+
+REPORT_LABELS = {
+    "ledger_new": "新增台账（新符合条件）",
+    "ledger_amount_changed": "待通知结果金额调整",
+    "sms": "短信待发（转为已通知）",
+    "review_rows": "待部门审核",
+    "publicity_rows": "公示中",
+    "payout_items": "列入拨付清单",
+    "payout_total": "拨付金额合计（元）",
+    "held_over_budget": "超预算暂停拨付",
+    "holds_released": "本次解除超预算暂停",
+    "reminders": "应享未享提醒",
+}
