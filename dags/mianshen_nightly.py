@@ -46,16 +46,12 @@ def validate_feed(feed: str) -> dict:
 
 @task(retries=0)
 def quality_gate() -> dict:
-    from pipelines import validate
+    from pipelines import nightly, validate
 
     settings, as_of, _ = _ctx()
     try:
-        return validate.gate(settings, as_of)
+        return nightly.quality_gate(settings, as_of)
     except validate.GateClosed as closed:
-        from pipelines import alerts, report
-
-        for alert in alerts.gate_alerts(report.feed_verdicts(settings, as_of)):
-            alerts.send(alert)
         # Stale or rejected data must never reach matching: fail without retry.
         raise AirflowFailException(str(closed)) from None
 
@@ -86,38 +82,34 @@ def match_shard(shard: int, shards: list[int]) -> str:
 
 @task
 def merge_matches(shards: list[int]) -> dict:
-    from pipelines import alerts, match
+    from pipelines import nightly
     from pipelines.orchestration import parse_holds
 
     settings, as_of, context = _ctx()
-    summary = match.merge(settings, as_of, len(shards))
     try:
         releasing = parse_holds(context["params"]["release_holds"])
     except ValueError:
         releasing = ()  # ledger_and_outputs fails the run with the reason
-    alerts.alert_over_budget(settings, summary, releasing)
-    return summary
+    return nightly.merge_matches(settings, as_of, len(shards), releasing)
 
 
 @task
 def ledger_and_outputs() -> dict:
-    from pipelines import ledger
+    from pipelines import handoff
     from pipelines.orchestration import parse_holds, run_id_from_context
 
     settings, as_of, context = _ctx()
     holds = parse_holds(context["params"]["release_holds"])
-    return ledger.ledger_and_outputs(settings, as_of, run_id_from_context(context), release_holds=holds)
+    return handoff.ledger_and_outputs(settings, as_of, run_id_from_context(context), release_holds=holds)
 
 
 @task(trigger_rule="all_done")
 def run_report() -> str:
-    from pipelines import nightly, report
+    from pipelines import nightly
     from pipelines.orchestration import run_id_from_context
 
     settings, as_of, context = _ctx()
-    run_id = run_id_from_context(context)
-    nightly.record_audit(settings, as_of, run_id, nightly.run_status(settings, as_of, context["dag_run"].start_date))
-    path = report.write(settings, as_of, run_id)
+    path = nightly.finish_run(settings, as_of, run_id_from_context(context), context["dag_run"].start_date)
     print(f"运行报告 (run report): {path}")
     return str(path)
 

@@ -24,10 +24,12 @@ def _date(text: str) -> date:
 
 
 def _hold(text: str) -> tuple[str, str]:
-    policy_id, sep, period = text.partition(":")
-    if not sep or not policy_id or not period:
-        raise argparse.ArgumentTypeError(f"应写作 政策编号:期次，例如 WL-KJ-2026-01:2026：{text!r}")
-    return policy_id, period
+    from pipelines.orchestration import parse_hold
+
+    try:
+        return parse_hold(text)
+    except ValueError as bad:
+        raise argparse.ArgumentTypeError(str(bad)) from None
 
 
 def _print(obj) -> None:
@@ -65,7 +67,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_stage(args) -> int:
-    from pipelines import ingest, match, portrait, validate
+    from pipelines import ingest, nightly, portrait, validate
 
     settings = load_settings()
     if args.stage == "ingest":
@@ -74,14 +76,14 @@ def cmd_stage(args) -> int:
         _print(validate.validate_feed(settings, args.feed, args.as_of, accept_drift=args.accept_drift))
     elif args.stage == "gate":
         try:
-            _print(validate.gate(settings, args.as_of))
+            _print(nightly.quality_gate(settings, args.as_of))
         except validate.GateClosed as closed:
             print(str(closed), file=sys.stderr)
             return 2
     elif args.stage == "portrait":
         print(portrait.build(settings, args.as_of))
     elif args.stage == "match":
-        _print(match.run(settings, args.as_of))
+        _print(nightly.match_policies(settings, args.as_of))
     return 0
 
 

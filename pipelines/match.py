@@ -11,29 +11,55 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from pipelines import engine, files, policies as policy_lib
+from pipelines import engine, files as files_lib, policies as policy_lib
 from pipelines.config import Settings
 
 NAME_LIST_COLUMNS = ("uscc", "name", "amount", "note", "source")
 
 
-def load_name_lists(settings: Settings, policy_ids: list[str] | None = None) -> dict[str, pa.Table]:
-    """Accepted name lists per policy id; for one code in several files the newest received_at wins."""
+NAME_LISTS_META = b"mianshen.name_lists"
+
+
+def name_list_files(settings: Settings, policy_ids: list[str] | None = None) -> dict[str, list[Path]]:
+    """policy id -> its accepted name-list files (oldest name first)."""
     root = settings.namelists
-    out: dict[str, pa.Table] = {}
-    if not root.is_dir():
-        return out
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+    out: dict[str, list[Path]] = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else ():
         if policy_ids is not None and folder.name not in policy_ids:
             continue
-        files = sorted(folder.glob("*.parquet"))
-        if not files:
-            continue
-        tables = [_normalise_list(pq.read_table(f)) for f in files]
+        if files := sorted(folder.glob("*.parquet")):
+            out[folder.name] = files
+    return out
+
+
+def name_list_manifest(files: dict[str, list[Path]]) -> list[dict]:
+    """The name-list files that joined a run, with their hashes (the run's recorded inputs)."""
+    return [{"name": f"{policy_id}/{path.name}", "path": str(path), "sha256": files_lib.sha256_file(path)}
+            for policy_id, paths in files.items() for path in paths]
+
+
+def load_name_lists(settings: Settings, policy_ids: list[str] | None = None) -> dict[str, pa.Table]:
+    """Accepted name lists per policy id; for one code in several files the newest received_at wins."""
+    return read_name_lists(name_list_files(settings, policy_ids))
+
+
+def name_lists_used(settings: Settings, as_of: dt.date) -> list[dict]:
+    """The name-list files (name, path, sha256) that joined the night's results."""
+    path = settings.matches_path(as_of)
+    if not path.exists():
+        return []
+    raw = (pq.read_schema(path).metadata or {}).get(NAME_LISTS_META)
+    return json.loads(raw) if raw else []
+
+
+def read_name_lists(files: dict[str, list[Path]]) -> dict[str, pa.Table]:
+    out: dict[str, pa.Table] = {}
+    for policy_id, paths in files.items():
+        tables = [_normalise_list(pq.read_table(f)) for f in paths]
         table = pa.concat_tables(tables)
         # Oldest first, so the engine's "last row per code wins" keeps the newest delivery.
         table = table.sort_by([("received_at", "ascending")])
-        out[folder.name] = table.select(list(NAME_LIST_COLUMNS))
+        out[policy_id] = table.select(list(NAME_LIST_COLUMNS))
     return out
 
 
@@ -48,11 +74,11 @@ def _normalise_list(table: pa.Table) -> pa.Table:
 
 
 def write_atomic(table: pa.Table, path: Path) -> None:
-    files.atomic_write_parquet(path, table)
+    files_lib.atomic_write_parquet(path, table)
 
 
 def write_json_atomic(data, path: Path) -> None:
-    files.atomic_write_json(path, data)
+    files_lib.atomic_write_json(path, data)
 
 
 def summarise(results: pa.Table, active: list[policy_lib.Policy]) -> list[dict]:
@@ -93,8 +119,9 @@ def _errors_json(errors) -> list[dict]:
 
 
 def _finish(settings: Settings, as_of: dt.date, results: pa.Table, loaded, errors, active, run_errors,
-            enterprises: int, name_list_rows: dict[str, int]) -> dict:
-    """Write policy_errors.json and matches.parquet; the summary the DAG and the report read."""
+            enterprises: int, name_list_rows: dict[str, int], name_lists_used: list[dict]) -> dict:
+    """Write policy_errors.json and matches.parquet (carrying the name-list files it used, for
+    the run's audit); the summary the DAG and the report read."""
     errors_path = settings.policy_errors_path(as_of)
     # A policy that failed at run time is skipped and reported with the load errors.
     errors = list(errors) + list(run_errors)
@@ -102,7 +129,8 @@ def _finish(settings: Settings, as_of: dt.date, results: pa.Table, loaded, error
     ran = [p for p in active if p.id not in failed]
     write_json_atomic(_errors_json(errors), errors_path)
     out = settings.matches_path(as_of)
-    write_atomic(results, out)
+    meta = {NAME_LISTS_META: json.dumps(name_lists_used, ensure_ascii=False)}
+    write_atomic(results.replace_schema_metadata(meta), out)
     return {
         "as_of": str(as_of),
         "matches": str(out),
@@ -123,11 +151,13 @@ def run(settings: Settings, as_of: dt.date) -> dict:
     """Evaluate every policy in force on `as_of`; write output/<as_of>/matches.parquet."""
     portrait = pq.read_table(settings.portrait_path(as_of))
     loaded, errors, active = _active(settings, as_of)
-    name_lists = load_name_lists(settings, [p.id for p in active if p.kind == "name_list"])
+    list_files = name_list_files(settings, [p.id for p in active if p.kind == "name_list"])
+    name_lists = read_name_lists(list_files)
     run_errors: list[policy_lib.PolicyError] = []
     results = engine.evaluate(portrait, active, as_of, name_lists, errors=run_errors)
     return _finish(settings, as_of, results, loaded, errors, active, run_errors,
-                   portrait.num_rows, {k: v.num_rows for k, v in name_lists.items()})
+                   portrait.num_rows, {k: v.num_rows for k, v in name_lists.items()},
+                   name_list_manifest(list_files))
 
 
 # ---------------------------------------------------------------- shards (scale-out on Airflow)
@@ -192,14 +222,15 @@ def run_shard(settings: Settings, as_of: dt.date, shard: int, shards: int) -> st
     # Only the shard's rows are read: the filter skips the portrait's other row groups.
     portrait = pq.read_table(settings.portrait_path(as_of), filters=_range_filter(lo, hi))
     loaded, _, active = _active(settings, as_of)
-    name_lists = {k: _in_range(v, lo, hi)
-                  for k, v in load_name_lists(settings, [p.id for p in active if p.kind == "name_list"]).items()}
+    list_files = name_list_files(settings, [p.id for p in active if p.kind == "name_list"])
+    name_lists = {k: _in_range(v, lo, hi) for k, v in read_name_lists(list_files).items()}
     run_errors: list[policy_lib.PolicyError] = []
     results = engine.evaluate(portrait, active, as_of, name_lists, errors=run_errors, apply_budgets=False)
     meta = {"as_of": str(as_of), "shard": shard, "shards": shards, "range": [lo, hi],
             "enterprises": portrait.num_rows,
             "policy_files": policy_lib.manifest(loaded), "run_errors": _errors_json(run_errors),
-            "name_lists": {k: v.num_rows for k, v in name_lists.items()}}
+            "name_lists": {k: v.num_rows for k, v in name_lists.items()},
+            "name_list_files": name_list_manifest(list_files)}
     path = settings.shard_path(as_of, shard, shards)
     write_atomic(results.replace_schema_metadata({SHARD_META: json.dumps(meta, ensure_ascii=False)}), path)
     return str(path)
@@ -232,7 +263,7 @@ def merge(settings: Settings, as_of: dt.date, shards: int) -> dict:
     loaded, errors, active = _active(settings, as_of)
     manifest = policy_lib.manifest(loaded)
     tables, run_errors = [], {}
-    enterprises, list_rows = 0, {}
+    enterprises, list_rows, used = 0, {}, {}
     for k in range(shards):
         path = settings.shard_path(as_of, k, shards)
         table = pq.read_table(path)
@@ -243,6 +274,7 @@ def merge(settings: Settings, as_of: dt.date, shards: int) -> dict:
         if meta["policy_files"] != manifest:
             raise RuntimeError(f"{path}: the policy files changed after the shard ran; rerun the shards")
         enterprises += meta["enterprises"]
+        used.update((f["name"], f) for f in meta["name_list_files"])
         for name, rows in meta["name_lists"].items():
             list_rows[name] = list_rows.get(name, 0) + rows
         for e in meta["run_errors"]:
@@ -257,4 +289,5 @@ def merge(settings: Settings, as_of: dt.date, shards: int) -> dict:
         tables = [t.filter(pc.invert(pc.is_in(t.column("policy_id"), value_set=skip))) for t in tables]
     results = _policy_major(tables) if tables else engine.RESULT_SCHEMA.empty_table()
     results = engine.budget_all(results, [p for p in active if p.id not in run_errors])
-    return _finish(settings, as_of, results, loaded, errors, active, failed, enterprises, list_rows)
+    return _finish(settings, as_of, results, loaded, errors, active, failed, enterprises, list_rows,
+                   [used[name] for name in sorted(used)])

@@ -1,8 +1,9 @@
-"""The nightly pipeline as one call: what `mianshen run` does in one process.
+"""The nightly pipeline: its stage functions, and the whole night as one call.
 
-The DAG `mianshen_nightly` calls the very same stage functions, one task per
-stage (and per feed), so a run through the CLI and a run through Airflow
-produce the same files and ledger.
+`mianshen run` calls `run`, which calls the stage functions in order; the DAG
+`mianshen_nightly` calls each of the very same functions from one task (per
+feed where a stage is per feed), so a run through the CLI and a run through
+Airflow send the same alerts and produce the same files and ledger.
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import logging
 import os
 import threading
 import time
-from datetime import date
+from datetime import date, datetime, timezone
+from pathlib import Path
 
 from pipelines.config import Settings
 from pipelines.contracts import FEED_ORDER
@@ -79,19 +81,65 @@ def validate_all(settings: Settings, as_of: date, accept_drift: bool = False) ->
     return {feed: validate.validate_feed(settings, feed, as_of, accept_drift=accept_drift) for feed in FEED_ORDER}
 
 
-def downstream(settings: Settings, as_of: date, run_id: str, release_holds=(),
-               meter: StageMeter | None = None) -> dict:
-    """Everything after the gate: portrait, match, ledger and the lists handed on, the report."""
-    from pipelines import alerts, ledger, match, portrait, report
+# ---------------------------------------------------------------- the stages after validation
+#
+# One function per DAG task, called by that task and by `run` alike, so the CLI and
+# Airflow send the same alerts and write the same files.
 
+def quality_gate(settings: Settings, as_of: date) -> dict:
+    """The gate over the night's verdicts. When it closes, each department whose feed is
+    missing, stale or rejected is alerted, then validate.GateClosed propagates: stale or
+    rejected data never reaches matching."""
+    from pipelines import alerts, report, validate
+
+    try:
+        return validate.gate(settings, as_of)
+    except validate.GateClosed:
+        for alert in alerts.gate_alerts(report.feed_verdicts(settings, as_of)):
+            alerts.send(alert)
+        raise
+
+
+def match_policies(settings: Settings, as_of: date, release_holds=()) -> dict:
+    """Matching in one process (`mianshen run`), then the over-budget alerts."""
+    from pipelines import alerts, match
+
+    summary = match.run(settings, as_of)
+    alerts.alert_over_budget(settings, summary, release_holds)
+    return summary
+
+
+def merge_matches(settings: Settings, as_of: date, shards: int, release_holds=()) -> dict:
+    """The DAG's matching: merge the shards (budgets applied once), then the over-budget alerts."""
+    from pipelines import alerts, match
+
+    summary = match.merge(settings, as_of, shards)
+    alerts.alert_over_budget(settings, summary, release_holds)
+    return summary
+
+
+def finish_run(settings: Settings, as_of: date, run_id: str, started_at: datetime) -> Path:
+    """Whatever happened before: record the run's audit (inputs, status, true start and end)
+    and write the run report; returns the report's path."""
+    from pipelines import report
+
+    record_audit(settings, as_of, run_id, run_status(settings, as_of, started_at), started_at)
+    return report.write(settings, as_of, run_id)
+
+
+def downstream(settings: Settings, as_of: date, run_id: str, release_holds=(),
+               meter: StageMeter | None = None, started_at: datetime | None = None) -> dict:
+    """Everything after the gate: portrait, match, ledger and the lists handed on, the report."""
+    from pipelines import handoff, portrait
+
+    started_at = started_at or datetime.now(timezone.utc)
     with _stage(meter, "portrait"):
         portrait_path = portrait.build(settings, as_of)
     with _stage(meter, "match"):
-        match_summary = match.run(settings, as_of)
-    alerts.alert_over_budget(settings, match_summary, release_holds)
+        match_summary = match_policies(settings, as_of, release_holds)
     with _stage(meter, "ledger_outputs"):
-        ledger_summary = ledger.ledger_and_outputs(settings, as_of, run_id, release_holds=release_holds)
-        report_path = report.write(settings, as_of, run_id)
+        ledger_summary = handoff.ledger_and_outputs(settings, as_of, run_id, release_holds=release_holds)
+        report_path = finish_run(settings, as_of, run_id, started_at)
     return {
         "portrait": str(portrait_path),
         "match": match_summary,
@@ -102,32 +150,31 @@ def downstream(settings: Settings, as_of: date, run_id: str, release_holds=(),
 
 def run(settings: Settings, as_of: date, run_id: str | None = None, accept_drift: bool = False,
         release_holds=(), meter: StageMeter | None = None) -> dict:
-    """Ingest, validate, gate, then everything downstream. Raises validate.GateClosed.
+    """The whole night in one process: ingest, validate, gate, then everything downstream.
+    Raises validate.GateClosed (after the alerts and the report).
     `meter` (optional) records each stage's wall time and peak memory."""
     from pipelines import validate
 
     run_id = run_id or f"cli__{as_of.isoformat()}"
+    started_at = datetime.now(timezone.utc)
     with _stage(meter, "ingest"):
         ingest_all(settings, as_of)
     try:
         with _stage(meter, "validate"):
             validate_all(settings, as_of, accept_drift=accept_drift)
-            validate.gate(settings, as_of)
+            quality_gate(settings, as_of)
     except validate.GateClosed:
-        from pipelines import report
-
-        record_audit(settings, as_of, run_id, "failed")
-        report.write(settings, as_of, run_id)
+        finish_run(settings, as_of, run_id, started_at)
         raise
-    summary = downstream(settings, as_of, run_id, release_holds=release_holds, meter=meter)
-    record_audit(settings, as_of, run_id, "success")
-    return summary
+    return downstream(settings, as_of, run_id, release_holds, meter, started_at)
 
 
-def record_audit(settings: Settings, as_of: date, run_id: str, status: str) -> None:
-    """What the run read (each delivery file with its sha256, each policy file
-    with its hash) and how it ended, so any result can be explained later."""
-    from pipelines import warehouse
+def record_audit(settings: Settings, as_of: date, run_id: str, status: str,
+                 started_at: datetime | None = None) -> None:
+    """What the run read (each delivery file with its sha256, each policy file and each
+    name list that joined it, with its hash), when it started and how it ended, so any
+    result can be explained later."""
+    from pipelines import match, warehouse
 
     feeds = []
     for feed in FEED_ORDER:
@@ -144,10 +191,12 @@ def record_audit(settings: Settings, as_of: date, run_id: str, status: str) -> N
                 "accepted": verdict.get("status") == "accepted",
             })
     policy_files = sorted(settings.policies.glob("*.y*ml")) if settings.policies.exists() else []
+    name_lists = match.name_lists_used(settings, as_of) if status == "success" else []
+    started = started_at.astimezone(timezone.utc).replace(tzinfo=None) if started_at else None
     engine = warehouse.connect(settings.warehouse_url)
     with engine.begin() as conn:
-        warehouse.record_run(conn, run_id, as_of, status, finished_at=warehouse.utcnow())
-        warehouse.record_inputs(conn, run_id, feeds=feeds, policy_files=policy_files)
+        warehouse.record_run(conn, run_id, as_of, status, started_at=started, finished_at=warehouse.utcnow())
+        warehouse.record_inputs(conn, run_id, feeds=feeds, policy_files=policy_files, name_lists=name_lists)
         portrait_path = settings.portrait_path(as_of)
         if status == "success" and portrait_path.exists():
             import pyarrow.parquet as pq

@@ -23,12 +23,16 @@ def run_id_from_context(context) -> str:
     return str(context.get("run_id") or "manual")
 
 
+def parse_hold(text) -> tuple[str, str]:
+    """`"WL-KJ-2026-01:2026"` → ("WL-KJ-2026-01", "2026"): the one parser of POLICY:PERIOD
+    (the CLI's --release-hold and `ledger release-hold`, the DAG's release_holds parameter)."""
+    policy_id, sep, period = str(text).partition(":")
+    policy_id, period = policy_id.strip(), period.strip()
+    if not sep or not policy_id or not period:
+        raise ValueError(f"应写作 政策编号:期次，例如 WL-KJ-2026-01:2026：{text!r}")
+    return policy_id, period
+
+
 def parse_holds(values) -> tuple[tuple[str, str], ...]:
     """`["WL-KJ-2026-01:2026", …]` → ((policy_id, period), …)."""
-    holds = []
-    for value in values or ():
-        policy_id, sep, period = str(value).partition(":")
-        if not sep or not policy_id or not period:
-            raise ValueError(f"解除暂停应写作 政策编号:期次：{value!r}")
-        holds.append((policy_id.strip(), period.strip()))
-    return tuple(holds)
+    return tuple(parse_hold(value) for value in values or ())

@@ -798,11 +798,6 @@ def in_force(policies: list[Policy], as_of: dt.date) -> list[Policy]:
     return [p for p in policies if p.valid_from <= as_of <= p.valid_to]
 
 
-def policy_hash(policy: Policy) -> str:
-    """The sha256 of the file the policy was read from (what the run used, for audit)."""
-    return policy.file_hash
-
-
 def manifest(policies: list[Policy]) -> list[dict[str, str]]:
     """What a run records about the policy files it used."""
     return [{"policy_id": p.id, "file": Path(p.file).name, "sha256": p.file_hash} for p in policies]

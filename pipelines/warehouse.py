@@ -28,7 +28,6 @@ from pipelines.files import sha256_file
 
 CENT = Decimal("0.01")
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 
 # The ledger's statuses and the only transitions allowed (lifecycle.md).
 # The database holds the same pairs in `allowed_transitions`, seeded by the
@@ -100,8 +99,8 @@ run_inputs = sa.Table(
     "run_inputs", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("run_id", sa.String(64), sa.ForeignKey("runs.run_id"), nullable=False, index=True),
-    sa.Column("kind", sa.String(16), nullable=False),     # feed | policy
-    sa.Column("name", sa.String(200), nullable=False),    # feed name or policy file name
+    sa.Column("kind", sa.String(16), nullable=False),     # feed | policy | name_list
+    sa.Column("name", sa.String(200), nullable=False),    # feed file, policy file or <policy>/<list file>
     sa.Column("delivered_on", sa.Date),                   # feeds: delivery date
     sa.Column("path", sa.Text),
     sa.Column("sha256", sa.String(64), nullable=False),
@@ -222,16 +221,6 @@ payout_items = sa.Table(
     sa.Column("department", sa.Text, nullable=False),
 )
 
-inbox_files = sa.Table(
-    "inbox_files", metadata,
-    sa.Column("sha256", sa.String(64), primary_key=True),
-    sa.Column("folder", sa.Text, nullable=False),
-    sa.Column("name", sa.Text, nullable=False),
-    sa.Column("received_at", sa.DateTime, nullable=False),
-    sa.Column("outcome", sa.Text),
-)
-
-
 # ---------------------------------------------------------------- engines
 
 def _sqlite_begin_immediate(engine: Engine) -> None:
@@ -348,13 +337,6 @@ def ledger_step_lock(engine: Engine):
 _LOCK_STEP = threading.RLock()
 
 
-def sql_statements(name: str) -> list[str]:
-    """The statements of a hand-written file in sql/, separated by lines reading `--;`."""
-    text = (SQL_DIR / name).read_text(encoding="utf-8")
-    parts = [p.strip() for p in text.split("\n--;\n")]
-    return [p for p in parts if p and not all(l.startswith("--") for l in p.splitlines())]
-
-
 # ---------------------------------------------------------------- run audit
 
 def record_run(conn: Connection, run_id: str, as_of: date, status: str,
@@ -376,9 +358,10 @@ def record_run(conn: Connection, run_id: str, as_of: date, status: str,
 
 
 def record_inputs(conn: Connection, run_id: str, feeds: Iterable[dict] = (),
-                  policy_files: Iterable[Path] = ()) -> int:
+                  policy_files: Iterable[Path] = (), name_lists: Iterable[dict] = ()) -> int:
     """Record what the run read. feeds: dicts with name, delivered_on, sha256 (, path, accepted);
-    policy_files: paths, hashed here. A repeated call for the same run replaces its rows."""
+    policy_files: paths, hashed here; name_lists: dicts with name, path, sha256 (the accepted
+    lists that joined the results). A repeated call for the same run replaces its rows."""
     rows = [
         {"run_id": run_id, "kind": "feed", "name": f["name"], "delivered_on": f.get("delivered_on"),
          "path": str(f["path"]) if f.get("path") else None, "sha256": f["sha256"],
@@ -388,6 +371,10 @@ def record_inputs(conn: Connection, run_id: str, feeds: Iterable[dict] = (),
         {"run_id": run_id, "kind": "policy", "name": Path(p).name, "delivered_on": None,
          "path": str(p), "sha256": sha256_file(Path(p)), "accepted": None}
         for p in policy_files
+    ] + [
+        {"run_id": run_id, "kind": "name_list", "name": n["name"], "delivered_on": None,
+         "path": n.get("path"), "sha256": n["sha256"], "accepted": True}
+        for n in name_lists
     ]
     conn.execute(run_inputs.delete().where(run_inputs.c.run_id == run_id))
     if rows:

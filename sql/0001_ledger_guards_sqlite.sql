@@ -1,4 +1,5 @@
 -- Ledger guards for SQLite, executed by migration 0001 (statements separated by `--;` lines).
+-- Frozen with that migration: never edit this file; a change gets a new file and a new migration.
 -- The application already checks every transition; these make the database
 -- refuse an illegal one even from a hand-typed UPDATE.
 

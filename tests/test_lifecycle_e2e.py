@@ -24,12 +24,10 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import threading
 import time
 from collections import Counter
 from datetime import date, datetime, timezone
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -82,27 +80,11 @@ def warehouse_url(request, tmp_path):
 
 
 @pytest.fixture
-def alert_hook(monkeypatch):
-    """A loopback webhook that collects the alerts the runs send."""
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("MIANSHEN_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_port}/hook")
-    try:
-        yield received
-    finally:
-        server.shutdown()
-        server.server_close()
+def alert_hook(monkeypatch, webhook):
+    """The loopback webhook (conftest) as the runs' alert channel: the alerts they send."""
+    url, received = webhook
+    monkeypatch.setenv("MIANSHEN_ALERT_WEBHOOK", url)
+    return received
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +205,7 @@ def money(value) -> Decimal:
 # ---------------------------------------------------------------- the test
 
 def test_lifecycle_over_five_nights(nightly_dag, warehouse_url, alert_hook, tmp_path, monkeypatch):
-    from pipelines import outputs
+    from pipelines import handoff
     from pipelines.warehouse import budget_releases, ledger_transitions, matches, payout_batches, payout_items
 
     base = tmp_path / "data"
@@ -410,7 +392,7 @@ def test_lifecycle_over_five_nights(nightly_dag, warehouse_url, alert_hook, tmp_
     # the same payout files, no new batch, no ledger move
     before = {p.name: p.read_bytes() for p in payout_dir.iterdir()}
     moves = w.query(sa.select(sa.func.count()).select_from(ledger_transitions))
-    rerun = outputs.ledger_and_outputs(settings, N4, "rerun-of-night-4")
+    rerun = handoff.ledger_and_outputs(settings, N4, "rerun-of-night-4")
     assert rerun["payout_new_batch"] is None and rerun["payout_batches"] == [batch1]
     assert {p.name: p.read_bytes() for p in payout_dir.iterdir()} == before
     assert w.query(sa.select(sa.func.count()).select_from(ledger_transitions)) == moves

@@ -122,7 +122,7 @@ def setup(tmp_path, n: int = 80):
     settings = make_settings(tmp_path / "data", policies=pol)
     portrait = make_portrait(n)
     settings.portraits.mkdir(parents=True)
-    pq.write_table(portrait, settings.portraits / f"{AS_OF}.parquet")
+    pq.write_table(portrait, settings.portrait_path(AS_OF))
     codes = portrait.column("uscc").to_pylist()
     rng = random.Random(3)
     listed = rng.sample(codes, min(12, len(codes))) + [code(99_999_991), code(99_999_992)]   # two not in the portrait
@@ -163,7 +163,7 @@ def test_the_fixture_exercises_groups_budgets_and_lists(unsharded):
     assert by_id["P-A"]["over_budget"] and by_id["P-L"]["over_budget"]
     # pro_rata: scaled to within the budget
     assert D(by_id["P-B"]["eligible_amount"]) <= D("30000.01") and D(by_id["P-C"]["eligible_amount"]) <= 70000
-    unscaled = engine.evaluate(pq.read_table(unsharded[0].portraits / f"{AS_OF}.parquet"),
+    unscaled = engine.evaluate(pq.read_table(unsharded[0].portrait_path(AS_OF)),
                                *_policies_and_lists(unsharded[0]), apply_budgets=False)
     for pid, budget in (("P-B", D("30000.01")), ("P-C", D(70000))):
         part = unscaled.filter(pc.and_(pc.equal(unscaled.column("policy_id"), pid),
@@ -213,12 +213,12 @@ def test_shard_ranges_cut_the_line_of_codes_into_pieces(tmp_path, shards):
     and the portrait's rows are shared out evenly."""
     settings = setup(tmp_path, n=20)
     ranges = [match.shard_range(settings, AS_OF, k, shards) for k in range(shards)]
-    portrait = pq.read_table(settings.portraits / f"{AS_OF}.parquet", columns=["uscc"]).column("uscc")
+    portrait = pq.read_table(settings.portrait_path(AS_OF), columns=["uscc"]).column("uscc")
     probes = pa.table({"uscc": pa.array(portrait.to_pylist() + ["", "0", "ZZZZ", code(10**6), None])})
     owners = [match._in_range(probes, lo, hi).column("uscc").to_pylist() for lo, hi in ranges]
     assert sorted(sum(owners, []), key=str) == sorted(probes.column("uscc").to_pylist(), key=str)
     assert None in owners[0]
-    counts = [pq.read_table(settings.portraits / f"{AS_OF}.parquet", filters=match._range_filter(lo, hi)).num_rows
+    counts = [pq.read_table(settings.portrait_path(AS_OF), filters=match._range_filter(lo, hi)).num_rows
               for lo, hi in ranges]
     assert sum(counts) == 20 and max(counts) - min(counts) <= 1
 
@@ -244,3 +244,27 @@ def test_match_shards_setting():
     assert load_settings({"MIANSHEN_MATCH_SHARDS": "4"}).match_shards == 4
     with pytest.raises(ValueError):
         load_settings({"MIANSHEN_MATCH_SHARDS": "0"})
+
+
+@pytest.mark.parametrize("shards", [None, 3])
+def test_the_name_lists_that_joined_a_run_are_among_its_recorded_inputs(tmp_path, shards):
+    """lifecycle.md, Audit: a run records the name lists that joined it, with their hashes."""
+    import sqlalchemy as sa
+
+    from pipelines import nightly, warehouse
+    from pipelines.files import sha256_file
+
+    settings = setup(tmp_path, n=20)
+    if shards is None:
+        match.run(settings, AS_OF)
+    else:
+        for k in range(shards):
+            match.run_shard(settings, AS_OF, k, shards)
+        match.merge(settings, AS_OF, shards)
+    nightly.record_audit(settings, AS_OF, "r1", "success")
+    with warehouse.connect(settings.warehouse_url).connect() as conn:
+        recorded = conn.execute(sa.select(warehouse.run_inputs.c.name, warehouse.run_inputs.c.sha256)
+                                .where(warehouse.run_inputs.c.kind == "name_list")).all()
+    lists = sorted(settings.namelists.glob("*/*.parquet"))
+    assert sorted(recorded) == [(f"{p.parent.name}/{p.name}", sha256_file(p)) for p in lists]
+    assert len(recorded) == 3

@@ -4,12 +4,13 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from datetime import date
+from datetime import date, datetime, timezone
 
 import pyarrow.parquet as pq
 import pytest
+import sqlalchemy as sa
 
-from pipelines import cli, demo_data
+from pipelines import cli, demo_data, warehouse
 from pipelines.nightly import StageMeter
 from tests.conftest import ROOT
 
@@ -37,9 +38,18 @@ def test_mianshen_run_writes_its_timings(tmp_path, monkeypatch):
     monkeypatch.setenv("MIANSHEN_LANDING", str(tmp_path / "landing"))
     monkeypatch.setenv("MIANSHEN_POLICIES", str(tmp_path / "policies"))
     timings = tmp_path / "timings.json"
+    before = datetime.now(timezone.utc).replace(tzinfo=None)
     assert cli.main(["run", "--as-of", str(AS_OF), "--accept-drift", "--timings", str(timings)]) == 0
+    after = datetime.now(timezone.utc).replace(tzinfo=None)
     measured = json.loads(timings.read_text(encoding="utf-8"))
     assert list(measured["stages"]) == ["ingest", "validate", "portrait", "match", "ledger_outputs"]
     assert all(s["seconds"] > 0 and s["peak_mib"] > 0 for s in measured["stages"].values())
     matches = pq.read_metadata(tmp_path / "output" / str(AS_OF) / "matches.parquet").num_rows
     assert measured["match_results"] == matches > 0
+    # the run's audit row: started when the run started, not when the row was written at its end
+    with warehouse.connect(f"sqlite:///{tmp_path / 'work' / 'warehouse.db'}").connect() as conn:
+        started, finished = conn.execute(sa.select(warehouse.runs.c.started_at, warehouse.runs.c.finished_at)
+                                         .where(warehouse.runs.c.run_id == f"cli__{AS_OF}")).one()
+    assert before <= started < finished <= after
+    assert started - before < finished - started
+

@@ -57,14 +57,24 @@ def test_nightly_produces_matches_lists_and_report(nightly_dag, tmp_path, monkey
     assert (settings.portraits / f"{AS_OF}.parquet").exists()
 
 
-def test_stale_feed_closes_the_gate_and_nothing_downstream_runs(nightly_dag, tmp_path, monkeypatch):
-    from pipelines import demo_data
+def _gate_alerts(received: list[dict]) -> list[tuple]:
+    return sorted((a["kind"], a["department"], a["title"], a["text"]) for a in received if a["kind"].startswith("feed_"))
 
-    settings = _environment(monkeypatch, tmp_path)
+
+def test_stale_feed_closes_the_gate_and_nothing_downstream_runs(nightly_dag, tmp_path, monkeypatch, webhook):
+    """…and the departments are alerted, the same alerts whether the night runs as the DAG
+    or as `mianshen run`."""
+    from pipelines import cli, demo_data
+
+    url, received = webhook
+    monkeypatch.setenv("MIANSHEN_ALERT_WEBHOOK", url)
+    monkeypatch.delenv("MIANSHEN_ALERT_EMAIL", raising=False)
+    settings = _environment(monkeypatch, tmp_path / "dag")
     demo_data.generate(settings.landing, AS_OF, 200, 3)
     # the tax office's deliveries are all older than its 35-day window
     for i, delivery in enumerate(sorted((settings.landing / "tax").iterdir())):
         shutil.move(delivery, settings.landing / "tax" / f"2026-08-0{i + 1}")
+    shutil.copytree(settings.landing, tmp_path / "cli" / "landing")
     run = _run(nightly_dag)
     assert str(run.state) == "failed"
     run_dir = settings.run_dir(AS_OF)
@@ -73,3 +83,10 @@ def test_stale_feed_closes_the_gate_and_nothing_downstream_runs(nightly_dag, tmp
     assert not (settings.portraits / f"{AS_OF}.parquet").exists()
     report = (run_dir / "report.html").read_text(encoding="utf-8")
     assert "未通过" in report and "区税务局" in report
+    from_dag = _gate_alerts(received)
+    assert [(kind, department) for kind, department, *_ in from_dag] == [("feed_stale", "区税务局")]
+
+    received.clear()
+    _environment(monkeypatch, tmp_path / "cli")
+    assert cli.main(["run", "--as-of", str(AS_OF)]) == 2
+    assert _gate_alerts(received) == from_dag

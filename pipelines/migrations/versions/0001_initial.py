@@ -7,15 +7,36 @@ Create Date: 2026-11-27
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import sqlalchemy as sa
 from alembic import op
-
-from pipelines.warehouse import STATUSES, TRANSITIONS, Money, sql_statements
 
 revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
+
+# Frozen as written on 2026-11-27: a migration never reads the live code's constants,
+# or a later edit there would rewrite history. Later changes come in later migrations.
+STATUSES = ("eligible", "notified", "confirmed", "declined", "approved", "rejected",
+            "objected", "scheduled", "paid")
+TRANSITIONS = (
+    ("eligible", "notified"), ("notified", "confirmed"), ("notified", "declined"),
+    ("confirmed", "approved"), ("confirmed", "rejected"), ("approved", "scheduled"),
+    ("approved", "objected"), ("objected", "approved"), ("objected", "rejected"),
+    ("scheduled", "paid"),
+)
+# What pipelines.warehouse.Money created then: text on SQLite (exact), NUMERIC(20,2) elsewhere.
+Money = sa.Numeric(20, 2).with_variant(sa.String(32), "sqlite")
+GUARDS_SQL = Path(__file__).resolve().parents[3] / "sql" / "0001_ledger_guards_{dialect}.sql"
+
+
+def sql_statements(dialect: str) -> list[str]:
+    """The statements of the frozen guards file, separated by lines reading `--;`."""
+    text = Path(str(GUARDS_SQL).format(dialect=dialect)).read_text(encoding="utf-8")
+    parts = [p.strip() for p in text.split("\n--;\n")]
+    return [p for p in parts if p and not all(line.startswith("--") for line in p.splitlines())]
 
 
 def upgrade() -> None:
@@ -156,7 +177,7 @@ def upgrade() -> None:
         sa.Column("outcome", sa.Text),
     )
     dialect = op.get_bind().dialect.name
-    for statement in sql_statements(f"ledger_guards_{dialect}.sql"):
+    for statement in sql_statements(dialect):
         op.execute(statement)
 
 
