@@ -29,7 +29,7 @@ class Settings:
     # feed -> (SQLAlchemy URL or airflow://<conn_id>, table name or SELECT): feeds
     # pulled from a department's exchange database instead of the file drop.
     sources: dict[str, tuple[str, str]] = field(default_factory=dict)
-    # Resource limits for received workbooks (pipelines/safety.py): file size,
+    # Resource limits for received files (pipelines/received.py): file size,
     # declared uncompressed size of an .xlsx, rows of one sheet.
     max_file_mb: int = 100
     max_unzipped_mb: int = 500

@@ -13,7 +13,6 @@ and is still archived.
 """
 from __future__ import annotations
 
-import codecs
 import csv
 import datetime as dt
 import hashlib
@@ -35,10 +34,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from pipelines import files, safety
+from pipelines import files, received
 from pipelines.files import sha256_file
-from pipelines.config import Settings, load_settings
+from pipelines.config import Settings
 from pipelines.contracts import ARROW_TYPES, FEEDS, Column, Feed
+from pipelines.received import cell_text
 
 SUCCESS_MARKER = "_SUCCESS"
 DATA_SUFFIXES = (".csv", ".xlsx", ".xls")  # calamine reads legacy .xls too
@@ -86,6 +86,7 @@ def ingest_feed(settings: Settings, feed: str, as_of: dt.date) -> dict:
         "normalised": {},
         "extra_columns": [],
         "missing_optional_columns": [],
+        "hidden_sheets": {},
         "ignored_files": [],
         "incomplete_deliveries": [],
         "undated_folders": [],
@@ -139,6 +140,7 @@ def ingest_feed(settings: Settings, feed: str, as_of: dt.date) -> dict:
         normalised=result.normalised,
         extra_columns=result.extra_columns,
         missing_optional_columns=result.missing_optional,
+        hidden_sheets=result.hidden_sheets,
     )
     if result.rows == 0:
         summary["status"] = "rejected"
@@ -317,64 +319,30 @@ class TextFile:
     headers: list[str]
     table: pa.Table                      # columns c0..cn-1 as strings ("" when empty) + _row
     malformed: list[tuple[int, str, list[str]]] = field(default_factory=list)  # (row, reason, cells)
-
-
-def cell_text(value) -> str:
-    """One spreadsheet / database value as the text a department meant.
-
-    Excel keeps numbers as binary doubles, so a money cell comes back as a
-    float: repr() gives the shortest text that round-trips, which is what the
-    department typed for any value with at most 15 significant digits; that
-    text goes through Decimal, never arithmetic on the float.
-    """
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "是" if value else "否"
-    if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
-            return str(value)
-        if value.is_integer():
-            return str(int(value))
-        return format(Decimal(repr(value)), "f")
-    if isinstance(value, Decimal):
-        text = format(value, "f")
-        return text.rstrip("0").rstrip(".") if "." in text else text
-    if isinstance(value, dt.datetime):
-        if value.time() == dt.time(0):
-            return value.date().isoformat()
-        return value.isoformat(sep=" ", timespec="seconds")
-    if isinstance(value, (dt.date, dt.time)):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return str(value)
+    hidden_sheets: list[str] = field(default_factory=list)  # a workbook's hidden sheets, not read
 
 
 def read_text_file(path: Path, settings: Settings | None = None) -> TextFile:
+    """One delivered file as text; DeliveryError (Chinese) when it cannot be read."""
     if path.stat().st_size == 0:
         raise DeliveryError(f"文件「{path.name}」为空（0 字节）")
-    if path.suffix.lower() in (".xlsx", ".xls"):
-        # CSV is streamed (pyarrow, bounded blocks); a workbook is read whole, so it is checked first.
-        try:
-            safety.check_workbook_limits(path, settings or load_settings())
-        except safety.LimitExceeded as exc:
-            raise DeliveryError(str(exc)) from None
-        return read_xlsx(path)
-    return read_csv(path)
-
-
-def read_xlsx(path: Path) -> TextFile:
     try:
-        [(_, rows)] = safety.read_sheets(path, first_only=True)
-    except BaseException as exc:  # calamine raises zip/xml errors of several kinds, and may panic
-        if not safety.is_reader_failure(exc):
-            raise
-        raise DeliveryError(f"Excel 文件「{path.name}」已损坏或不完整，无法读取（{type(exc).__name__}）") from exc
+        if path.suffix.lower() in (".xlsx", ".xls"):
+            # CSV is streamed (pyarrow, bounded blocks); a workbook is read whole, after the limits.
+            return read_xlsx(path, settings)
+        return read_csv(path)
+    except received.Unreadable as exc:
+        raise DeliveryError(str(exc)) from exc
+
+
+def read_xlsx(path: Path, settings: Settings | None = None) -> TextFile:
+    """The first visible sheet; the names of hidden sheets skipped come back in `hidden_sheets`."""
+    book = received.read_workbook(path, settings, first_only=True)
+    rows = book.sheets[0][1] if book.sheets else []
     texts = [[cell_text(v) for v in row] for row in rows]
     header_at = next((i for i, row in enumerate(texts) if any(c.strip() for c in row)), None)
     if header_at is None:
-        raise DeliveryError(f"文件「{path.name}」为空（第一个工作表没有内容）")
+        raise DeliveryError(f"文件「{path.name}」为空（第一个工作表没有内容）" + (f"；{book.notice}" if book.notice else ""))
     headers = texts[header_at]
     width = len(headers)
     data, numbers = [], []
@@ -386,23 +354,14 @@ def read_xlsx(path: Path) -> TextFile:
         numbers.append(i + 1)  # Excel's own row number
     columns = {f"c{j}": pa.array([r[j] for r in data], pa.string()) for j in range(width)}
     columns["_row"] = pa.array(numbers, pa.int64())
-    return TextFile(path.name, headers, pa.table(columns))
-
-
-def _csv_encoding(path: Path) -> str:
-    with open(path, "rb") as fh:
-        head = fh.read(4)
-    return "utf-8-sig" if head.startswith(codecs.BOM_UTF8) else "utf-8"
+    return TextFile(path.name, headers, pa.table(columns), hidden_sheets=book.hidden)
 
 
 def read_csv(path: Path) -> TextFile:
     """Fast path: pyarrow with every column as string; exact slow path on any irregular line.
-
-    Encoding: a BOM means UTF-8; otherwise strict UTF-8 is tried first and
-    GB18030 (a superset of GBK and GB2312) second.
-    """
-    encoding = _csv_encoding(path)
-    candidates = [encoding] if encoding == "utf-8-sig" else ["utf-8", "gb18030"]
+    Encodings as received.csv_encodings."""
+    with open(path, "rb") as fh:
+        candidates = received.csv_encodings(fh.read(4))
     last: Exception | None = None
     for enc in candidates:
         try:
@@ -410,14 +369,12 @@ def read_csv(path: Path) -> TextFile:
         except _Irregular:
             return _read_csv_python(path, enc)
         except csv.Error as exc:  # e.g. a field over the csv module's size limit on the exact path
-            raise DeliveryError(f"文件「{path.name}」不是有效的 CSV：{safety.mask_text(exc)}") from exc
+            raise received.bad_csv(path.name, exc) from exc
         except (UnicodeDecodeError, pa.ArrowInvalid) as exc:
             if isinstance(exc, pa.ArrowInvalid) and "utf8" not in str(exc).lower() and "decode" not in str(exc).lower():
-                raise DeliveryError(f"文件「{path.name}」不是有效的 CSV：{safety.mask_text(exc)}") from exc
+                raise received.bad_csv(path.name, exc) from exc
             last = exc
-    raise DeliveryError(
-        f"文件「{path.name}」的编码无法识别（既不是 UTF-8 也不是 GB18030/GBK），请以 UTF-8 或 GBK 编码重新导出"
-    ) from last
+    raise received.undecodable(path.name) from last
 
 
 class _Irregular(Exception):
@@ -721,6 +678,7 @@ class ReadResult:
     normalised: dict[str, dict[str, int]]
     extra_columns: list[str]
     missing_optional: list[str]
+    hidden_sheets: dict[str, list[str]] = field(default_factory=dict)  # file -> hidden sheets not read
 
 
 def quarantine_schema(spec: Feed) -> pa.Schema:
@@ -738,8 +696,11 @@ def read_delivery(spec: Feed, paths: list[Path], settings: Settings | None = Non
     extra: list[str] = []
     missing_optional: list[str] = []
     per_file: dict[str, int] = {}
+    hidden: dict[str, list[str]] = {}
     for path in paths:
         tf = read_text_file(path, settings)
+        if tf.hidden_sheets:
+            hidden[tf.name] = tf.hidden_sheets
         found, file_extra, file_missing = map_headers(spec, tf)
         extra += [h for h in file_extra if h not in extra]
         missing_optional += [h for h in file_missing if h not in missing_optional]
@@ -792,7 +753,7 @@ def read_delivery(spec: Feed, paths: list[Path], settings: Settings | None = Non
     if malformed:
         quarantined = pa.concat_tables([quarantined, pa.Table.from_pylist(malformed, schema=quarantine_schema(spec))])
     quarantined = quarantined.cast(quarantine_schema(spec))
-    return ReadResult(staged, quarantined, n + len(malformed), per_file, normalised, extra, missing_optional)
+    return ReadResult(staged, quarantined, n + len(malformed), per_file, normalised, extra, missing_optional, hidden)
 
 
 # --------------------------------------------------------------------------

@@ -7,7 +7,8 @@ the data, 合计 and signature rows at the bottom, amounts as `12,000.00`,
 CSV saved under an `.xlsx` name, and now and then the wrong file altogether.
 
 Three layers, pure in the middle:
-- `read_name_list(path) -> ParsedList` reads any such file. It never raises
+- `read_name_list(path) -> ParsedList` reads any such file (through
+  pipelines/received.py, the one reader of received files). It never raises
   for a bad file: an unreadable or wrong file comes back with `error` set to
   a short Chinese reason (the sender reads it).
 - `check_name_list(parsed, registry, policy) -> CheckResult` applies the
@@ -21,7 +22,9 @@ Decisions where the contract is silent (for the README):
   password-protected xlsx when it holds an `EncryptedPackage` stream), text
   (CSV in UTF-8 with or without BOM, else GB18030), HTML (a web-system
   “Excel” export: refused, it must be saved as a real workbook).
-- The data sheet is the first sheet, in workbook order, with a header row
+- Hidden and very hidden sheets are not read (a department's old version
+  kept out of sight); the answer names them.
+- The data sheet is the first visible sheet, in workbook order, with a header row
   (within its first 50 rows) holding both a 信用代码 column and a 企业名称 /
   单位名称 column. Header cells are compared after NFKC (full-width brackets
   and letters to half-width), with all whitespace and `*` removed.
@@ -54,8 +57,6 @@ Decisions where the contract is silent (for the README):
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import re
@@ -68,10 +69,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import intake, safety, uscc
+from pipelines import intake, received, uscc
 from pipelines.config import Settings, load_settings
 from pipelines.contracts import MONEY
 from pipelines.files import atomic_write_parquet
+from pipelines.received import cell_text
 
 BAD_ROW_THRESHOLD = Decimal("0.20")
 CATEGORIES = ("invalid_uscc", "not_in_registry", "name_mismatch", "duplicate", "bad_amount", "missing_field")
@@ -93,9 +95,6 @@ HEADER_SCAN_ROWS = 50
 CENT = Decimal("0.01")
 TEN_THOUSAND = Decimal(10000)
 _CENT_TOLERANCE = Decimal("0.000001")
-
-ZIP_MAGIC = b"PK\x03\x04"
-OLE2_MAGIC = bytes.fromhex("D0CF11E0A1B11AE1")
 
 
 class NameListError(Exception):
@@ -128,6 +127,7 @@ class ParsedList:
     amount_unit: Decimal = Decimal(1)
     rows: list[ListRow] = field(default_factory=list)
     skipped: list[tuple[int, str]] = field(default_factory=list)  # (row, why) of non-data rows
+    hidden_sheets: list[str] = field(default_factory=list)  # not read
 
 
 @dataclass
@@ -155,9 +155,10 @@ class CheckResult:
     errors: list[RowError] = field(default_factory=list)
     data_rows: int = 0
     bad_rows: int = 0
+    notice: str = ""              # Chinese: hidden sheets that were not read ("" when none)
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "file": self.file,
             "accepted": self.accepted,
             "reason": self.reason,
@@ -168,6 +169,9 @@ class CheckResult:
             ],
             "errors": [{"row": e.row, "category": e.category, "message": e.message} for e in self.errors],
         }
+        if self.notice:
+            out["notice"] = self.notice
+        return out
 
     def errors_by_row(self) -> dict[int, list[str]]:
         out: dict[int, list[str]] = {}
@@ -180,11 +184,7 @@ class CheckResult:
 
 def _text(value: object) -> str:
     """A cell as the text a person sees (empty for an empty cell)."""
-    if value is None:
-        return ""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
+    return cell_text(value).strip()
 
 
 def norm_header(value: object) -> str:
@@ -330,67 +330,12 @@ def classify_row(cells: list[object], roles: dict[str, int]) -> str | None:
 
 # ---- reading files ----------------------------------------------------------
 
-def _grid_rows(rows: list[list[object]]) -> list[list[object]]:
-    return [[None if (isinstance(v, str) and not v.strip()) else v for v in row] for row in rows]
-
-
-def _read_workbook(data: bytes) -> list[tuple[str, list[list[object]]]]:
-    import python_calamine as pc
-
+def load_sheets(path: Path, settings: Settings | None = None) -> received.Received:
+    """The file's visible sheets, its kind judged by content. Raises NameListError."""
     try:
-        return [(name, _grid_rows(rows)) for name, rows in safety.read_sheets(data)]
-    except pc.PasswordError:
-        raise NameListError("工作簿设有打开密码，无法读取，请取消密码后重新报送") from None
-    except BaseException as e:  # calamine may also panic (a BaseException) on a damaged file
-        if not safety.is_reader_failure(e):
-            raise
-        raise NameListError("文件已损坏，无法作为Excel工作簿打开") from None
-
-
-def _decode_text(data: bytes) -> str:
-    for encoding in ("utf-8-sig", "gb18030"):
-        try:
-            return data.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-    raise NameListError("无法识别的文件格式：既不是Excel工作簿，也不是CSV文本")
-
-
-def _read_csv(data: bytes) -> list[list[object]]:
-    text = _decode_text(data)
-    if "\x00" in text:
-        raise NameListError("无法识别的文件格式：既不是Excel工作簿，也不是CSV文本")
-    first = text.split("\n", 1)[0]
-    delimiter = "\t" if first.count("\t") > first.count(",") else ","
-    try:  # newline="": a lone CR ends a record instead of raising
-        return _grid_rows([list(r) for r in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)])
-    except csv.Error:
-        raise NameListError("CSV 文件格式有误，无法读取，请在Excel中另存为“.xlsx”后重新报送") from None
-
-
-def load_sheets(path: Path, settings: Settings | None = None) -> tuple[str, list[tuple[str, list[list[object]]]]]:
-    """(format, [(sheet name, grid)]) of a file, by its content. Raises NameListError."""
-    try:
-        safety.check_workbook_limits(path, settings or load_settings())
-        data = Path(path).read_bytes()
-    except safety.LimitExceeded as e:
+        return received.read_received(path, settings)
+    except received.Unreadable as e:
         raise NameListError(str(e)) from None
-    except OSError:
-        raise NameListError("文件无法读取") from None
-    if not data.strip():
-        raise NameListError("文件为空")
-    if data.startswith(ZIP_MAGIC):
-        return "xlsx", _read_workbook(data)
-    if data.startswith(OLE2_MAGIC):
-        if "EncryptedPackage".encode("utf-16-le") in data[:65536]:
-            raise NameListError("工作簿设有打开密码，无法读取，请取消密码后重新报送")
-        return "xls", _read_workbook(data)
-    head = data[:2048].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if head.startswith((b"<html", b"<!doctype", b"<table", b"<?xml", b"<meta")):
-        raise NameListError("文件实为网页（HTML/XML）格式而非Excel工作簿，请在Excel中另存为“.xlsx”后重新报送")
-    if data.startswith((b"%PDF", b"\x89PNG", b"\xff\xd8\xff", b"Rar!", b"7z")):
-        raise NameListError("文件不是Excel工作簿或CSV表格")
-    return "csv", [("", _read_csv(data))]
 
 
 def _unique_headers(header: list[object], width: int) -> list[str]:
@@ -437,11 +382,11 @@ def read_name_list(path: Path | str, settings: Settings | None = None) -> Parsed
     """Read any department workbook (xlsx, xls, CSV by content); never raises for a bad file."""
     path = Path(path)
     try:
-        fmt, sheets = load_sheets(path, settings)
+        book = load_sheets(path, settings)
     except NameListError as e:
         return ParsedList(file=path.name, error=str(e))
-    parsed = parse_grid(path.name, sheets)
-    parsed.format = fmt
+    parsed = parse_grid(path.name, book.sheets)
+    parsed.format, parsed.hidden_sheets = book.format, book.hidden
     return parsed
 
 
@@ -461,15 +406,16 @@ def amount_mode(policy: object) -> tuple[str, Decimal | None]:
 def check_name_list(parsed: ParsedList, registry: pa.Table, policy: object,
                     threshold: Decimal = BAD_ROW_THRESHOLD) -> CheckResult:
     """Apply the name-list contract; pure. `registry` has columns uscc, name."""
+    notice = received.hidden_sheets_notice(parsed.hidden_sheets)
     if parsed.error:
-        return CheckResult(file=parsed.file, accepted=False, reason=parsed.error)
+        return CheckResult(file=parsed.file, accepted=False, reason=parsed.error, notice=notice)
     mode, fixed = amount_mode(policy)
     if mode == "required" and not parsed.has_amount:
-        return CheckResult(file=parsed.file, accepted=False,
+        return CheckResult(file=parsed.file, accepted=False, notice=notice,
                            reason="缺少“奖补金额（元）”列：本政策的奖补金额以名单为准，须逐户填写")
     names = dict(zip(registry.column("uscc").to_pylist(), registry.column("name").to_pylist()))
     first_row: dict[str, int] = {}
-    result = CheckResult(file=parsed.file, accepted=False, reason=None, data_rows=len(parsed.rows))
+    result = CheckResult(file=parsed.file, accepted=False, reason=None, data_rows=len(parsed.rows), notice=notice)
     for r in parsed.rows:
         errors: list[tuple[str, str]] = []
         name = _text(r.name)
@@ -524,6 +470,12 @@ def check_name_list(parsed: ParsedList, registry: pa.Table, policy: object,
 
 
 def summary_line(result: CheckResult, mode: str = "required", fixed: Decimal | None = None) -> str:
+    """The answer's first line; it names the hidden sheets that were not read."""
+    line = _outcome_line(result, mode, fixed)
+    return f"{line}；{result.notice}" if result.notice else line
+
+
+def _outcome_line(result: CheckResult, mode: str, fixed: Decimal | None) -> str:
     if result.reason and not result.data_rows:
         return f"未接收：{result.reason}"
     if not result.accepted:
@@ -566,7 +518,7 @@ def load_policies(settings: Settings) -> dict[str, object]:
     return {p.id: p for p in found}
 
 
-def to_table(result: CheckResult, source: str, received: datetime) -> pa.Table:
+def to_table(result: CheckResult, source: str, received_at: datetime) -> pa.Table:
     n = len(result.rows)
     return pa.table(
         {
@@ -575,7 +527,7 @@ def to_table(result: CheckResult, source: str, received: datetime) -> pa.Table:
             "amount": pa.array([r.amount for r in result.rows], MONEY),
             "note": pa.array([r.note or None for r in result.rows], pa.string()),
             "source": pa.array([source] * n, pa.string()),
-            "received_at": pa.array([received] * n, NAMELIST_SCHEMA.field("received_at").type),
+            "received_at": pa.array([received_at] * n, NAMELIST_SCHEMA.field("received_at").type),
         },
         schema=NAMELIST_SCHEMA,
     )

@@ -22,8 +22,6 @@ Decisions:
 """
 from __future__ import annotations
 
-import csv
-import io
 import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -31,10 +29,11 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Callable
 
-from pipelines import intake, ledger, safety, warehouse
+from pipelines import intake, ledger, received, warehouse
 from pipelines.config import Settings
 from pipelines.intake import IntakeResult, RowOutcome
 from pipelines.ledger import Source
+from pipelines.received import cell_text
 from pipelines.outputs import review as review_sheet
 from pipelines.uscc import normalise_code
 
@@ -49,62 +48,36 @@ class Refused(Exception):
 
 
 # ---------------------------------------------------------------- reading
-# A small header-finding reader of our own; pipelines/namelist.py has the
-# general messy-workbook reader, to be merged with this one later.
+# A small header-finding reader of our own over pipelines/received.py (the one
+# reader of received files); pipelines/namelist.py has the general
+# messy-workbook header hunt, to be merged with this one later.
+
+SUFFIXES = (".xlsx", ".xlsm", ".xls", ".csv", ".txt")
+
 
 def _clean_header(value: object) -> str:
-    text = unicodedata.normalize("NFKC", "" if value is None else str(value))
-    return "".join(text.split())
+    return "".join(text(value).split())
 
 
-def _raw_rows(path: Path) -> list[tuple[int, list]]:
-    suffix = path.suffix.lower()
-    if suffix in (".xlsx", ".xlsm"):
-        # calamine, as ingest and namelist: it skips rows that carry only
-        # formatting (openpyxl took half a minute and 600 MB on a sheet
-        # formatted down to row 1,048,576) and gives formulas' cached values.
-        [(_, rows)] = safety.read_sheets(path, first_only=True)
-        return [(i, [None if v == "" else v for v in r]) for i, r in enumerate(rows, start=1)]
-    if suffix == ".xls":
-        import xlrd
-        book = xlrd.open_workbook(str(path))
-        sheet = book.sheet_by_index(0)
-        out = []
-        for i in range(sheet.nrows):
-            row = []
-            for cell in sheet.row(i):
-                if cell.ctype == xlrd.XL_CELL_DATE:
-                    row.append(xlrd.xldate.xldate_as_datetime(cell.value, book.datemode))
-                else:
-                    row.append(cell.value)
-            out.append((i + 1, row))
-        return out
-    if suffix in (".csv", ".txt"):
-        data = path.read_bytes()
-        for encoding in ("utf-8-sig", "gb18030"):
-            try:
-                text = data.decode(encoding)
-                break
-            except UnicodeDecodeError:
-                continue
-        else:
-            raise Refused("文件编码无法识别，请使用 UTF-8 或 GBK 编码的 CSV")
-        return [(i, r) for i, r in enumerate(csv.reader(io.StringIO(text, newline="")), start=1)]
-    raise Refused(f"不支持的文件类型“{path.suffix}”，请报送 xlsx、xls 或 csv 文件")
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[tuple[int, dict]]  # (row number the sender sees, header -> cell)
+    notice: str = ""              # Chinese: hidden sheets that were not read ("" when none)
 
 
 def read_table(path: Path, required: tuple[str, ...],
-               alternatives: tuple[tuple[str, ...], ...] = ()) -> tuple[list[str], list[tuple[int, dict]]]:
-    """Find the header row (title rows above it are tolerated) holding `required`
-    and one of `alternatives` (each a full set), and return (headers, rows)."""
+               alternatives: tuple[tuple[str, ...], ...] = (),
+               settings: Settings | None = None) -> Table:
+    """Find the header row (title rows above it are tolerated) of the first
+    visible sheet holding `required` and one of `alternatives` (each a full set)."""
+    if path.suffix.lower() not in SUFFIXES:
+        raise Refused(f"不支持的文件类型“{path.suffix}”，请报送 xlsx、xls 或 csv 文件")
     try:
-        raw = _raw_rows(path)
-    except Refused:
-        raise
-    except BaseException as exc:  # a corrupt workbook is the sender's problem, not a crash (calamine may panic)
-        if not safety.is_reader_failure(exc):
-            raise
-        raise Refused(f"文件无法读取（{type(exc).__name__}），请检查文件是否损坏") from exc
+        book = received.read_received(path, settings, first_only=True)
+    except received.Unreadable as exc:
+        raise Refused(str(exc)) from None
+    raw = list(enumerate(book.sheets[0][1] if book.sheets else [], start=1))
     for _, cells in raw[:HEADER_SCAN_ROWS]:
         headers = [_clean_header(c) for c in cells]
         present = set(headers)
@@ -112,33 +85,24 @@ def read_table(path: Path, required: tuple[str, ...],
             break
     else:
         need = "、".join(required + (alternatives[0] if alternatives else ()))
-        raise Refused(f"未找到表头：表格须包含列 {need}")
+        raise Refused(f"未找到表头：表格须包含列 {need}" + (f"；{book.notice}" if book.notice else ""))
     header_at = next(i for i, (_, c) in enumerate(raw) if [_clean_header(x) for x in c] == headers)
     rows = []
     for rownum, cells in raw[header_at + 1:]:
         values = {h: (cells[j] if j < len(cells) else None) for j, h in enumerate(headers) if h}
         rows.append((rownum, values))
-    return headers, rows
+    return Table(headers, rows, book.notice)
 
 
 def text(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
-    if isinstance(value, date):
-        return value.isoformat()
-    return unicodedata.normalize("NFKC", str(value)).strip()
+    """A cell as text (received.cell_text), NFKC-normalised and stripped."""
+    return unicodedata.normalize("NFKC", cell_text(value)).strip()
 
 
 def money(value: object) -> Decimal:
     """An amount as sent (number, "5,000.00", "5000元"); ValueError when it is not one."""
     if value is None or value == "":
         raise ValueError("empty")
-    if isinstance(value, float):
-        value = repr(value)   # shortest repr: 1234.56 stays 1234.56
     cleaned = text(value).replace(",", "").replace("，", "").replace("元", "").replace("¥", "")
     try:
         amount = Decimal(cleaned)
@@ -197,18 +161,14 @@ def _run(settings: Settings, path: Path, sha256: str, required: tuple[str, ...],
          alternatives: tuple[tuple[str, ...], ...] = (), key_cells: tuple[str, ...] = KEY,
          department: str | None = None) -> IntakeResult:
     try:
-        try:
-            safety.check_workbook_limits(path, settings)
-        except safety.LimitExceeded as exc:
-            raise Refused(str(exc)) from None
-        _headers, rows = read_table(Path(path), required, alternatives)
+        table = read_table(Path(path), required, alternatives, settings)
     except Refused as exc:
         return IntakeResult(accepted=False, reason=str(exc), summary="文件未受理：" + str(exc),
                             department=department)
-    rows = [(n, v) for n, v in rows
+    rows = [(n, v) for n, v in table.rows
             if any(text(v.get(k)) for k in key_cells if k in v) and not _footer(v)]
     if not rows:
-        reason = "文件中没有数据行"
+        reason = "文件中没有数据行" + (f"；{table.notice}" if table.notice else "")
         return IntakeResult(accepted=False, reason=reason, summary="文件未受理：" + reason,
                             department=department)
     engine = warehouse.connect(settings.warehouse_url)
@@ -232,6 +192,8 @@ def _run(settings: Settings, path: Path, sha256: str, required: tuple[str, ...],
             departments.add(applied.department)
     errors = sum(1 for o in outcomes if o.error)
     summary = f"接收 {len(outcomes) - errors} 行，错误 {errors} 行，金额合计 {total:,.2f} 元"
+    if table.notice:
+        summary += f"；{table.notice}"
     if department is None and len(departments) == 1:
         department = departments.pop()
     return IntakeResult(accepted=True, reason=None, rows=outcomes, summary=summary,

@@ -38,7 +38,8 @@ from pipelines.config import Settings
 from pipelines.files import atomic_write_text, read_json
 from pipelines.outputs.workbook import neutralise
 from pipelines.contracts import FEED_ORDER, FEEDS, Feed
-from pipelines.ingest import HELPER_COLUMNS, cell_text, staged_schema, write_json, write_parquet
+from pipelines.ingest import HELPER_COLUMNS, staged_schema, write_json, write_parquet
+from pipelines.received import cell_text, hidden_sheets_notice
 
 ACCEPTED = "accepted"
 
@@ -476,6 +477,8 @@ def validate_feed(settings: Settings, feed: str, as_of: dt.date, accept_drift: b
         warnings.append("交付中有合同以外的列（已忽略）：" + "、".join(ingested["extra_columns"]))
     if ingested.get("missing_optional_columns"):
         warnings.append("交付缺少非必需列（按空值处理）：" + "、".join(ingested["missing_optional_columns"]))
+    for file, sheets in ingested.get("hidden_sheets", {}).items():
+        warnings.append(f"文件「{file}」中{hidden_sheets_notice(sheets)}")
     if ingested.get("incomplete_deliveries"):
         warnings.append("有未完成的交付（缺少 _SUCCESS，未使用）：" + "、".join(ingested["incomplete_deliveries"]))
     if spec.references_registry:

@@ -6,7 +6,7 @@ from openpyxl. No library here writes legacy `.xls` (xlwt is not installed),
 so `xls_bytes` writes a minimal BIFF8 workbook inside a minimal OLE2
 compound file by hand: the records Excel itself writes for a single sheet of
 numbers and shared strings (BOF, CODEPAGE, XF, BOUNDSHEET, SST, DIMENSIONS,
-NUMBER, LABELSST, EOF). Both calamine and xlrd read it.
+NUMBER, LABELSST, EOF). calamine reads it.
 """
 from __future__ import annotations
 

@@ -133,7 +133,7 @@ def test_unreadable_file_is_rejected_with_an_explanation(env):
     assert r["status"] == "rejected" and "损坏" in r["reason"]
     assert r["archived_to"].startswith(f"_rejected/{POLICY}/{DAY}/")
     rows = answer_rows(env.inbox / "_outbox" / DEPT / DAY / "名单_处理结果.xlsx")
-    assert rows == [("未接收：文件已损坏，无法作为Excel工作簿打开",)]
+    assert rows == [("未接收：文件「名单.xlsx」已损坏或不完整，无法作为Excel工作簿打开",)]
 
 
 def test_rejected_list_answer_has_every_row_with_its_error(env, tmp_path):

@@ -1,7 +1,7 @@
 """Resource limits: a zip bomb, an oversized file, a sheet that claims or has
 too many rows are refused in a second or two with a Chinese reason, by the
-one guard (pipelines.safety) that ingest, namelist and returns call before
-they open a workbook, and without the memory a reader would have used."""
+one guard (pipelines.received) that ingest, namelist and returns go through before
+a workbook is opened, and without the memory a reader would have used."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import ingest, namelist, returns, safety
+from pipelines import ingest, namelist, received, returns
 from pipelines.config import load_settings
 from tests.conftest import make_settings
 from tests.hardening.strategies import CJK, code
@@ -76,7 +76,7 @@ def test_limits_come_from_the_environment():
 
 
 def test_a_normal_workbook_passes(tmp_path):
-    safety.check_workbook_limits(write_xlsx(tmp_path / "ok.xlsx", sheet([HEADER, [code(1), "某公司", 1]])), load_settings({}))
+    received.check_limits(write_xlsx(tmp_path / "ok.xlsx", sheet([HEADER, [code(1), "某公司", 1]])), load_settings({}))
 
 
 @pytest.fixture(scope="module")
@@ -92,29 +92,29 @@ def files(tmp_path_factory):
 
 def test_zip_bomb_is_refused_by_its_declared_size_and_ratio(files):
     s = load_settings({"MIANSHEN_MAX_UNZIPPED_MB": "100"})
-    with pytest.raises(safety.LimitExceeded, match="解压后为 200.0 MB，超过上限 100 MB"):
-        refused_quickly(safety.check_workbook_limits, files["bomb"], s)
+    with pytest.raises(received.LimitExceeded, match="解压后为 200.0 MB，超过上限 100 MB"):
+        refused_quickly(received.check_limits, files["bomb"], s)
     s = load_settings({})                                              # 200 MB < 500 MB: the ratio says bomb
-    with pytest.raises(safety.LimitExceeded, match="压缩比异常"):
-        refused_quickly(safety.check_workbook_limits, files["bomb"], s)
+    with pytest.raises(received.LimitExceeded, match="压缩比异常"):
+        refused_quickly(received.check_limits, files["bomb"], s)
 
 
 def test_a_file_over_the_size_limit_is_refused_without_reading_it(tmp_path):
     big = tmp_path / "big.csv"
     with open(big, "wb") as f:
         f.truncate(3 << 20)                                            # 3 MB (sparse)
-    with pytest.raises(safety.LimitExceeded, match="超过上限 2 MB"):
-        refused_quickly(safety.check_workbook_limits, big, load_settings({"MIANSHEN_MAX_FILE_MB": "2"}), seconds=0.2)
+    with pytest.raises(received.LimitExceeded, match="超过上限 2 MB"):
+        refused_quickly(received.check_limits, big, load_settings({"MIANSHEN_MAX_FILE_MB": "2"}), seconds=0.2)
 
 
 def test_a_dimension_beyond_the_limit_is_refused_at_once(files):
-    with pytest.raises(safety.LimitExceeded, match="超过 1,048,576 行的上限"):
-        refused_quickly(safety.check_workbook_limits, files["dimension"], load_settings({}), seconds=0.2)
+    with pytest.raises(received.LimitExceeded, match="超过 1,048,576 行的上限"):
+        refused_quickly(received.check_limits, files["dimension"], load_settings({}), seconds=0.2)
 
 
 def test_millions_of_styled_empty_rows_are_counted_and_refused(files):
-    with pytest.raises(safety.LimitExceeded, match="只有格式没有内容的行"):
-        refused_quickly(safety.check_workbook_limits, files["rows"], load_settings({}))
+    with pytest.raises(received.LimitExceeded, match="只有格式没有内容的行"):
+        refused_quickly(received.check_limits, files["rows"], load_settings({}))
 
 
 def test_a_zip_whose_sizes_lie_is_not_inflated(tmp_path):
@@ -131,7 +131,7 @@ def test_a_zip_whose_sizes_lie_is_not_inflated(tmp_path):
         cd = data.find(b"PK\x01\x02", cd + 4)
     path.write_bytes(bytes(data))
     s = dataclasses.replace(load_settings({}), max_unzipped_mb=5)
-    refused_quickly(safety.check_workbook_limits, path, s, seconds=1)
+    refused_quickly(received.check_limits, path, s, seconds=1)
     parsed = refused_quickly(namelist.read_name_list, path, s, seconds=5, megabytes=200)
     assert parsed.error and CJK.search(parsed.error)
 
@@ -168,9 +168,9 @@ def test_returns_read_a_sheet_formatted_to_the_last_row_quickly(tmp_path):
     path = styled_workbook(tmp_path / "c.xlsx", ["统一社会信用代码", "政策编号", "期次", "确认结果"],
                            [[code(1), "WL-RS-2026-01", "2026", "确认申领"]], 1_048_574)
     started = time.monotonic()
-    headers, rows = returns.read_table(path, ("统一社会信用代码", "政策编号", "期次", "确认结果"))
+    table = returns.read_table(path, ("统一社会信用代码", "政策编号", "期次", "确认结果"))
     assert time.monotonic() - started < 5
-    assert [r[1]["确认结果"] for r in rows] == ["确认申领"]
+    assert [r[1]["确认结果"] for r in table.rows] == ["确认申领"]
 
 
 @pytest.mark.parametrize("extra", [0, 1])
@@ -180,7 +180,7 @@ def test_the_row_count_is_exact_across_chunk_boundaries(tmp_path, extra):
     path = styled_workbook(tmp_path / "r.xlsx", HEADER, [[code(1), "某公司", 1]], limit - 2 + extra)
     s = dataclasses.replace(load_settings({}), max_rows=limit)
     if extra:
-        with pytest.raises(safety.LimitExceeded):
-            safety.check_workbook_limits(path, s)
+        with pytest.raises(received.LimitExceeded):
+            received.check_limits(path, s)
     else:
-        safety.check_workbook_limits(path, s)
+        received.check_limits(path, s)
