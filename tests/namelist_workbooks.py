@@ -30,12 +30,15 @@ def registry_rows(n: int) -> list[tuple[str, str]]:
     return [(code(i), f"南阳市卧龙区测试企业{i}有限公司") for i in range(1, n + 1)]
 
 
-def xlsx(path: Path, sheets: dict[str, list[list[object]]], merge: dict[str, list[str]] | None = None) -> Path:
-    """Write one workbook: sheet name -> rows (None leaves a cell empty)."""
+def xlsx(path: Path, sheets: dict[str, list[list[object]]], merge: dict[str, list[str]] | None = None,
+         hidden: dict[str, str] | None = None) -> Path:
+    """Write one workbook: sheet name -> rows (None leaves a cell empty);
+    `hidden`: sheet name -> "hidden" | "veryHidden"."""
     wb = openpyxl.Workbook()
     wb.remove(wb.active)
     for name, rows in sheets.items():
         ws = wb.create_sheet(name)
+        ws.sheet_state = (hidden or {}).get(name, "visible")
         for r, row in enumerate(rows, start=1):
             for c, value in enumerate(row, start=1):
                 if value is not None:

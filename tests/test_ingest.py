@@ -15,6 +15,7 @@ from pipelines.config import load_settings
 from pipelines.contracts import FEEDS
 from pipelines.ingest import cell_text, ingest_feed, sha256_file
 from tests.ingest_helpers import AS_OF, deliver, delivery_dir, row, rows, settings_for, uscc, write_csv
+from tests.namelist_workbooks import xlsx
 
 YESTERDAY = AS_OF - dt.timedelta(days=1)
 
@@ -115,6 +116,23 @@ def test_several_files_in_one_delivery_are_combined(settings):
     assert summary["rows"] == 3
     assert {r["_file"] for r in staged(summary)} == {"a.csv", "b.xlsx"}
     assert summary["ignored_files"] == ["readme.txt"]
+
+
+@pytest.mark.parametrize("state", ["hidden", "veryHidden"])
+def test_a_hidden_first_sheet_is_not_read_and_is_named(settings, state):
+    """A department's old version kept out of sight in front of the real sheet."""
+    def sheet(records):
+        return [list(records[0])] + [list(r.values()) for r in records]
+
+    folder = delivery_dir(settings, "registry", AS_OF)
+    folder.mkdir(parents=True)
+    xlsx(folder / "registry.xlsx", {"2025年旧版": sheet(rows("registry", 2, start=7)), "2026": sheet(rows("registry", 3))},
+         hidden={"2025年旧版": state})
+    (folder / "_SUCCESS").touch()
+    summary = ingest_feed(settings, "registry", AS_OF)
+    assert summary["status"] == "ingested"
+    assert [r["uscc"] for r in staged(summary)] == [uscc(n) for n in (1, 2, 3)]
+    assert summary["hidden_sheets"] == {"registry.xlsx": ["2025年旧版"]}
 
 
 # --- finding the delivery ----------------------------------------------------

@@ -169,6 +169,20 @@ def test_unreadable_files_are_refused_with_a_chinese_reason(tmp_path, content, w
     assert not result.accepted and result.reason == parsed.error and result.rows == []
 
 
+def test_a_hidden_first_sheet_is_not_read_and_the_answer_says_so(tmp_path):
+    """Last year's list kept out of sight in front of this year's: never what the department sends."""
+    path = xlsx(tmp_path / "名单.xlsx", {"2025年（旧）": department_list([good(7), good(8)]),
+                                         "2026年": department_list([good(1), good(2)])},
+                hidden={"2025年（旧）": "veryHidden"})
+    parsed = nl.read_name_list(path)
+    assert parsed.sheet == "2026年" and parsed.hidden_sheets == ["2025年（旧）"]
+    result = nl.check_name_list(parsed, registry(), FROM_LIST)
+    assert [r.uscc for r in result.rows] == [code(1), code(2)]
+    assert nl.summary_line(result) == ("已接收 2 行，错误 0 行，金额合计 20,000.00 元；"
+                                       "隐藏的工作表「2025年（旧）」未读取（只读取可见的工作表）")
+    assert result.to_json()["notice"] == "隐藏的工作表「2025年（旧）」未读取（只读取可见的工作表）"
+
+
 def test_wrong_workbook_has_no_header(tmp_path):
     path = xlsx(tmp_path / "工资表.xlsx", {"工资": [["姓名", "岗位", "工资"], ["张三", "会计", 5000]]})
     parsed = nl.read_name_list(path)

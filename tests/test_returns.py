@@ -14,6 +14,7 @@ from openpyxl import Workbook, load_workbook
 from h5_support import (code, db_url, engine, match, settings, write_matches,  # noqa: F401
                         write_policy, write_portrait)
 from pipelines import handoff, intake, ledger, returns, warehouse
+from tests.namelist_workbooks import xls_bytes, xlsx
 
 D1 = date(2026, 11, 26)
 P = "WL-RS-2026-01"
@@ -79,6 +80,27 @@ def test_a_file_without_the_header_is_refused_whole(settings, tmp_path):
     path = write_csv(tmp_path / "c.csv", ["企业", "结果"], [["a", "b"]])
     result = handle(settings, "_confirmations", path)
     assert not result.accepted and "未找到表头" in result.reason
+
+
+def test_a_hidden_first_sheet_is_not_read_and_the_answer_says_so(settings, tmp_path):
+    setup_notified(settings)
+    path = xlsx(tmp_path / "c.xlsx", {"旧版": [CONFIRM_HEADER, [code(1), P, "2026", "放弃", ""]],
+                                      "确认结果": [CONFIRM_HEADER, [code(1), P, "2026", "确认申领", ""]]},
+                hidden={"旧版": "hidden"})
+    result = handle(settings, "_confirmations", path)
+    assert result.summary == "接收 1 行，错误 0 行，金额合计 5,000.00 元；隐藏的工作表「旧版」未读取（只读取可见的工作表）"
+    assert statuses(settings)[code(1)] == "confirmed"
+
+
+def test_a_legacy_xls_confirmation_is_read_by_the_one_reader(settings, tmp_path):
+    setup_notified(settings)
+    path = tmp_path / "c.xls"
+    path.write_bytes(xls_bytes([CONFIRM_HEADER, [code(1), P, "2026", "确认申领", None]]))
+    assert handle(settings, "_confirmations", path).summary == "接收 1 行，错误 0 行，金额合计 5,000.00 元"
+    damaged = tmp_path / "d.xls"  # makes calamine abort its process: read in the guarded child
+    damaged.write_bytes((Path(__file__).parent / "hardening" / "data" / "calamine_oom.xls").read_bytes())
+    result = handle(settings, "_confirmations", damaged)
+    assert not result.accepted and "已损坏" in result.reason
 
 
 def schedule(settings, keys_amounts):

@@ -13,7 +13,8 @@ from pipelines.contracts import FEEDS
 from pipelines.ingest import ingest_feed
 from pipelines.uscc import CHARSET
 from pipelines.validate import GateClosed, gate, load_suite, validate_feed
-from tests.ingest_helpers import AS_OF, deliver, row, rows, settings_for, uscc
+from tests.ingest_helpers import AS_OF, deliver, delivery_dir, row, rows, settings_for, uscc
+from tests.namelist_workbooks import xlsx
 
 DELIVERED = AS_OF - dt.timedelta(days=1)  # 2026-11-25
 
@@ -266,6 +267,20 @@ def test_codes_missing_from_registry_are_warned_not_quarantined(tmp_path):
     assert verdict["status"] == "accepted" and verdict["bad_rows"] == 0 and verdict["good_rows"] == 4
     assert verdict["not_in_registry"] == 1
     assert any("1 行的统一社会信用代码不在企业登记信息" in w for w in verdict["warnings"])
+
+
+def test_hidden_sheets_not_read_are_named_in_the_verdict(tmp_path):
+    settings = settings_for(tmp_path)
+    records = rows("registry", 3)
+    folder = delivery_dir(settings, "registry", DELIVERED)
+    folder.mkdir(parents=True)
+    table = [list(records[0])] + [list(r.values()) for r in records]
+    xlsx(folder / "registry.xlsx", {"旧版": table, "2026": table}, hidden={"旧版": "hidden"})
+    (folder / "_SUCCESS").touch()
+    ingest_feed(settings, "registry", AS_OF)
+    verdict = validate_feed(settings, "registry", AS_OF)
+    assert verdict["status"] == "accepted"
+    assert "文件「registry.xlsx」中隐藏的工作表「旧版」未读取（只读取可见的工作表）" in verdict["warnings"]
 
 
 def test_ingest_outcomes_carry_into_the_verdict(tmp_path):
