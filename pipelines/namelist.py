@@ -330,14 +330,6 @@ def classify_row(cells: list[object], roles: dict[str, int]) -> str | None:
 
 # ---- reading files ----------------------------------------------------------
 
-def load_sheets(path: Path, settings: Settings | None = None) -> received.Received:
-    """The file's visible sheets, its kind judged by content. Raises NameListError."""
-    try:
-        return received.read_received(path, settings)
-    except received.Unreadable as e:
-        raise NameListError(str(e)) from None
-
-
 def _unique_headers(header: list[object], width: int) -> list[str]:
     seen: dict[str, int] = {}
     out = []
@@ -382,8 +374,8 @@ def read_name_list(path: Path | str, settings: Settings | None = None) -> Parsed
     """Read any department workbook (xlsx, xls, CSV by content); never raises for a bad file."""
     path = Path(path)
     try:
-        book = load_sheets(path, settings)
-    except NameListError as e:
+        book = received.read_received(path, settings)
+    except received.Unreadable as e:
         return ParsedList(file=path.name, error=str(e))
     parsed = parse_grid(path.name, book.sheets)
     parsed.format, parsed.hidden_sheets = book.format, book.hidden

@@ -259,8 +259,10 @@ def _calamine(data: bytes, name: str, first_only: bool) -> Received:
 
 
 def _read_in_child(data: bytes, name: str, first_only: bool, sender) -> None:
+    import faulthandler
     import resource
 
+    faulthandler.disable()  # an abort here is expected and answered by the parent: no fatal-error dump
     try:
         with open("/proc/self/statm") as statm:
             in_use = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
