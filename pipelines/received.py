@@ -183,8 +183,8 @@ def _check_sheet(name: str, zf: zipfile.ZipFile, info: zipfile.ZipInfo, settings
 
 
 def _checked_bytes(path: Path, settings: Settings | None) -> bytes:
-    check_limits(path, settings or load_settings())
     try:
+        check_limits(path, settings or load_settings())
         return path.read_bytes()
     except OSError:
         raise Unreadable(f"文件「{path.name}」无法读取") from None
