@@ -12,7 +12,8 @@ import pytest
 from pipelines.contracts import FEEDS
 from pipelines.ingest import ingest_feed
 from pipelines.uscc import CHARSET
-from pipelines.validate import GateClosed, gate, load_suite, validate_feed
+from pipelines.gx_suites import load_suite
+from pipelines.validate import GateClosed, gate, validate_feed
 from tests.ingest_helpers import AS_OF, deliver, delivery_dir, row, rows, settings_for, uscc
 from tests.namelist_workbooks import xlsx
 
@@ -325,3 +326,34 @@ def test_delivery_with_no_typeable_row_is_rejected(tmp_path):
     verdict = run(settings, "credit", [row("credit", n, listed_on="不详") for n in (1, 2)], day=AS_OF)
     assert verdict["status"] == "rejected" and verdict["bad_rows"] == 2 and verdict["good_rows"] == 0
     assert set(quarantine_rows(verdict)) == {2, 3}
+
+
+# --- the checks as a pure function: a verdict from rows and results, nothing read or written ---------
+
+
+def test_check_delivery_decides_from_its_arguments_alone():
+    import pyarrow as pa
+
+    from pipelines.validate import check_delivery
+
+    spec = FEEDS["credit"]
+    staged = pa.table({"uscc": [uscc(1), uscc(2), uscc(3)], "_row": [2, 3, 4], "_file": ["a.csv"] * 3})
+    ingest_bad = pa.table({"uscc": ["x"], "_row": [5], "_file": ["a.csv"], "reason": ["第5行 坏"]})
+    results = [{"type": "expect_x", "kwargs": {"column": "uscc"}, "meta": {"reason_zh": "代码 {uscc} 不对"},
+                "success": False, "unexpected": [1]}]
+    ingested = {"delivery_date": DELIVERED.isoformat(), "rows": 4, "extra_columns": ["备注"]}
+    previous = {"delivery_date": "2026-11-20", "rows": 2}
+    checked = check_delivery(spec, ingested, staged, ingest_bad, results, {}, AS_OF, previous=previous,
+                             registry=(pa.array([uscc(1)]), "2026-11-26"), accept_drift=True,
+                             quarantine_name="credit_quarantine.csv")
+    v = checked.verdict
+    assert checked.good["uscc"].to_pylist() == [uscc(1), uscc(3)]
+    assert [q["reason"] for q in checked.quarantine] == ["第5行 坏", f"第3行 代码 {uscc(2)} 不对"]
+    assert (v["rows"], v["bad_rows"], v["rule_bad_rows"], v["not_in_registry"]) == (4, 2, 1, 1)
+    assert v["failed_rules"] == [{"expectation": "expect_x", "columns": ["uscc"], "rule_zh": "代码 {uscc} 不对",
+                                  "rows": 1}]
+    # 2 of 4 bad is over credit's 1 %: rejected, and the reason points to the quarantine file;
+    # the +100 % drift was accepted by the operator, so it is a warning, not a second problem
+    assert v["status"] == "rejected" and "credit_quarantine.csv" in v["reason"]
+    assert v["drift"] == "1.000000" and v["drift_accepted"] is True
+    assert any("已由操作员确认接受" in w for w in v["warnings"]) and any("备注" in w for w in v["warnings"])

@@ -12,7 +12,8 @@ import pytest
 
 from pipelines.gx_uscc import valid_codes
 from pipelines.uscc import CHARSET, complete, is_valid
-from pipelines.validate import gx_frame, gx_parameters, row_failures, suite_columns, validate_feed
+from pipelines.gx_suites import gx_frame, gx_parameters, suite_columns
+from pipelines.validate import row_failures, validate_feed
 from pipelines.ingest import ingest_feed
 from tests.ingest_helpers import AS_OF, deliver, row, settings_for
 
