@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import html
 import io
 import re
 import sys
@@ -48,7 +47,8 @@ import sqlalchemy as sa
 
 from pipelines import warehouse as wh
 from pipelines.config import Settings
-from pipelines.report import bar_chart, write_atomic
+from pipelines.files import atomic_write_text
+from pipelines.html_page import bar_chart, esc, page, svg_figure, td
 from pipelines.outputs.workbook import neutralise
 
 METRICS = ("insured_count", "tax_paid")
@@ -257,26 +257,24 @@ def signed_bar_chart(title: str, items: list[tuple[str, Fraction]], unit: str = 
         w = half * abs(float(value)) / peak
         x = zero if value >= 0 else zero - w
         tx = zero + w + 6 if value >= 0 else zero + 6
-        rows.append(f'<text x="{label_w - 8}" y="{y + 15}" text-anchor="end">{html.escape(label)}</text>'
+        rows.append(f'<text x="{label_w - 8}" y="{y + 15}" text-anchor="end">{esc(label)}</text>'
                     f'<rect class="{"bar" if value >= 0 else "neg"}" x="{x:.1f}" y="{y}" width="{w:.1f}" '
                     f'height="{bar_h}" rx="3"></rect><text x="{tx:.1f}" y="{y + 15}">{two(value)}{unit}</text>')
     height = 40 + len(items) * (bar_h + 6)
-    return (f'<figure class="chart"><svg role="img" aria-label="{html.escape(title)}" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}"><text x="0" y="16" class="title">{html.escape(title)}</text>'
-            f'<line x1="{zero}" y1="24" x2="{zero}" y2="{height}" stroke="#555"></line>{"".join(rows)}</svg></figure>')
+    return svg_figure(title, width, height,
+                      f'<line x1="{zero}" y1="24" x2="{zero}" y2="{height}" stroke="#555"></line>{"".join(rows)}')
 
 
 def render(rows: list[DidRow], as_of: dt.date, n_payments: int) -> str:
-    esc = html.escape
-    body = "".join(
-        "<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in (r.policy_id, r.policy_name, r.period,
-                                                             f"{r.paid_from} 至 {r.paid_to}" if r.paid_from != r.paid_to else r.paid_from,
-                                                             r.before or "—", r.after, METRIC_LABELS[r.metric]))
-        + "".join(f'<td class="num">{esc(str(v))}</td>' for v in (r.recipients, r.comparison, two(r.mean_recipients) or "—",
-                                                                 two(r.mean_comparison) or "—", two(r.did) or "—", r.dropped))
-        + f"<td>{esc(r.note)}</td></tr>"
+    trs = "".join(
+        "<tr>" + "".join(td(v) for v in (r.policy_id, r.policy_name, r.period,
+                                           f"{r.paid_from} 至 {r.paid_to}" if r.paid_from != r.paid_to else r.paid_from,
+                                           r.before or "—", r.after, METRIC_LABELS[r.metric]))
+        + "".join(td(v, num=True) for v in (r.recipients, r.comparison, two(r.mean_recipients) or "—",
+                                              two(r.mean_comparison) or "—", two(r.did) or "—", r.dropped))
+        + td(r.note) + "</tr>"
         for r in rows)
-    table = (f'<table id="did"><tr>{"".join(f"<th>{esc(h)}</th>" for h in CSV_HEADER)}</tr>{body}</table>'
+    table = (f'<table id="did"><tr>{"".join(f"<th>{esc(h)}</th>" for h in CSV_HEADER)}</tr>{trs}</table>'
              if rows else "<p>兑现台账中尚无已拨付的记录，暂无可分析的政策。</p>")
     charts = ""
     for m in METRICS:
@@ -284,16 +282,7 @@ def render(rows: list[DidRow], as_of: dt.date, n_payments: int) -> str:
         charts += signed_bar_chart(f"双重差分：{METRIC_LABELS[m]}", items)
     counts = [(f"{r.policy_id}（{r.period}）", r.recipients) for r in rows if r.metric == "insured_count"]
     charts += bar_chart("纳入分析的受益企业数（参保人数指标）", counts, " 家") if any(v for _, v in counts) else ""
-    return f"""<!DOCTYPE html>
-<html lang="zh-CN"><head><meta charset="utf-8"><title>惠企政策兑现效果分析 {as_of}</title>
-<style>
-body{{font-family:"Noto Sans CJK SC","Microsoft YaHei","PingFang SC",sans-serif;margin:2em;color:#222}}
-h1{{font-size:1.6em}} h2{{border-bottom:2px solid #c0392b;padding-bottom:.2em;margin-top:1.6em}}
-table{{border-collapse:collapse;margin:.5em 0}} td,th{{border:1px solid #bbb;padding:.3em .6em}} th{{background:#f3f3f3}}
-.num{{text-align:right}} .bar{{fill:#c0392b}} .neg{{fill:#1565c0}} svg text{{font-size:13px}} svg .title{{font-weight:bold}}
-.notice{{background:#fff8e1;border-left:4px solid #f9a825;padding:.6em 1em}}
-</style></head><body>
-<h1>惠企政策兑现效果分析（绩效评价）</h1>
+    body = f"""<h1>惠企政策兑现效果分析（绩效评价）</h1>
 <p>末期画像日期：<b id="as-of">{as_of}</b>　已拨付记录：{n_payments:,d} 条</p>
 <div class="notice" id="disclaimer"><b>{DISCLAIMER}。</b>
 本表比较已获兑现企业（受益企业）在付款前后两期企业画像之间参保人数、纳税总额的平均变化，
@@ -310,9 +299,8 @@ table{{border-collapse:collapse;margin:.5em 0}} td,th{{border:1px solid #bbb;pad
 </ul>
 <h2>二、双重差分表</h2>
 {table}
-{charts}
-<p style="color:#777">本页由免申即享数据流水线生成，不含企业名称、联系电话及个人姓名。</p>
-</body></html>"""
+{charts}"""
+    return page(f"惠企政策兑现效果分析 {as_of}", body, "本页由免申即享数据流水线生成，不含企业名称、联系电话及个人姓名。")
 
 
 def analyse(settings: Settings, as_of: dt.date | None = None) -> Path:
@@ -334,8 +322,8 @@ def analyse(settings: Settings, as_of: dt.date | None = None) -> Path:
     rows = analyse_cohorts(settings, pays, as_of) if pays else []
     out_dir = settings.output / "effects"
     page = out_dir / f"effects_{as_of}.html"
-    write_atomic(out_dir / f"effects_{as_of}.csv", csv_text(rows))
-    write_atomic(page, render(rows, as_of, len(pays)))
+    atomic_write_text(out_dir / f"effects_{as_of}.csv", csv_text(rows))
+    atomic_write_text(page, render(rows, as_of, len(pays)))
     return page
 
 

@@ -7,7 +7,6 @@ file share with no network and no JavaScript.
 """
 from __future__ import annotations
 
-import html
 import json
 import os
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from pipelines.config import Settings
 from pipelines.files import atomic_write_text, read_json
+from pipelines.html_page import bar_chart, esc, kpi_row, page, yuan
 from pipelines.safety import mask_text
 from pipelines.contracts import FEED_ORDER, FEEDS
 
@@ -40,11 +40,6 @@ class PolicyFigures:
     counts: dict[str, int]
     eligible_amount: Decimal
     over_budget: bool
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Kept for effects/sandbox; the writer itself is pipelines.files."""
-    atomic_write_text(path, text)
 
 
 def feed_verdicts(settings: Settings, as_of: date) -> list[dict]:
@@ -107,36 +102,8 @@ def previous_figures(settings: Settings, as_of: date) -> tuple[str, dict] | None
     return None
 
 
-def yuan(value) -> str:
-    return f"{Decimal(value):,.2f}"
-
-
-def bar_chart(title: str, items: list[tuple[str, int | Decimal]], unit: str = "") -> str:
-    """A horizontal bar chart as inline SVG. Values stay exact (counts, Decimal
-    amounts); only the bar lengths, which are geometry, are floats."""
-    if not items:
-        return ""
-    width, bar_h, label_w = 720, 22, 260
-    peak = max((v for _, v in items), default=0) or 1
-    rows = []
-    for i, (label, value) in enumerate(items):
-        y = 30 + i * (bar_h + 6)
-        w = (width - label_w - 120) * float(Decimal(value) / Decimal(peak))
-        rows.append(
-            f'<text x="{label_w - 8}" y="{y + 15}" text-anchor="end">{html.escape(label)}</text>'
-            f'<rect class="bar" x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h}" rx="3"></rect>'
-            f'<text x="{label_w + w + 6:.1f}" y="{y + 15}">{value:,.0f}{unit}</text>'
-        )
-    height = 40 + len(items) * (bar_h + 6)
-    return (
-        f'<figure class="chart"><svg role="img" aria-label="{html.escape(title)}" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}"><text x="0" y="16" class="title">{html.escape(title)}</text>{"".join(rows)}</svg></figure>'
-    )
-
-
 def render(as_of: date, run_id: str, verdicts, policies, figures, previous, ledger, data_docs: Path | None) -> str:
     gate_open = all(v["status"] == "accepted" for v in verdicts)
-    esc = html.escape
     feed_rows = "".join(
         f'<tr class="{"ok" if v["status"] == "accepted" else "bad"}"><td>{esc(v["title"])}</td><td>{esc(v["department"])}</td>'
         f'<td>{esc(str(v.get("delivery_date") or "—"))}</td><td>{STATUS_LABELS.get(v["status"], esc(v["status"]))}</td>'
@@ -178,23 +145,16 @@ def render(as_of: date, run_id: str, verdicts, policies, figures, previous, ledg
     charts = bar_chart("各政策符合条件企业数", [(f"{p.policy_id} {p.name}", p.counts["eligible"]) for p in policies], " 家")
     charts += bar_chart("各政策预计兑现金额（元）", [(f"{p.policy_id} {p.name}", p.eligible_amount) for p in policies])
     charts += bar_chart("各数据源有效行数", [(v["title"], v.get("rows") or 0) for v in verdicts], " 行")
-    return f"""<!DOCTYPE html>
-<html lang="zh-CN"><head><meta charset="utf-8"><title>免申即享夜间运行报告 {as_of}</title>
-<style>
-body{{font-family:"Noto Sans CJK SC","Microsoft YaHei","PingFang SC",sans-serif;margin:2em;color:#222}}
-h1{{font-size:1.6em}} h2{{border-bottom:2px solid #c0392b;padding-bottom:.2em;margin-top:1.6em}}
-table{{border-collapse:collapse;margin:.5em 0}} td,th{{border:1px solid #bbb;padding:.3em .6em}} th{{background:#f3f3f3}}
-.num{{text-align:right}} tr.bad td{{background:#fdecea}} .badge{{display:inline-block;padding:.2em .8em;border-radius:1em;color:#fff}}
-.open{{background:#2e7d32}} .closed{{background:#c62828}} .bar{{fill:#c0392b}} svg text{{font-size:13px}} svg .title{{font-weight:bold}}
-.kpi{{display:inline-block;margin-right:2em}} .kpi b{{font-size:1.6em;display:block}}
-</style></head><body>
-<h1>卧龙区惠企政策“免申即享”夜间运行报告</h1>
+    kpis = kpi_row([
+        ("符合条件", "kpi-eligible", f"{figures['eligible']:,d}"),
+        ("预计金额（元）", "kpi-amount", yuan(figures["eligible_amount"])),
+        ("差一项符合", "kpi-near-miss", f"{figures['near_miss']:,d}"),
+        ("数据不全", "kpi-missing", f"{figures['missing_data']:,d}"),
+    ])
+    body = f"""<h1>卧龙区惠企政策“免申即享”夜间运行报告</h1>
 <p>运行日期：<b id="as-of">{as_of}</b>　运行编号：{esc(run_id)}　生成时间：{datetime.now():%Y-%m-%d %H:%M}</p>
 <p>数据闸门：<span id="gate" class="badge {'open' if gate_open else 'closed'}">{'通过' if gate_open else '未通过，匹配与拨付未执行'}</span></p>
-<div><span class="kpi">符合条件<b id="kpi-eligible">{figures['eligible']:,d}</b></span>
-<span class="kpi">预计金额（元）<b id="kpi-amount">{yuan(figures['eligible_amount'])}</b></span>
-<span class="kpi">差一项符合<b id="kpi-near-miss">{figures['near_miss']:,d}</b></span>
-<span class="kpi">数据不全<b id="kpi-missing">{figures['missing_data']:,d}</b></span></div>
+{kpis}
 <h2>一、数据接收与质量</h2>
 <table id="feeds"><tr><th>数据</th><th>提供部门</th><th>交付日期</th><th>结果</th><th>行数</th><th>问题行</th><th>说明</th></tr>{feed_rows}</table>
 {docs_link}
@@ -203,9 +163,8 @@ table{{border-collapse:collapse;margin:.5em 0}} td,th{{border:1px solid #bbb;pad
 {charts}
 <h2>三、与上一次运行相比</h2>{change}
 <h2>四、超预算政策</h2>{over_html}
-<h2>五、台账变动</h2>{ledger_html}
-<p style="color:#777">本报告由免申即享数据流水线自动生成，不含企业联系电话及个人姓名。</p>
-</body></html>"""
+<h2>五、台账变动</h2>{ledger_html}"""
+    return page(f"免申即享夜间运行报告 {as_of}", body, "本报告由免申即享数据流水线自动生成，不含企业联系电话及个人姓名。")
 
 
 def write(settings: Settings, as_of: date, run_id: str) -> Path:
@@ -214,8 +173,8 @@ def write(settings: Settings, as_of: date, run_id: str) -> Path:
     ledger = read_json(settings.ledger_summary_path(as_of)) or {}
     figures = key_figures(verdicts, policies, ledger)
     data_docs = settings.data_docs_dir(as_of) / "index.html"
-    page = render(as_of, run_id, verdicts, policies, figures, previous_figures(settings, as_of), ledger, data_docs)
+    text = render(as_of, run_id, verdicts, policies, figures, previous_figures(settings, as_of), ledger, data_docs)
     path = settings.report_path(as_of)
-    write_atomic(path, page)
-    write_atomic(settings.report_figures_path(as_of), json.dumps(figures, ensure_ascii=False, indent=2))
+    atomic_write_text(path, text)
+    atomic_write_text(settings.report_figures_path(as_of), json.dumps(figures, ensure_ascii=False, indent=2))
     return path

@@ -5,7 +5,7 @@ force for the run date, and evaluates it against that date's portrait with the
 nightly engine itself (`engine.evaluate`), together with the in-force policies
 it would compete with in its exclusive group, so that its figures are the ones
 the nightly run would write to matches.parquet. It writes nothing but its own
-HTML page (and returns a JSON-ready dict): no ledger, no lists.
+HTML page (`sandbox_page.render`, and returns a JSON-ready dict): no ledger, no lists.
 
 What it reports (the page is in Chinese, for the policy officer):
 - the headline: eligible count and total after exclusive groups and the budget
@@ -47,7 +47,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import html
 import json
 import sys
 from collections import Counter, defaultdict
@@ -63,7 +62,9 @@ from pipelines import contracts, engine, evidence, match
 from pipelines import policies as policy_lib
 from pipelines.config import Settings
 from pipelines.policies import FIELD_KINDS, NUMERIC_KINDS, OP_LABELS, SCALAR_OPS, Leaf, Node, Policy, PolicyError
-from pipelines.report import OUTCOME_LABELS, bar_chart, write_atomic, yuan
+from pipelines.files import atomic_write_text
+from pipelines.html_page import yuan
+from pipelines.sandbox_page import render
 
 CENT = Decimal("0.01")
 CHANGES = (Decimal("-0.2"), Decimal("-0.1"), Decimal("0.1"), Decimal("0.2"))
@@ -72,7 +73,6 @@ BREAKDOWNS = ("size_class", "industry_section", "division_code")
 MAX_THRESHOLD = Decimal(10) ** 20          # what a comparison in decimal128(38, 18) holds
 SCALE_QUANTUM = Decimal(1).scaleb(-policy_lib.MAX_SCALE)
 ALL_OUTCOMES = engine.STORED               # the stored outcomes, in the engine's order
-OUTCOME_TEXT = {**OUTCOME_LABELS, "excluded_by_group": "就高不重复（未选）"}
 SECTION_NAMES = {
     "A": "农、林、牧、渔业", "B": "采矿业", "C": "制造业", "D": "电力、热力、燃气及水生产和供应业",
     "E": "建筑业", "F": "批发和零售业", "G": "交通运输、仓储和邮政业", "H": "住宿和餐饮业",
@@ -81,8 +81,6 @@ SECTION_NAMES = {
     "P": "教育", "Q": "卫生和社会工作", "R": "文化、体育和娱乐业", "S": "公共管理、社会保障和社会组织",
     "T": "国际组织",
 }
-BREAKDOWN_TITLES = {"size_class": "企业规模", "industry_section": "行业门类", "division_code": "所属区划"}
-BUDGET_RULE_TEXT = {"flag": "超出预算时暂停拨付、待人工放行（flag）", "pro_rata": "超出预算时按比例核减（pro_rata）"}
 
 
 class DraftError(Exception):
@@ -574,7 +572,7 @@ def simulate(settings: Settings, draft_path: str | Path, as_of: dt.date | None =
         "sensitivity": sensitivity(portrait, draft, peer_rows, as_of, name_lists, base),
     }
     out = settings.output / "sandbox" / f"{_safe(draft.id)}_{as_of}.html"
-    write_atomic(out, render(result))
+    atomic_write_text(out, render(result))
     result["html"] = str(out)
     return result
 
@@ -582,170 +580,6 @@ def simulate(settings: Settings, draft_path: str | Path, as_of: dt.date | None =
 def _safe(text: str) -> str:
     """A policy id as a file name part (ids are like WL-RS-2026-01; anything odd becomes _)."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text) or "draft"
-
-
-# ---------------------------------------------------------------- the page
-
-def _td(v, num: bool = False) -> str:
-    return f'<td class="num">{html.escape(str(v))}</td>' if num else f"<td>{html.escape(str(v))}</td>"
-
-
-def _table(head: list[str], rows: list[list], num_from: int = 1, id_: str = "") -> str:
-    ident = f' id="{id_}"' if id_ else ""
-    body = "".join("<tr>" + "".join(_td(v, i >= num_from) for i, v in enumerate(r)) + "</tr>" for r in rows)
-    return f"<table{ident}><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in head)}</tr>{body}</table>"
-
-
-esc = html.escape
-
-
-def conditions_html(r: dict) -> str:
-    """Section 2: the top blocker, the per-item table and its charts."""
-    b = r["blockers"]
-    out = "<p>没有“差一项符合”的企业。</p>"
-    if b["near_miss"]:
-        nm = b["near_miss"]
-        out = (f'<p id="top-blocker">最主要的卡点：<b>第 {nm["item"] + 1} 项（{esc(nm["text"])}）</b>，'
-               f'有 {nm["count"]:,d} 家企业仅因此项未通过。</p>')
-    if b["false"]:
-        out += (f'<p>不满足企业最多的一项：第 {b["false"]["item"] + 1} 项（{esc(b["false"]["text"])}），'
-                f'{b["false"]["count"]:,d} 家。</p>')
-    rows = [[f"第 {c['item'] + 1} 项", c["text"], c["false"], c["unknown"], c["near_miss"], c["missing_data"]]
-            for c in r["conditions"]]
-    out += _table(["条件", "内容", "不满足", "无法判断（数据缺失）", "仅此项未通过（差一项符合）",
-                   "数据不全企业中此项无法判断"], rows, num_from=2, id_="conditions")
-    for key, title in (("near_miss", "仅因此项未通过的企业数（差一项符合）"), ("false", "判定为不满足的企业数"),
-                       ("unknown", "因数据缺失无法判断的企业数")):
-        out += bar_chart(f"各项条件：{title}", [(f"第 {c['item'] + 1} 项", c[key]) for c in r["conditions"]], " 家")
-    return out
-
-
-def distribution_html(r: dict) -> str:
-    """Section 3: eligible enterprises by size class, industry section and division."""
-    out = ""
-    for field, rows in r["distribution"].items():
-        title = BREAKDOWN_TITLES[field]
-        out += f"<h3>按{title}</h3>"
-        if not rows:
-            out += "<p>无符合条件的企业。</p>"
-            continue
-        out += _table([title, "符合企业数", "预计金额（元）"],
-                      [[d["label"], d["eligible"], yuan(d["amount"])] for d in rows], id_=f"dist-{field}")
-        out += bar_chart(f"符合条件企业数（按{title}）", [(d["label"], d["eligible"]) for d in rows[:20]], " 家")
-    return out
-
-
-def budget_html(bud: dict) -> str:
-    """Section 4: the demand against the budget."""
-    if bud["budget"] is None:
-        return f"<p>草案未设预算。测算金额 {yuan(bud['demand_amount'])} 元。</p>"
-    verdict = (f"<b class='bad'>超出预算 {yuan(bud['gap'])} 元</b>" if bud["exceeds"]
-               else f"<b class='good'>预算充足，尚余 {yuan(str(-Decimal(bud['gap'])))} 元</b>")
-    factor = (f"；按比例核减系数 {esc(bud['pro_rata_factor'])}（预算 ÷ 测算金额，向下取至百万分之一；"
-              f"实际核减由引擎逐笔向下取整到分）") if bud["pro_rata_factor"] else ""
-    hold = "；按 flag 规则，该政策将暂停拨付，待人工放行" if bud["over_budget"] else ""
-    rows = [["预算", yuan(bud["budget"])], ["测算金额（就高不重复后、预算规则前）", yuan(bud["demand_amount"])],
-            ["按预算规则兑现金额", yuan(bud["total_amount"])]]
-    return (_table(["项目", "金额（元）"], rows, id_="budget")
-            + f"<p>预算规则：{esc(BUDGET_RULE_TEXT.get(bud['budget_rule'], bud['budget_rule']))}。"
-              f"预算使用率 {esc(bud['usage_percent'] or '—')}%，{verdict}{factor}{hold}。</p>"
-            + bar_chart("测算金额与预算（元）", [("测算金额", Decimal(bud["demand_amount"])),
-                                           ("预算", Decimal(bud["budget"]))]))
-
-
-def overlap_html(ov: dict) -> str:
-    """Section 5: the draft beside the in-force policies it touches."""
-    if len(ov["policies"]) <= 1 and not ov["revises_in_force"]:
-        return ("<p>草案未设置就高不重复分组（或分组中没有现行政策），且不是对现行政策的修订；"
-                f"新增支出即草案金额 {yuan(ov['net_change'])} 元。</p>")
-    group = f"就高不重复分组“{esc(ov['exclusive_group'])}”" if ov["exclusive_group"] else "同编号现行政策"
-    out = f"<p>比较范围：{group}中的现行政策{'（草案替换同编号的现行版本）' if ov['revises_in_force'] else ''}。</p>"
-    out += _table(
-        ["政策编号", "现行：符合企业数", "现行：金额（元）", "草案生效后：符合企业数", "草案生效后：金额（元）", "金额变化（元）"],
-        [[p["policy_id"] + ("（草案）" if p["is_draft"] else ""), p["baseline_eligible"], yuan(p["baseline_amount"]),
-          p["scenario_eligible"], yuan(p["scenario_amount"]), yuan(p["change_amount"])] for p in ov["policies"]],
-        id_="overlap")
-    if ov["both_eligible"]:
-        out += _table(["政策编号", "与草案同时符合的企业数"], [[x["policy_id"], x["enterprises"]] for x in ov["both_eligible"]])
-    if ov["switch_to_draft"]:
-        out += _table(["原享受政策", "转为享受草案的企业数", "原金额（元）", "改按草案金额（元）"],
-                      [[s["from_policy"], s["enterprises"], yuan(s["from_amount"]), yuan(s["to_amount"])]
-                       for s in ov["switch_to_draft"]], id_="switch")
-    else:
-        out += "<p>没有企业从现行政策转为享受草案。</p>"
-    return out + (f'<p>新增受益企业 {ov["new_recipients"]:,d} 家；不再受益企业 {ov["no_longer_paid"]:,d} 家。'
-                  f'比较范围内支出：现行 {yuan(ov["baseline_amount"])} 元 → 草案生效后 {yuan(ov["scenario_amount"])} 元，'
-                  f'净变化 <b id="net-change">{yuan(ov["net_change"])}</b> 元。</p>')
-
-
-def sensitivity_html(entries: list[dict]) -> str:
-    """Section 6: one table and one chart per threshold."""
-    if not entries:
-        return "<p>草案条件中没有数值阈值。</p>"
-    out = ""
-    for s in entries:
-        base = s["base"]
-        rows = [_sens_row(v) for v in s["variants"][:2]]
-        rows.append(["0%", s["value"], base["eligible"], yuan(base["demand_amount"]), yuan(base["total_amount"]), "—", "—"])
-        rows += [_sens_row(v) for v in s["variants"][2:]]
-        out += f"<h3>{esc(s['label'])}（现值 {esc(s['value'])}）</h3>"
-        out += _table(["变动", "阈值", "符合企业数", "测算金额（元）", "按预算规则金额（元）", "企业数变化", "金额变化（元）"],
-                      rows, num_from=2)
-        out += bar_chart(f"符合企业数随阈值变化：{s['label']}",
-                         [(f"{row[0]}（{row[1]}）", row[2] if isinstance(row[2], int) else 0) for row in rows], " 家")
-    return out
-
-
-STYLE = """body{font-family:"Noto Sans CJK SC","Microsoft YaHei","PingFang SC",sans-serif;margin:2em;color:#222}
-h1{font-size:1.6em} h2{border-bottom:2px solid #c0392b;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.5em 0} td,th{border:1px solid #bbb;padding:.3em .6em} th{background:#f3f3f3}
-.num{text-align:right} .bar{fill:#c0392b} svg text{font-size:13px} svg .title{font-weight:bold}
-.kpi{display:inline-block;margin-right:2em} .kpi b{font-size:1.6em;display:block} .warn{color:#b26a00}
-.bad{color:#c62828} .good{color:#2e7d32}"""
-
-
-def render(r: dict) -> str:
-    """The sandbox page (Chinese, self-contained, inline SVG)."""
-    forced = (f'<p class="warn">草案有效期为 {esc(r["valid_from"])} 至 {esc(r["valid_to"])}，不含模拟日期 '
-              f'{esc(r["as_of"])}；本次模拟按已生效计算。</p>') if r["forced_in_force"] else ""
-    md = r["missing_data_detail"]
-    outcomes = _table(["结果", "企业数"], [[OUTCOME_TEXT.get(o, o), n] for o, n in r["outcomes"].items()], id_="outcomes")
-    return f"""<!DOCTYPE html>
-<html lang="zh-CN"><head><meta charset="utf-8"><title>政策沙盘模拟 {esc(r['policy_id'])} {esc(r['as_of'])}</title>
-<style>
-{STYLE}
-</style></head><body>
-<h1>政策沙盘模拟：{esc(r['policy_id'])} {esc(r['policy_name'])}</h1>
-<p>执行部门：{esc(r['department'])}　期次：{esc(r['period'])}　画像日期：<b id="as-of">{esc(r['as_of'])}</b>　画像企业数：{r['enterprises']:,d}</p>
-<p class="warn">本页为模拟测算，不写入兑现台账，不生成任何名单；测算使用与夜间运行相同的匹配引擎，并计入就高不重复与预算规则。</p>
-{forced}
-<div><span class="kpi">符合条件企业<b id="kpi-eligible">{r['eligible']:,d}</b></span>
-<span class="kpi">预计兑现金额（元）<b id="kpi-amount">{yuan(r['total_amount'])}</b></span>
-<span class="kpi">差一项符合<b id="kpi-near-miss">{r['near_miss']:,d}</b></span>
-<span class="kpi">数据不全<b id="kpi-missing">{r['missing_data']:,d}</b></span></div>
-<h2>一、匹配结果</h2>
-{outcomes}
-<p>数据不全 {r['missing_data']:,d} 家，其中条件因数据缺失无法判断 {md['conditions_unknown']:,d} 家、奖补计算基数缺失 {md['benefit_base_missing']:,d} 家。</p>
-<h2>二、各项条件的影响</h2>
-{conditions_html(r)}
-<h2>三、符合条件企业分布</h2>
-{distribution_html(r)}
-<h2>四、预算测算</h2>
-{budget_html(r["budget"])}
-<h2>五、与现行政策的重叠（就高不重复）</h2>
-{overlap_html(r["overlap"])}
-<h2>六、阈值敏感性分析</h2>
-<p>每次只调整一个数值阈值（±10%、±20%），其余条件不变，重新匹配。</p>
-{sensitivity_html(r["sensitivity"])}
-<p style="color:#777">本页由免申即享数据流水线政策沙盘生成，不含企业联系电话及个人姓名。</p>
-</body></html>"""
-
-
-def _sens_row(v: dict) -> list:
-    if v.get("value") is None:
-        return [v["change"], "—", v.get("note", "—"), "—", "—", "—", "—"]
-    return [v["change"], v["value"], v["eligible"], yuan(v["demand_amount"]), yuan(v["total_amount"]),
-            f"{v['delta_eligible']:+,d}", f"{Decimal(v['delta_amount']):+,.2f}"]
 
 
 # ---------------------------------------------------------------- the command

@@ -22,21 +22,8 @@ from pipelines.demo_data.arrays import (
 )
 from pipelines.demo_data.dates import _days, _period_text
 from pipelines.demo_data.vocabulary import (
-    DIVISIONS,
-    ET_COOP,
-    ET_SHOP,
-    ETYPES,
-    GIVEN,
-    INDUSTRIES,
-    MOBILE_PREFIXES,
-    NAME_PREFIXES,
-    ROADS,
-    STATUS_WEIGHTS,
-    STREETS,
-    SUFFIXES,
-    SURNAMES,
-    VILLAGES,
-    ZIHAO,
+    DIVISIONS, ET_COOP, ET_SHOP, ETYPES, GIVEN, INDUSTRIES, MOBILE_PREFIXES, NAME_PREFIXES, ROADS,
+    STATUS_WEIGHTS, STREETS, SUFFIXES, SURNAMES, VILLAGES, ZIHAO
 )
 from pipelines.demo_data.world import World
 

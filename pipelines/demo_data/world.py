@@ -11,23 +11,8 @@ from pipelines.demo_data.arrays import _rng, _weighted
 from pipelines.demo_data.codes import _org_codes, uscc_text
 from pipelines.demo_data.dates import _days
 from pipelines.demo_data.vocabulary import (
-    DIVISIONS,
-    ET_COOP,
-    ET_SHOP,
-    ETYPES,
-    GIVEN,
-    INDUSTRIES,
-    MOBILE_PREFIXES,
-    ROADS,
-    SIZE_CATEGORIES,
-    SIZE_RANGES,
-    SIZE_SHARES,
-    STATUS_WEIGHTS,
-    STREETS,
-    SUFFIXES,
-    SURNAMES,
-    ZIHAO,
-    size_category,
+    DIVISIONS, ET_COOP, ET_SHOP, ETYPES, GIVEN, INDUSTRIES, MOBILE_PREFIXES, ROADS, SIZE_CATEGORIES,
+    SIZE_RANGES, SIZE_SHARES, STATUS_WEIGHTS, STREETS, SUFFIXES, SURNAMES, ZIHAO, size_category
 )
 
 
