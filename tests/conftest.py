@@ -54,6 +54,19 @@ def require_postgres() -> str:
     pytest.skip("PostgreSQL not reachable")
 
 
+def require_chromium() -> str:
+    """Debian's Chromium for the browser checks, or skip — except in CI, where .ci/run
+    installs it and a missing one is a failure."""
+    import shutil
+
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    if os.environ.get("CI") == "true":
+        pytest.fail("CI=true but Chromium is not installed (.ci/run installs Debian's chromium)")
+    pytest.skip("Debian's chromium is not installed (apt-get install chromium fonts-noto-cjk)")
+
+
 @contextlib.contextmanager
 def postgres_schema(prefix: str):
     """A fresh PostgreSQL schema for one test: yields a URL whose search_path is

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from datetime import date
 from decimal import Decimal
@@ -14,6 +13,7 @@ import pytest
 
 from pipelines import report
 from pipelines.engine import RESULT_SCHEMA
+from tests.conftest import require_chromium
 
 AS_OF = date(2026, 11, 26)
 
@@ -67,9 +67,7 @@ def test_changes_against_the_previous_run(run):
 
 
 def test_renders_in_headless_chromium_with_charts(run, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not chromium:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    chromium = require_chromium()
     path = report.write(run, AS_OF, "manual__test")
     dom = subprocess.run(
         [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
