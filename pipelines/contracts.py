@@ -62,6 +62,15 @@ class Feed:
     def required_columns(self) -> list[Column]:
         return [c for c in self.columns if c.required]
 
+    @property
+    def row_columns(self) -> frozenset[str]:
+        """The key and required columns: a missing or invalid value here makes the whole row bad.
+
+        A bad value in any other column is a field defect (feeds.md, Row-level
+        outcome): that value becomes null and the row is kept.
+        """
+        return frozenset(self.unique) | {c.name for c in self.columns if c.required}
+
     def column(self, name: str) -> Column:
         return next(c for c in self.columns if c.name == name)
 

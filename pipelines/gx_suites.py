@@ -103,12 +103,16 @@ def gx_context(quality_dir: Path):
     return gx.get_context(project_config=config, mode="ephemeral")
 
 
+def rule_columns(kwargs: dict) -> list[str]:
+    """The columns one expectation reads, from its kwargs (none for a table-wide rule)."""
+    return [kwargs[k] for k in ("column", "column_A", "column_B") if k in kwargs] + list(kwargs.get("column_list", []))
+
+
 def suite_columns(suite: dict, table: pa.Table) -> list[str]:
     """The staged columns the suite's rules read (all of them if a rule is table-wide), in table order."""
     named: set[str] = set()
     for e in suite["expectations"]:
-        kwargs = e["kwargs"]
-        columns = [kwargs[k] for k in ("column", "column_A", "column_B") if k in kwargs] + list(kwargs.get("column_list", []))
+        columns = rule_columns(e["kwargs"])
         if not columns:
             named = set(table.column_names)
             break

@@ -6,10 +6,11 @@ when `_SUCCESS` is present) or from a department's exchange database
 `<work>/raw/`, then read from that copy, so what was staged is provably what
 was archived. Every cell is read as text; headers are mapped to canonical
 names, codes and numbers normalised (and the normalisations counted), and each
-column typed exactly (decimals never pass through a binary float). A cell
-that cannot be typed puts its row in quarantine with a Chinese reason; a
-delivery that cannot be read at all is rejected whole, with a Chinese reason,
-and is still archived.
+column typed exactly (decimals never pass through a binary float). A key or
+required cell that cannot be typed puts its row in quarantine with a Chinese
+reason; any other such cell becomes null and is carried with its row as a
+field defect (`_defects`, counted by validation); a delivery that cannot be
+read at all is rejected whole, with a Chinese reason, and is still archived.
 """
 from __future__ import annotations
 
@@ -42,7 +43,10 @@ from pipelines.received import cell_text
 
 SUCCESS_MARKER = "_SUCCESS"
 DATA_SUFFIXES = (".csv", ".xlsx", ".xls")  # calamine reads legacy .xls too
-HELPER_COLUMNS = ("_row", "_file")
+HELPER_COLUMNS = ("_row", "_file", "_defects")
+# A staged row's field defects found at ingest: a value that could not be typed
+# in a column that is neither key nor required, nulled (feeds.md, Row-level outcome).
+FIELD_DEFECT = pa.struct([("column", pa.string()), ("value", pa.string()), ("reason", pa.string())])
 MAX_FRACTION_DIGITS = 6          # contracts.MONEY = decimal128(38, 6)
 MAX_INTEGER_DIGITS = 32
 EXCEL_EPOCH = dt.date(1899, 12, 30)
@@ -686,7 +690,19 @@ def quarantine_schema(spec: Feed) -> pa.Schema:
 
 
 def staged_schema(spec: Feed) -> pa.Schema:
-    return pa.schema(list(spec.arrow_schema()) + [pa.field("_row", pa.int64()), pa.field("_file", pa.string())])
+    return pa.schema(list(spec.arrow_schema()) + [
+        pa.field("_row", pa.int64()), pa.field("_file", pa.string()), pa.field("_defects", pa.list_(FIELD_DEFECT)),
+    ])
+
+
+def _defects_column(cell_errors: dict[int, list[dict]], n: int) -> pa.Array:
+    """The `_defects` helper column: each row's untypable cells, null for a clean row."""
+    if not cell_errors:
+        return pa.nulls(n, pa.list_(FIELD_DEFECT))
+    defects: list[list[dict] | None] = [None] * n
+    for pos, cells in cell_errors.items():
+        defects[pos] = cells
+    return pa.array(defects, pa.list_(FIELD_DEFECT))
 
 
 def read_delivery(spec: Feed, paths: list[Path], settings: Settings | None = None) -> ReadResult:
@@ -725,7 +741,8 @@ def read_delivery(spec: Feed, paths: list[Path], settings: Settings | None = Non
     n = original.num_rows
     typed: dict[str, pa.Array] = {}
     normalised: dict[str, dict[str, int]] = {}
-    row_errors: dict[int, list[str]] = {}
+    cell_errors: dict[int, list[dict]] = {}   # position -> its untypable cells, in column order
+    bad_rows: set[int] = set()
     rows = original["_row"].to_numpy()
     for col in spec.columns:
         raw = original[col.name].chunk(0) if original[col.name].num_chunks else pa.array([], pa.string())
@@ -741,15 +758,20 @@ def read_delivery(spec: Feed, paths: list[Path], settings: Settings | None = Non
         idx = indices.to_numpy(zero_copy_only=False)
         for pos in bad_positions:
             text = raw[pos].as_py()
-            row_errors.setdefault(pos, []).append(f'第{rows[pos]}行 {col.header} "{text}" {errors[idx[pos]]}')
+            reason = f'{col.header} "{text}" {errors[idx[pos]]}'
+            cell_errors.setdefault(pos, []).append({"column": col.name, "value": text, "reason": reason})
+        if col.name in spec.row_columns:
+            bad_rows.update(bad_positions)
 
-    bad = sorted(row_errors)
+    bad = sorted(bad_rows)
     keep = np.ones(n, dtype=bool)
     keep[bad] = False
-    staged = pa.table({**typed, "_row": original["_row"], "_file": original["_file"]}, schema=staged_schema(spec))
+    staged = pa.table({**typed, "_row": original["_row"], "_file": original["_file"],
+                       "_defects": _defects_column(cell_errors, n)}, schema=staged_schema(spec))
     staged = staged.filter(pa.array(keep)) if bad else staged
     quarantined = original.take(pa.array(bad, pa.int64())) if bad else original.slice(0, 0)
-    quarantined = quarantined.append_column("reason", pa.array(["；".join(row_errors[p]) for p in bad], pa.string()))
+    reasons = ["；".join(f"第{rows[p]}行 {e['reason']}" for e in cell_errors[p]) for p in bad]
+    quarantined = quarantined.append_column("reason", pa.array(reasons, pa.string()))
     if malformed:
         quarantined = pa.concat_tables([quarantined, pa.Table.from_pylist(malformed, schema=quarantine_schema(spec))])
     quarantined = quarantined.cast(quarantine_schema(spec))

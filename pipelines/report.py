@@ -52,6 +52,16 @@ def feed_verdicts(settings: Settings, as_of: date) -> list[dict]:
     return verdicts
 
 
+def field_defect_text(verdict: dict) -> str:
+    """The feed's field defects as one line: each column (its Chinese header) and how many values were nulled.
+
+    Counts only: the values themselves (a phone number among them) stay in the
+    quality report JSON, out of this page.
+    """
+    defects = verdict.get("field_defects") or {}
+    return "、".join(f'{d["header"]} {d["count"]:,d} 处' for d in defects.values()) or "无"
+
+
 def policy_figures(matches_path: Path) -> list[PolicyFigures]:
     if not matches_path.exists():
         return []
@@ -108,6 +118,7 @@ def render(as_of: date, run_id: str, verdicts, policies, figures, previous, ledg
         f'<tr class="{"ok" if v["status"] == "accepted" else "bad"}"><td>{esc(v["title"])}</td><td>{esc(v["department"])}</td>'
         f'<td>{esc(str(v.get("delivery_date") or "—"))}</td><td>{STATUS_LABELS.get(v["status"], esc(v["status"]))}</td>'
         f'<td class="num">{v.get("rows", "—")}</td><td class="num">{v.get("bad_rows", "—")}</td>'
+        f'<td>{esc(field_defect_text(v))}</td>'
         f'<td>{esc(mask_text(v.get("reason") or ""))}</td></tr>'
         for v in verdicts
     )
@@ -156,7 +167,8 @@ def render(as_of: date, run_id: str, verdicts, policies, figures, previous, ledg
 <p>数据闸门：<span id="gate" class="badge {'open' if gate_open else 'closed'}">{'通过' if gate_open else '未通过，匹配与拨付未执行'}</span></p>
 {kpis}
 <h2>一、数据接收与质量</h2>
-<table id="feeds"><tr><th>数据</th><th>提供部门</th><th>交付日期</th><th>结果</th><th>行数</th><th>问题行</th><th>说明</th></tr>{feed_rows}</table>
+<table id="feeds"><tr><th>数据</th><th>提供部门</th><th>交付日期</th><th>结果</th><th>行数</th><th>问题行</th><th>已置空的字段值（行保留）</th><th>说明</th></tr>{feed_rows}</table>
+<p>问题行：统一社会信用代码等关键项或必填项缺失、无效，整行隔离，见各数据的隔离清单。已置空的字段值：其他字段（如联系电话、注册资本）的值不合规，该值按空值处理，企业的行保留；明细见 quality 目录下各数据的质量报告。</p>
 {docs_link}
 <h2>二、政策匹配结果</h2>
 <table id="policies"><tr><th>政策编号</th><th>政策名称</th><th>执行部门</th>{''.join(f'<th>{v}</th>' for v in OUTCOME_LABELS.values())}<th>符合金额（元）</th><th>超预算</th></tr>{policy_rows}</table>

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from pipelines.config import Settings
 from pipelines.files import atomic_write_text, read_json
-from pipelines.gx_suites import load_suite, run_suite, suite_parameters
+from pipelines.gx_suites import load_suite, rule_columns, run_suite, suite_parameters
 from pipelines.outputs.workbook import neutralise
 from pipelines.contracts import FEED_ORDER, FEEDS, Feed
 from pipelines.ingest import HELPER_COLUMNS, staged_schema, write_json, write_parquet
@@ -64,24 +64,57 @@ def _template_columns(template: str, table: pa.Table) -> list[str]:
     return [c for c in table.column_names if c in fields]
 
 
+def rule_reasons(res: dict, table: pa.Table, params: dict) -> list[tuple[int, int, str]]:
+    """(staged position, row number, Chinese reason) for each row one rule's result fails, from its reason template."""
+    if not res["unexpected"]:
+        return []
+    template = res["meta"].get("reason_zh") or res["type"]
+    base = {k: str(v) for k, v in params.items()}
+    positions = pa.array(res["unexpected"], pa.int64())
+    named = _template_columns(template, table)
+    # (a table with no columns lists no rows: a template naming none formats from the parameters alone)
+    subset = table.select(named).take(positions).to_pylist() if named else [{}] * len(positions)
+    rows = table["_row"].take(positions).to_pylist()
+    out = []
+    for idx, row, record in zip(res["unexpected"], rows, subset):
+        values = _Blank(base)
+        values.update({k: display(v) for k, v in record.items()})
+        out.append((idx, row, template.format_map(values)))
+    return out
+
+
 def row_failures(results: list[dict], table: pa.Table, params: dict) -> dict[int, list[str]]:
     """Staged row position -> Chinese reasons (`第12行 …`), from the suite's reason templates."""
     failures: dict[int, list[str]] = {}
-    base = {k: str(v) for k, v in params.items()}
     for res in results:
-        template = res["meta"].get("reason_zh") or res["type"]
-        if not res["unexpected"]:
-            continue
-        positions = pa.array(res["unexpected"], pa.int64())
-        named = _template_columns(template, table)
-        # (a table with no columns lists no rows: a template naming none formats from the parameters alone)
-        subset = table.select(named).take(positions).to_pylist() if named else [{}] * len(positions)
-        rows = table["_row"].take(positions).to_pylist()
-        for idx, row, record in zip(res["unexpected"], rows, subset):
-            values = _Blank(base)
-            values.update({k: display(v) for k, v in record.items()})
-            failures.setdefault(idx, []).append(f"第{row}行 {template.format_map(values)}")
+        for idx, row, reason in rule_reasons(res, table, params):
+            failures.setdefault(idx, []).append(f"第{row}行 {reason}")
     return failures
+
+
+def field_failures(results: list[dict], table: pa.Table, params: dict) -> dict[str, dict[int, list[str]]]:
+    """Column -> staged position -> Chinese reasons, for the rules whose failure nulls one value.
+
+    Such a rule names the column it nulls in `meta.field_defect` (feeds.md,
+    Row-level outcome: a bad value outside the key and required columns costs
+    the value, not the row). A rule comparing two columns is not held against
+    a row where another rule already nulls one of the two: its suite rule
+    ignores a row with a missing value, and the value is missing now.
+    """
+    defects: dict[str, dict[int, list[str]]] = {}
+    rules = [r for r in results if r["meta"].get("field_defect")]
+    for pairs in (False, True):
+        nulled = {column: set(at) for column, at in defects.items()}
+        for res in rules:
+            columns = rule_columns(res["kwargs"])
+            if (len(columns) > 1) != pairs:
+                continue
+            skip = set().union(*(nulled.get(c, set()) for c in columns)) if pairs else set()
+            at = defects.setdefault(res["meta"]["field_defect"], {})
+            for idx, _row, reason in rule_reasons(res, table, params):
+                if idx not in skip:
+                    at.setdefault(idx, []).append(reason)
+    return {column: at for column, at in defects.items() if at}
 
 
 def _label(spec: Feed) -> str:
@@ -100,9 +133,72 @@ def _percent(value: Decimal) -> str:
 @dataclass(frozen=True)
 class Checked:
     """What the checks decided about one delivery."""
-    verdict: dict                 # the verdict's fields: status, reason, counts, failed rules, warnings, drift
-    good: pa.Table                # the staged rows that pass every rule (helper columns kept)
+    verdict: dict                 # the verdict's fields: status, reason, counts, field defects, failed rules, warnings, drift
+    good: pa.Table                # the staged rows that pass every row rule, field defects nulled (helper columns kept)
     quarantine: list[dict]        # ingest's bad rows, then the rule failures, each with its reasons
+
+
+FIELD_DEFECT_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class FieldDefect:
+    """One nulled value: where it was and why."""
+    value: str | None             # as received (after the normalisation feeds.md describes)
+    reasons: list[str]
+
+
+def ingest_defects(staged: pa.Table) -> dict[str, dict[int, FieldDefect]]:
+    """Column -> staged position -> the field defect ingest found there (a value it could not type)."""
+    if "_defects" not in staged.column_names:
+        return {}
+    column = staged["_defects"]
+    out: dict[str, dict[int, FieldDefect]] = {}
+    for idx in pc.indices_nonzero(pc.is_valid(column)).to_pylist():
+        for cell in column[idx].as_py():
+            out.setdefault(cell["column"], {})[idx] = FieldDefect(cell["value"], [cell["reason"]])
+    return out
+
+
+def field_defects(results: list[dict], staged: pa.Table, params: dict) -> dict[str, dict[int, FieldDefect]]:
+    """Every field defect of the delivery: ingest's untypable values and the failures of `field_defect` rules."""
+    defects = ingest_defects(staged)
+    for column, at in field_failures(results, staged, params).items():
+        values = staged[column]
+        found = defects.setdefault(column, {})
+        for idx, reasons in at.items():
+            found[idx] = FieldDefect(display(values[idx].as_py()), reasons)
+    return defects
+
+
+def null_defects(table: pa.Table, defects: dict[str, dict[int, FieldDefect]]) -> pa.Table:
+    """`table` with the value at every field defect set to null."""
+    for column, at in defects.items():
+        mask = np.zeros(table.num_rows, dtype=bool)
+        mask[list(at)] = True
+        i = table.schema.get_field_index(column)
+        values = table[column]
+        table = table.set_column(i, column, pc.if_else(pa.array(mask), pa.scalar(None, values.type), values))
+    return table
+
+
+def field_defect_report(spec: Feed, defects: dict[str, dict[int, FieldDefect]], table: pa.Table) -> dict:
+    """The quality report's field defects: per column (contract order) its count and the first few examples."""
+    rows, files = table["_row"], table["_file"]
+    report = {}
+    for col in spec.columns:
+        at = defects.get(col.name)
+        if not at:
+            continue
+        report[col.name] = {
+            "header": col.header,
+            "count": len(at),
+            "examples": [
+                {"row": rows[i].as_py(), "file": files[i].as_py(), "value": at[i].value, "reason": "；".join(at[i].reasons)}
+                for i in sorted(at)[:FIELD_DEFECT_EXAMPLES]
+            ],
+        }
+    return report
 
 
 def failed_rules(results: list[dict]) -> list[dict]:
@@ -110,8 +206,7 @@ def failed_rules(results: list[dict]) -> list[dict]:
     return [
         {
             "expectation": r["type"],
-            "columns": [r["kwargs"][k] for k in ("column", "column_A", "column_B") if k in r["kwargs"]]
-            + list(r["kwargs"].get("column_list", [])),
+            "columns": rule_columns(r["kwargs"]),
             "rule_zh": r["meta"].get("reason_zh", ""),
             "rows": len(r["unexpected"]),
         }
@@ -144,11 +239,20 @@ def check_delivery(
     """
     label = _label(spec)
     delivery = dt.date.fromisoformat(ingested["delivery_date"])
-    failures = row_failures(results, staged, params)
+    failures = row_failures([r for r in results if not r["meta"].get("field_defect")], staged, params)
+    defects = field_defects(results, staged, params)
+    # A quarantined row carries every reason it has; a kept row's field defects are nulled and counted.
+    rows = staged["_row"]
+    for at in defects.values():
+        for idx in [i for i in at if i in failures]:
+            failures[idx] += [f"第{rows[idx].as_py()}行 {r}" for r in at.pop(idx).reasons]
+    defects = {column: at for column, at in defects.items() if at}
     keep = np.ones(staged.num_rows, dtype=bool)
     keep[list(failures)] = False
-    good = staged.filter(pa.array(keep)) if failures else staged
     rule_bad = staged.take(pa.array(sorted(failures), pa.int64())).to_pylist() if failures else []
+    field_report = field_defect_report(spec, defects, staged)
+    staged = null_defects(staged, defects)
+    good = staged.filter(pa.array(keep)) if failures else staged
 
     quarantine = ingest_bad.to_pylist()
     for idx, rec in zip(sorted(failures), rule_bad):
@@ -165,6 +269,8 @@ def check_delivery(
         "bad_rows": bad,
         "ingest_bad_rows": ingest_bad.num_rows,
         "rule_bad_rows": len(failures),
+        "field_defect_values": sum(f["count"] for f in field_report.values()),
+        "field_defects": field_report,
         "bad_share": str(share),
         "age_days": age,
         "failed_rules": failed_rules(results),
@@ -304,6 +410,8 @@ def validate_feed(settings: Settings, feed: str, as_of: dt.date, accept_drift: b
         "bad_rows": 0,
         "ingest_bad_rows": 0,
         "rule_bad_rows": 0,
+        "field_defect_values": 0,
+        "field_defects": {},
         "bad_share": "0",
         "bad_row_threshold": str(spec.bad_row_threshold),
         "max_age_days": spec.max_age_days,

@@ -270,19 +270,21 @@ def test_cell_text_has_no_float_noise():
     assert cell_text(dt.datetime(2026, 1, 5, 8, 30)) == "2026-01-05 08:30:00"
 
 
-def test_untypeable_cells_quarantine_the_row_with_a_chinese_reason(settings):
+def test_an_untypeable_required_cell_quarantines_the_row_another_is_nulled_as_a_field_defect(settings):
     records = rows("registry", 3)
     records[1]["成立日期"] = "2026-13-01"
     records[1]["注册资本（万元）"] = "五百"
     records[2]["经营异常"] = "Y"
     deliver(settings, "registry", YESTERDAY, records)
     summary = ingest_feed(settings, "registry", AS_OF)
-    assert summary["rows"] == 3 and summary["bad_rows"] == 2 and summary["good_rows"] == 1
-    bad = {q["_row"]: q for q in quarantined(summary)}
-    assert bad[3]["reason"] == '第3行 成立日期 "2026-13-01" 不是有效日期；第3行 注册资本（万元） "五百" 不是有效数值'
-    assert bad[3]["established_on"] == "2026-13-01"   # original text kept
-    assert bad[4]["reason"] == '第4行 经营异常 "Y" 应为“是”或“否”'
-    assert staged(summary)[0]["_row"] == 2
+    assert summary["rows"] == 3 and summary["bad_rows"] == 1 and summary["good_rows"] == 2
+    (bad,) = quarantined(summary)
+    assert bad["reason"] == '第3行 成立日期 "2026-13-01" 不是有效日期；第3行 注册资本（万元） "五百" 不是有效数值'
+    assert bad["established_on"] == "2026-13-01"   # original text kept
+    kept = {r["_row"]: r for r in staged(summary)}
+    assert kept[2]["_defects"] is None
+    assert kept[4]["abnormal"] is None
+    assert kept[4]["_defects"] == [{"column": "abnormal", "value": "Y", "reason": '经营异常 "Y" 应为“是”或“否”'}]
 
 
 def test_malformed_csv_line_is_quarantined_with_exact_row_numbers(settings):

@@ -57,6 +57,21 @@ def test_key_figures_equal_the_runs_data(run):
     assert "未通过" in page and "区发展和改革委员会（信用办）" in page
 
 
+def test_field_defects_are_shown_beside_the_bad_rows_without_their_values(run):
+    verdict_path = run.verdict_path("registry", AS_OF)
+    verdict = json.loads(verdict_path.read_text(encoding="utf-8"))
+    verdict["field_defects"] = {
+        "registered_capital_10k": {"header": "注册资本（万元）", "count": 1, "examples": []},
+        "phone": {"header": "联系电话", "count": 1200, "examples": [
+            {"row": 2, "file": "registry.csv", "value": "13800001234", "reason": '联系电话 "13800001234" 格式不正确'}]},
+    }
+    verdict_path.write_text(json.dumps(verdict, ensure_ascii=False), encoding="utf-8")
+    page = report.write(run, AS_OF, "r").read_text(encoding="utf-8")
+    assert "已置空的字段值（行保留）" in page
+    assert "<td>注册资本（万元） 1 处、联系电话 1,200 处</td>" in page
+    assert "13800001234" not in page
+
+
 def test_changes_against_the_previous_run(run):
     earlier = date(2026, 11, 25)
     run.run_dir(earlier).mkdir(parents=True)

@@ -12,7 +12,7 @@ import pytest
 from pipelines.contracts import FEEDS
 from pipelines.ingest import ingest_feed
 from pipelines.uscc import CHARSET
-from pipelines.gx_suites import load_suite
+from pipelines.gx_suites import load_suite, rule_columns
 from pipelines.validate import GateClosed, gate, validate_feed
 from tests.ingest_helpers import AS_OF, deliver, delivery_dir, row, rows, settings_for, uscc
 from tests.namelist_workbooks import xlsx
@@ -105,6 +105,28 @@ CASES: dict[str, list[tuple[str, dict | str, str]]] = {
         ("duplicate", DUP, "统一社会信用代码、名单类型、列入日期"),
     ],
 }
+# Cases whose bad value is outside the key and required columns (feeds.md, Row-level
+# outcome): the row is kept, that one value becomes null and counts as a field defect.
+FIELD_CASES: dict[str, dict[str, str]] = {
+    "registry": {
+        "capital_negative": "registered_capital_10k", "capital_text": "registered_capital_10k",
+        "industry_section": "industry_code", "industry_long": "industry_code", "status": "status",
+        "division": "division_code", "phone_short": "phone", "phone_landline": "phone",
+        "abnormal": "abnormal", "updated_future": "updated_at", "updated_invalid": "updated_at",
+    },
+    "tax": {
+        "revenue_negative": "revenue_10k", "tax_negative": "tax_paid", "rd_negative": "rd_expense_10k",
+        "rd_over_revenue": "rd_expense_10k", "rating": "credit_rating", "taxpayer": "general_taxpayer",
+    },
+    "social_insurance": {
+        "insured_negative": "insured_count", "new_hires_negative": "new_hires",
+        "graduates_negative": "graduates_hired", "graduates_over_new_hires": "graduates_hired",
+        "insured_text": "insured_count", "arrears": "arrears",
+    },
+    "tech": {"expires_before_issued": "expires_on", "issued_invalid": "issued_on"},
+    "credit": {"removed_before_listed": "removed_on"},
+}
+ROW_CASES = [(f, c[0]) for f, cases in CASES.items() for c in cases if c[0] not in FIELD_CASES[f]]
 # Rows that sit exactly on a boundary and must pass.
 GOOD: dict[str, list[dict]] = {
     "registry": [{"phone": "", "established_on": "2026-11-26", "updated_at": "2026-11-25 23:59:59",
@@ -135,8 +157,8 @@ def rule_runs(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("feed, case", [(f, c[0]) for f, cases in CASES.items() for c in cases])
-def test_each_rule_quarantines_the_breaking_row_with_its_reason(rule_runs, feed, case):
+@pytest.mark.parametrize("feed, case", ROW_CASES)
+def test_each_key_or_required_rule_quarantines_the_breaking_row_with_its_reason(rule_runs, feed, case):
     verdict, expected, _ = rule_runs[feed]
     reasons = quarantine_rows(verdict)
     lines = [n for n, (c, _) in expected.items() if c == case]
@@ -148,12 +170,28 @@ def test_each_rule_quarantines_the_breaking_row_with_its_reason(rule_runs, feed,
             assert "重复" in reasons[line]
 
 
+@pytest.mark.parametrize("feed, case", [(f, c) for f in FIELD_CASES for c in FIELD_CASES[f]])
+def test_each_other_rule_nulls_the_value_and_counts_a_field_defect(rule_runs, feed, case):
+    verdict, expected, _ = rule_runs[feed]
+    (line,) = [n for n, (c, _) in expected.items() if c == case]
+    assert line not in quarantine_rows(verdict), f"row {line} ({case}) quarantined for a field defect"
+    column = FIELD_CASES[feed][case]
+    defects = verdict["field_defects"][column]
+    assert defects["header"] == FEEDS[feed].column(column).header
+    (example,) = [e for e in defects["examples"] if e["row"] == line]
+    assert expected[line][1] in example["reason"] and example["file"] == f"{feed}.csv"
+    assert not example["reason"].startswith("第")
+
+
 @pytest.mark.parametrize("feed", list(CASES))
 def test_only_breaking_rows_are_quarantined_and_the_batch_is_rejected(rule_runs, feed):
     verdict, expected, total = rule_runs[feed]
-    assert set(quarantine_rows(verdict)) == set(expected)
-    assert verdict["rows"] == total and verdict["bad_rows"] == len(expected)
-    assert verdict["good_rows"] == total - len(expected)
+    bad = {n for n, (case, _) in expected.items() if case not in FIELD_CASES[feed]}
+    assert set(quarantine_rows(verdict)) == bad
+    assert verdict["rows"] == total and verdict["bad_rows"] == len(bad)
+    assert verdict["good_rows"] == total - len(bad)
+    # one nulled value per field case: a rule over two columns is not held against a value already nulled
+    assert verdict["field_defect_values"] == len(FIELD_CASES[feed])
     assert verdict["status"] == "rejected" and "整批拒收" in verdict["reason"]
     assert verdict["validated_path"] is None
 
@@ -202,21 +240,115 @@ def test_suite_covers_every_contract_rule(feed):
 def test_bad_share_at_threshold_is_accepted_above_is_rejected(tmp_path):
     settings = settings_for(tmp_path / "a")
     records = rows("tax", 10)
-    records[3]["纳税信用等级"] = "Z"  # 1 of 10 = 10 %, the threshold itself
+    records[3]["纳税年度"] = "1999"  # 1 of 10 = 10 %, the threshold itself
+    records[6]["纳税信用等级"] = "Z"  # a field defect: the row is kept, the share counts bad rows only
     verdict = run(settings, "tax", records)
     assert verdict["status"] == "accepted" and verdict["bad_share"] == "0.100000"
+    assert verdict["field_defects"]["credit_rating"]["count"] == 1
     validated = pq.read_table(verdict["validated_path"])
     assert validated.num_rows == 9 and validated.schema.names == FEEDS["tax"].arrow_schema().names
     assert set(quarantine_rows(verdict)) == {5}
 
     settings = settings_for(tmp_path / "b")
     records = rows("tax", 10)
-    records[3]["纳税信用等级"] = "Z"     # a rule failure ...
+    records[3]["纳税年度"] = "2027"     # a rule failure ...
     records[4]["纳税年度"] = "x"         # ... plus an ingest failure: 20 %
     verdict = run(settings, "tax", records)
     assert verdict["status"] == "rejected" and verdict["bad_rows"] == 2
     assert "不合格 2 行，占 20%，超过允许的 10%" in verdict["reason"]
     assert not (settings.work / "validated" / "tax").exists()
+
+
+# --- field defects: a bad value outside the key and required columns costs the value, not the row ----------
+
+
+def test_a_mistyped_optional_registry_value_costs_the_value_not_the_registration(tmp_path):
+    from pipelines import portrait
+
+    settings = settings_for(tmp_path)
+    records = rows("registry", 10)
+    records[0] = row("registry", 1, phone="1380000")                 # row 2: a mistyped phone (GX rule)
+    records[1] = row("registry", 2, registered_capital_10k="-3")     # row 3: a negative capital (GX rule)
+    records[2] = row("registry", 3, enterprise_type="外星独资企业")   # row 4: no code list in feeds.md: kept as sent
+    records[3] = row("registry", 4, abnormal="N", phone="12")        # row 5: untypable at ingest, and a bad phone
+    verdict = run(settings, "registry", records)
+    # 4 of 10 rows with a defect would be 40 % bad rows; field defects are not bad rows
+    assert (verdict["status"], verdict["bad_rows"], verdict["bad_share"]) == ("accepted", 0, "0.000000")
+    assert verdict["good_rows"] == 10 and quarantine_rows(verdict) == {}
+
+    validated = {r["uscc"]: r for r in pq.read_table(verdict["validated_path"]).to_pylist()}
+    assert len(validated) == 10
+    assert validated[uscc(1)]["phone"] is None and validated[uscc(1)]["name"] == "南阳卧龙测试企业1有限公司"
+    assert validated[uscc(2)]["registered_capital_10k"] is None and validated[uscc(2)]["phone"] == "13800000000"
+    assert validated[uscc(3)]["enterprise_type"] == "外星独资企业"
+    assert validated[uscc(4)]["abnormal"] is None and validated[uscc(4)]["phone"] is None
+
+    saved = json.loads(settings.verdict_path("registry", AS_OF).read_text(encoding="utf-8"))
+    assert saved["field_defects"] == verdict["field_defects"]
+    assert list(saved["field_defects"]) == ["registered_capital_10k", "phone", "abnormal"]   # contract order
+    assert saved["field_defect_values"] == 4
+    assert saved["field_defects"]["phone"] == {
+        "header": "联系电话",
+        "count": 2,
+        "examples": [
+            {"row": 2, "file": "registry.csv", "value": "1380000", "reason": '联系电话 "1380000" 格式不正确，应为11位手机号码'},
+            {"row": 5, "file": "registry.csv", "value": "12", "reason": '联系电话 "12" 格式不正确，应为11位手机号码'},
+        ],
+    }
+    assert saved["field_defects"]["registered_capital_10k"]["examples"][0]["value"] == "-3"
+    assert saved["field_defects"]["abnormal"]["examples"] == [
+        {"row": 5, "file": "registry.csv", "value": "N", "reason": '经营异常 "N" 应为“是”或“否”'}
+    ]
+
+    # the portrait: still registered, the nulled values missing
+    table = pq.read_table(portrait.build(settings, AS_OF))
+    enterprise = {r["uscc"]: r for r in table.to_pylist()}
+    assert all(enterprise[uscc(n)]["registered"] for n in (1, 2, 3, 4))
+    assert enterprise[uscc(1)]["phone"] is None and enterprise[uscc(2)]["registered_capital_10k"] is None
+    assert enterprise[uscc(4)]["abnormal"] is None
+
+
+def test_a_bad_key_or_required_value_still_quarantines_the_row_with_all_its_reasons(tmp_path):
+    settings = settings_for(tmp_path)
+    records = rows("registry", 80)
+    records[0] = row("registry", 1, uscc=wrong_check(1), phone="1380000")   # row 2
+    records[1] = row("registry", 2, name="", abnormal="N")                  # row 3
+    records[2] = row("registry", 3, established_on="不详", phone="1")        # row 4: quarantined at ingest
+    verdict = run(settings, "registry", records)
+    reasons = quarantine_rows(verdict)
+    assert set(reasons) == {2, 3, 4} and verdict["bad_rows"] == 3
+    assert "不是有效的统一社会信用代码" in reasons[2] and '第2行 联系电话 "1380000" 格式不正确' in reasons[2]
+    assert "企业名称为空" in reasons[3] and '第3行 经营异常 "N" 应为“是”或“否”' in reasons[3]
+    assert '第4行 成立日期 "不详" 不是有效日期' in reasons[4]
+    # a quarantined row's bad values are in its reasons, not counted again as field defects
+    assert verdict["field_defects"] == {} and verdict["field_defect_values"] == 0
+    validated = pq.read_table(verdict["validated_path"])
+    assert uscc(2) not in validated["uscc"].to_pylist() and validated.num_rows == 77
+
+
+def test_a_rule_over_two_columns_nulls_the_column_whose_rule_it_is(tmp_path):
+    settings = settings_for(tmp_path)
+    records = rows("credit", 100)
+    records[0] = row("credit", 1, listed_on="2026-03-01", removed_on="2026-02-28")
+    verdict = run(settings, "credit", records, day=AS_OF)
+    assert verdict["status"] == "accepted" and verdict["bad_rows"] == 0
+    # still listed: an unreadable removal date never takes an enterprise off the list
+    first = pq.read_table(verdict["validated_path"]).to_pylist()[0]
+    assert first["uscc"] == uscc(1) and first["listed_on"] == dt.date(2026, 3, 1) and first["removed_on"] is None
+    assert verdict["field_defects"]["removed_on"]["count"] == 1
+
+
+@pytest.mark.parametrize("feed", list(FEEDS))
+def test_field_defect_rules_name_a_column_outside_the_key_and_required_ones(feed):
+    spec = FEEDS[feed]
+    suite = load_suite(settings_for(Path("/nonexistent")), feed)
+    for e in suite["expectations"]:
+        columns = rule_columns(e["kwargs"])
+        column = e["meta"].get("field_defect")
+        if column is None:
+            assert set(columns) & spec.row_columns, f"{e['type']} {columns}: a rule on optional columns only must null"
+        else:
+            assert column in columns and column not in spec.row_columns
 
 
 def test_stale_delivery_names_feed_department_and_days_late(tmp_path):

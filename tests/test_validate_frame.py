@@ -153,10 +153,14 @@ def _run(tmp_path, feed, records):
 
 
 def _reasons(verdict) -> dict[int, str]:
+    """Row -> reason of every row a rule failed: quarantined, or kept with a field defect."""
     import csv
 
     with open(verdict["quarantine_csv"], encoding="utf-8-sig", newline="") as fh:
-        return {int(r["行号"]): r["原因"] for r in csv.DictReader(fh)}
+        reasons = {int(r["行号"]): r["原因"] for r in csv.DictReader(fh)}
+    for defects in verdict["field_defects"].values():
+        reasons.update({e["row"]: e["reason"] for e in defects["examples"]})
+    return reasons
 
 
 def test_huge_amounts_are_compared_exactly(tmp_path):

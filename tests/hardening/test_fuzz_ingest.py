@@ -163,15 +163,16 @@ def test_a_sheet_of_1048576_rows(tmp_path):
     assert time.monotonic() - started < 300
 
 
-def test_a_number_too_long_for_decimal_is_a_bad_row_not_a_crash(tmp_path):
+def test_a_number_too_long_for_decimal_is_a_field_defect_not_a_crash(tmp_path):
     """Found by the fuzz run: 60 nines in a money column raised decimal.InvalidOperation."""
     grid = good_rows("tax", 3)
     grid[2][grid[0].index("纳税总额（元）")] = "9" * 60
     s, sent = deliver_bytes(tmp_path, "tax", "t.csv", data := encode(csv_text(grid), "utf-8"))
     summary = check_outcome(s, "tax", sent, data)
-    assert summary["status"] == "ingested" and summary["bad_rows"] == 1
-    [bad] = pq.read_table(summary["quarantine_path"]).to_pylist()
-    assert "数值超出范围" in bad["reason"]
+    # an optional column: the value is nulled and the row kept (feeds.md, Row-level outcome)
+    assert summary["status"] == "ingested" and summary["bad_rows"] == 0
+    kept = pq.read_table(summary["staged_path"]).to_pylist()[1]
+    assert kept["tax_paid"] is None and "数值超出范围" in kept["_defects"][0]["reason"]
 
 
 def test_a_lone_carriage_return_in_the_header_is_read_not_a_crash(tmp_path):
