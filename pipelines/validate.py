@@ -1,8 +1,12 @@
 """Validate a staged delivery: its checks, the verdict and quarantine; the quality gate.
 
 The row rules are the GX suites run by `pipelines.gx_suites` (which also
-builds the Data Docs); each failing row goes to quarantine with all its
-reasons, formatted from the rule's `meta.reason_zh`. Timeliness, row-count
+builds the Data Docs), their reasons formatted from each rule's
+`meta.reason_zh`. A row failing a rule on a key or required column goes to
+quarantine with all its reasons; a rule on any other column names it in
+`meta.field_defect`, and its failure only nulls that value, which the verdict
+counts as a field defect (as it does the values ingest could not type,
+carried in `_defects`): feeds.md, Row-level outcome. Timeliness, row-count
 drift, the bad-row threshold and referential integrity against the registry
 are decided here, outside the suites, because they compare deliveries rather
 than rows. `check_delivery` decides all of it without I/O; `validate_feed`

@@ -261,6 +261,23 @@ def test_defects_stay_under_each_feeds_rejection_threshold(small, medium):
                 assert bad <= float(feed.bad_row_threshold) * 0.8 * info["rows"]
 
 
+def test_the_pipeline_quarantines_the_planted_bad_rows_and_nulls_the_planted_field_defects(small):
+    from pipelines.ingest import ingest_feed
+    from pipelines.validate import validate_feed
+    from tests.ingest_helpers import settings_for
+
+    out, summary = small
+    settings = settings_for(out)
+    for name in FEEDS:                                    # registry first: the others are checked against it
+        planted = summary["feeds"][name]["defects"]
+        fields = {k: n for k, n in planted.items() if k in demo_data.FIELD_DEFECTS[name]}
+        bad = sum(planted.values()) - sum(fields.values()) + planted.get("duplicate_key", 0)
+        ingest_feed(settings, name, AS_OF)
+        verdict = validate_feed(settings, name, AS_OF)
+        assert verdict["status"] == "accepted", verdict["reason"]
+        assert (verdict["bad_rows"], verdict["field_defect_values"]) == (bad, sum(fields.values())), name
+
+
 def test_uscc_valid_apart_from_the_planted_ones_and_some_need_normalising(medium):
     landing, summary = medium
     messy = 0

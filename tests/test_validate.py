@@ -6,8 +6,11 @@ import datetime as dt
 import json
 from pathlib import Path
 
+from decimal import Decimal
+
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings as hsettings, strategies as st
 
 from pipelines.contracts import FEEDS
 from pipelines.ingest import ingest_feed
@@ -489,3 +492,44 @@ def test_check_delivery_decides_from_its_arguments_alone():
     assert v["status"] == "rejected" and "credit_quarantine.csv" in v["reason"]
     assert v["drift"] == "1.000000" and v["drift_accepted"] is True
     assert any("已由操作员确认接受" in w for w in v["warnings"]) and any("备注" in w for w in v["warnings"])
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_field_defects_never_cost_a_row_whose_key_and_required_values_are_valid(data):
+    import pyarrow as pa
+
+    from pipelines.ingest import quarantine_schema, staged_schema
+    from pipelines.validate import check_delivery
+
+    spec = FEEDS["registry"]
+    n = data.draw(st.integers(1, 12), label="rows")
+    positions = st.sets(st.integers(0, n - 1))
+    bad_uscc, bad_phone, bad_capital, bad_abnormal = (data.draw(positions, label=x)
+                                                      for x in ("uscc", "phone", "capital", "abnormal"))
+    records = [
+        {**{c.name: None for c in spec.columns}, "uscc": uscc(i), "name": f"企业{i}", "established_on": dt.date(2020, 1, 1),
+         "phone": "1380000", "registered_capital_10k": Decimal("-1"), "_row": i + 2, "_file": "r.csv",
+         "_defects": [{"column": "abnormal", "value": "N", "reason": '经营异常 "N" 应为“是”或“否”'}] if i in bad_abnormal else None}
+        for i in range(n)
+    ]
+    staged = pa.Table.from_pylist(records, schema=staged_schema(spec))
+
+    def result(column, bad, field):
+        meta = {"reason_zh": f"{column} 不对", **({"field_defect": column} if field else {})}
+        return {"type": "expect_x", "kwargs": {"column": column}, "meta": meta, "success": not bad, "unexpected": sorted(bad)}
+
+    results = [result("uscc", bad_uscc, False), result("phone", bad_phone, True),
+               result("registered_capital_10k", bad_capital, True)]
+    checked = check_delivery(spec, {"delivery_date": DELIVERED.isoformat(), "rows": n}, staged,
+                             quarantine_schema(spec).empty_table(), results, {}, AS_OF, previous=None, registry=None)
+    kept = [i for i in range(n) if i not in bad_uscc]
+    assert checked.good["_row"].to_pylist() == [i + 2 for i in kept]
+    for i, rec in zip(kept, checked.good.to_pylist()):
+        assert (rec["phone"] is None) == (i in bad_phone)
+        assert (rec["registered_capital_10k"] is None) == (i in bad_capital)
+    counts = {c: d["count"] for c, d in checked.verdict["field_defects"].items()}
+    expected = {"registered_capital_10k": len(bad_capital - bad_uscc), "phone": len(bad_phone - bad_uscc),
+                "abnormal": len(bad_abnormal - bad_uscc)}
+    assert counts == {c: k for c, k in expected.items() if k}
+    assert checked.verdict["bad_rows"] == len(bad_uscc)

@@ -36,7 +36,7 @@ from pipelines.contracts import FEED_ORDER, FEEDS
 from pipelines.demo_data.arrays import _rng
 from pipelines.demo_data.codes import uscc_check_indices, uscc_text
 from pipelines.demo_data.dates import _month_index, delivery_dates
-from pipelines.demo_data.defects import DEFECTS, DUPLICATE, Plan, plan_changes
+from pipelines.demo_data.defects import DEFECTS, DUPLICATE, FIELD_DEFECTS, Plan, plan_changes
 from pipelines.demo_data.feeds import (
     Frame,
     build_credit,
@@ -55,7 +55,7 @@ from pipelines.demo_data.world import World, build_world
 from pipelines.demo_data.writers import SUCCESS, write_delivery
 
 __all__ = [
-    "DEFAULT_NAME_LISTS", "DEFECTS", "DUPLICATE", "SUCCESS", "Frame", "Plan", "World", "add_arguments",
+    "DEFAULT_NAME_LISTS", "DEFECTS", "DUPLICATE", "FIELD_DEFECTS", "SUCCESS", "Frame", "Plan", "World", "add_arguments",
     "build_world", "delivery_dates", "format_summary", "generate", "main", "name_list_policies", "plan_changes",
     "run_from_args", "size_category", "uscc_check_indices", "uscc_text", "write_delivery",
 ]
@@ -151,10 +151,11 @@ def format_summary(summary: dict) -> str:
     lines = [f"已生成演示数据：{summary['enterprises']} 家企业，业务日期 {summary['as_of']}，"
              f"随机种子 {summary['seed']}，输出目录 {summary['out']}"]
     for feed, info in summary["feeds"].items():
-        bad = sum(info["defects"].values())
+        fields = sum(n for kind, n in info["defects"].items() if kind in FIELD_DEFECTS[feed])
+        bad = sum(info["defects"].values()) - fields
         lines.append(f"  {FEEDS[feed].title}（{feed}）：{info['delivery']} 交付 {info['rows']} 行，"
-                     f"其中有意设置的问题行 {bad} 行；上一批 {info['previous']['delivery']} 共 "
-                     f"{info['previous']['rows']} 行")
+                     f"其中有意设置的问题行 {bad} 行、字段问题（置空，行保留）{fields} 处；"
+                     f"上一批 {info['previous']['delivery']} 共 {info['previous']['rows']} 行")
     lines.append(f"  未完成交付（无 _SUCCESS，应被跳过）：{summary['incomplete']}")
     if summary.get("inbox"):
         lines.append(f"  名单工作簿 {len(summary['inbox'])} 个已放入收件箱")

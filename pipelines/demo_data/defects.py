@@ -78,7 +78,9 @@ def _removed_before_listed(row: Row, rng: np.random.Generator, d: date) -> None:
 
 BAD_DATES = ("2019-02-30", "2021-13-01", "2020-06-31", "二〇一九年五月", "待核实")
 
-# The defect kinds of feeds.md, per feed. Each turns a clean row into a bad one.
+# The defect kinds of feeds.md, per feed. Each breaks one rule of a clean row: a
+# bad row when the rule is on a key or required column, else a field defect
+# (FIELD_DEFECTS: the value is nulled and the row kept).
 DEFECTS: dict[str, dict[str, Callable[[Row, np.random.Generator, date], None] | None]] = {
     "registry": {
         "invalid_check_character": _bad_check,
@@ -127,6 +129,16 @@ DEFECTS: dict[str, dict[str, Callable[[Row, np.random.Generator, date], None] | 
         "removed_before_listed": _removed_before_listed,
         DUPLICATE: None,
     },
+}
+
+# The kinds that break a value outside the key and required columns (feeds.md, Row-level outcome).
+FIELD_DEFECTS: dict[str, frozenset[str]] = {
+    "registry": frozenset({"negative_amount", "status_not_in_list", "bad_industry_code", "bad_division_code",
+                           "bad_phone", "updated_after_delivery"}),
+    "tax": frozenset({"negative_amount", "rd_expense_over_revenue", "credit_rating_not_in_list"}),
+    "social_insurance": frozenset({"negative_amount", "graduates_over_new_hires"}),
+    "tech": frozenset({"unparsable_date", "expires_before_issued"}),
+    "credit": frozenset({"removed_before_listed"}),
 }
 
 _FULL_WIDTH = str.maketrans("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ",
