@@ -168,10 +168,10 @@ def field_defects(results: list[dict], staged: pa.Table, params: dict) -> dict[s
     """Every field defect of the delivery: ingest's untypable values and the failures of `field_defect` rules."""
     defects = ingest_defects(staged)
     for column, at in field_failures(results, staged, params).items():
-        values = staged[column]
+        values = staged[column].take(pa.array(list(at), pa.int64())).to_pylist()
         found = defects.setdefault(column, {})
-        for idx, reasons in at.items():
-            found[idx] = FieldDefect(display(values[idx].as_py()), reasons)
+        for (idx, reasons), value in zip(at.items(), values):
+            found[idx] = FieldDefect(display(value), reasons)
     return defects
 
 
