@@ -109,7 +109,8 @@ def run_report() -> str:
     from pipelines.orchestration import run_id_from_context
 
     settings, as_of, context = _ctx()
-    path = nightly.finish_run(settings, as_of, run_id_from_context(context), context["dag_run"].start_date)
+    started_at = context["dag_run"].start_date
+    path = nightly.finish_run(settings, as_of, run_id_from_context(context), started_at).resolve()
     print(f"运行报告 (run report): {path}")
     return str(path)
 

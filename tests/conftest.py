@@ -1,18 +1,72 @@
-"""Shared fixtures. Airflow settings default to the project's own Airflow home
-(the Makefile exports the same values), so tests also run as plain pytest."""
+"""Shared fixtures.
+
+Airflow runs on its own Airflow home for the session (a temporary folder with
+a migrated SQLite metadata DB), never on the operator's `.airflow`: whatever
+the environment says (the Makefile exports the operator's AIRFLOW_HOME), a test
+run writes no DAG run where `make ui` would show it. Migrating takes ~40 s, so
+the migrated, empty DB is cached in `.pytest-airflow/`, one file per hash of
+the lock file (the Airflow version decides the schema), and copied per session."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".airflow"))
+AIRFLOW_CACHE = ROOT / ".pytest-airflow"
+
+
+def _migrated_airflow_db() -> Path:
+    """The cached migrated, empty metadata DB for this lock file (migrated on first use)."""
+    key = hashlib.sha256((ROOT / "requirements-lock.txt").read_bytes()).hexdigest()[:16]
+    cached = AIRFLOW_CACHE / f"airflow-{key}.db"
+    if not cached.exists():
+        AIRFLOW_CACHE.mkdir(exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=AIRFLOW_CACHE) as scratch:
+            env = {**os.environ, **_airflow_home_env(Path(scratch))}
+            env.pop("AIRFLOW_CONFIG", None)
+            done = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env,
+                                  capture_output=True, text=True, timeout=600)
+            if done.returncode:
+                raise RuntimeError(f"airflow db migrate failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+            os.replace(Path(scratch) / "airflow.db", cached)    # atomic: parallel sessions race safely
+    return cached
+
+
+def _airflow_home_env(home: Path) -> dict[str, str]:
+    return {"AIRFLOW_HOME": str(home), "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}"}
+
+
+def fresh_airflow_home(home: Path) -> dict[str, str]:
+    """A new Airflow home at `home` with a migrated, empty metadata DB; the
+    environment variables that select it (for a subprocess's environment)."""
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_migrated_airflow_db(), home / "airflow.db")
+    return _airflow_home_env(home)
+
+
+# Before anything imports Airflow, which reads its home once. This module is
+# imported twice (as pytest's conftest and as tests.conftest): one home a session.
+if "MIANSHEN_TEST_AIRFLOW_HOME" not in os.environ:
+    os.environ["MIANSHEN_TEST_AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="mianshen-test-airflow-")
+    os.environ.update(fresh_airflow_home(Path(os.environ["MIANSHEN_TEST_AIRFLOW_HOME"])))
+    os.environ.pop("AIRFLOW_CONFIG", None)
+AIRFLOW_TEST_HOME = Path(os.environ["MIANSHEN_TEST_AIRFLOW_HOME"])
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(ROOT / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(AIRFLOW_TEST_HOME, ignore_errors=True)
+
 
 from pipelines.config import Settings, load_settings  # noqa: E402
 

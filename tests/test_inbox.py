@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import inbox, intake
-from tests.conftest import ROOT, make_settings
+from tests.conftest import ROOT, fresh_airflow_home, make_settings
 from tests.namelist_workbooks import HEADER, code, department_list, name_list_policy, registry_rows, xls_bytes, xlsx
 
 POLICY = "WL-RS-2026-09"
@@ -258,11 +258,7 @@ def test_formula_text_from_a_sender_stays_text(tmp_path):
 
 @pytest.mark.slow
 def test_dag_over_a_folder_of_sample_workbooks(tmp_path):
-    """The inbox DAG through dag.test(), in a subprocess on a copy of the
-    project's migrated Airflow database (the shared one stays untouched)."""
-    source_db = ROOT / ".airflow" / "airflow.db"
-    if not source_db.exists():
-        pytest.skip("Airflow metadata DB not migrated (make setup)")
+    """The inbox DAG through dag.test(), in a subprocess on its own Airflow home."""
     data = tmp_path / "data"
     settings = make_env(data)
     # ages do not matter here: the DAG uses the real clock, so make files old
@@ -281,17 +277,9 @@ def test_dag_over_a_folder_of_sample_workbooks(tmp_path):
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(content)
         os.utime(p, (old, old))
-    airflow_home = tmp_path / "airflow"
-    airflow_home.mkdir()
-    shutil.copy(source_db, airflow_home / "airflow.db")
-    cfg = ROOT / ".airflow" / "airflow.cfg"
-    if cfg.exists():
-        shutil.copy(cfg, airflow_home / "airflow.cfg")
     environment = {
-        **os.environ, "PYTHONPATH": str(ROOT), "AIRFLOW_HOME": str(airflow_home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+        **os.environ, "PYTHONPATH": str(ROOT), **fresh_airflow_home(tmp_path / "airflow"),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(airflow_home / "logs"),
         "MIANSHEN_DATA": str(data), "MIANSHEN_POLICIES": str(settings.policies),
         "MIANSHEN_LANDING": str(settings.landing),
     }

@@ -29,6 +29,7 @@ from tests.conftest import ROOT, make_settings, require_postgres
 pytestmark = pytest.mark.slow
 AS_OF = date(2026, 11, 26)
 BIN = Path(sys.executable).parent
+PASSWORD = "e2e-secret"      # the simple auth manager's admin, from the passwords file written here
 
 
 def _free_port() -> int:
@@ -64,6 +65,20 @@ class Api:
         raise AssertionError(f"timed out waiting for {what}: {last!r}")
 
 
+def pipeline_env(data: Path, shards: int = 1) -> dict[str, str]:
+    """The environment the Airflow components need for the project's DAGs on
+    demo data under `data`, picked up by the dag-processor within seconds."""
+    return {
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
+        "PYTHONPATH": str(ROOT),
+        "MIANSHEN_DATA": str(data),
+        "MIANSHEN_LANDING": str(data / "landing"),
+        "MIANSHEN_POLICIES": str(ROOT / "data" / "policies"),
+        "MIANSHEN_MATCH_SHARDS": str(shards),
+    }
+
+
 @pytest.fixture
 def airflow_stack(tmp_path):
     # The compose file's Celery profile in miniature: CeleryExecutor, Redis, two workers, and
@@ -86,7 +101,7 @@ def _airflow(tmp_path, executor: str = "LocalExecutor", workers: tuple[str, ...]
     port = _free_port()
     home = tmp_path / "airflow"
     home.mkdir()
-    (home / "passwords.json").write_text(json.dumps({"admin": "e2e-secret"}))
+    (home / "passwords.json").write_text(json.dumps({"admin": PASSWORD}))
     data = tmp_path / "mianshen"
     env = {
         **os.environ,
@@ -102,13 +117,7 @@ def _airflow(tmp_path, executor: str = "LocalExecutor", workers: tuple[str, ...]
         "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex,
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
-        "PYTHONPATH": str(ROOT),
-        "MIANSHEN_DATA": str(data),
-        "MIANSHEN_LANDING": str(data / "landing"),
-        "MIANSHEN_POLICIES": str(ROOT / "data" / "policies"),
-        "MIANSHEN_MATCH_SHARDS": str(shards),
+        **pipeline_env(data, shards),
     }
     if executor == "CeleryExecutor":
         queue = f"e2e_{uuid.uuid4().hex[:8]}"       # this test's own queue on the shared Redis
@@ -223,7 +232,7 @@ def _run_nightly(api: Api, tmp_path: Path, logs=("scheduler",)) -> str:
     """Log in, unpause and trigger mianshen_nightly for AS_OF; wait for success; its run id."""
     api.wait_until(lambda: api.call("GET", "/api/v2/version", auth=False), 120, "api-server")
     login = urllib.request.Request(api.base + "/auth/token", method="POST",
-                                   data=json.dumps({"username": "admin", "password": "e2e-secret"}).encode(),
+                                   data=json.dumps({"username": "admin", "password": PASSWORD}).encode(),
                                    headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(login, timeout=30) as response:
         api.token = json.loads(response.read())["access_token"]
