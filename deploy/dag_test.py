@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def record_true_start(dag_id: str, run_id: str, started: datetime) -> str | None:
-    """Set the run's start to `started` and its note to the report's path; the note written."""
+    """Set the run's start (and queued time) to `started` and its note to the report's path; the note written."""
     from sqlalchemy import select
 
     from airflow.models.dagrun import DagRun
@@ -54,6 +54,7 @@ def record_true_start(dag_id: str, run_id: str, started: datetime) -> str | None
     with create_session() as session:
         run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
         run.start_date = started
+        run.queued_at = run.queued_at or started
         report = session.scalar(XComModel.get_many(run_id=run_id, dag_ids=dag_id, task_ids=REPORT_TASK,
                                                    key="return_value"))
         if report is None:

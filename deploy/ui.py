@@ -32,7 +32,7 @@ import psutil
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 USER = "admin"
 WORKER_LOG_OFFSET, TRIGGER_LOG_OFFSET = 10000, 20000
-STOP_GRACE_SECONDS = 20
+STOP_GRACE_SECONDS = 10
 PR_SET_CHILD_SUBREAPER = 36
 
 

@@ -8,6 +8,7 @@ from datetime import date, datetime, timezone
 import pyarrow.parquet as pq
 import pytest
 
+from deploy import dag_test
 from tests.conftest import ROOT, make_settings
 
 AS_OF = date(2026, 11, 26)
@@ -33,18 +34,37 @@ def _environment(monkeypatch, base):
     return make_settings(base)
 
 
+def _run_of(as_of: date):
+    """The recorded DAG run of as_of, as the UI reads it."""
+    from sqlalchemy import select
+
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    logical = datetime(as_of.year, as_of.month, as_of.day, tzinfo=timezone.utc)
+    with create_session() as session:
+        run = session.scalar(select(DagRun).where(DagRun.dag_id == "mianshen_nightly", DagRun.logical_date == logical))
+        session.expunge(run)
+        return run
+
+
 def _run(dag, as_of=AS_OF, **conf):
     logical = datetime(as_of.year, as_of.month, as_of.day, tzinfo=timezone.utc)
     return dag.test(logical_date=logical, run_conf=conf or None)
 
 
-def test_nightly_produces_matches_lists_and_report(nightly_dag, tmp_path, monkeypatch):
+def test_nightly_produces_matches_lists_and_report(tmp_path, monkeypatch):
+    """Run as `make run` runs it (deploy/dag_test.py), which the UI then shows
+    with its true start and end and the report's path in its note."""
     from pipelines import demo_data
 
     settings = _environment(monkeypatch, tmp_path)
     demo_data.generate(settings.landing, AS_OF, 400, 7)
-    run = _run(nightly_dag)
-    assert str(run.state) == "success"
+    before = datetime.now(timezone.utc)
+    assert dag_test.main(["mianshen_nightly", str(AS_OF)]) == 0
+    run = _run_of(AS_OF)
+    assert before <= run.start_date < run.end_date <= datetime.now(timezone.utc)
+    assert run.note.endswith(str((settings.run_dir(AS_OF) / "report.html").resolve()))
 
     run_dir = settings.run_dir(AS_OF)
     verdicts = {f: json.loads((run_dir / "quality" / f"{f}.json").read_text()) for f in
