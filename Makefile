@@ -8,7 +8,7 @@ AS_OF  ?= 2026-11-26
 ENTERPRISES ?= 2000
 AIRFLOW_PORT ?= 8080
 
-export AIRFLOW_HOME ?= $(CURDIR)/.airflow
+export AIRFLOW_HOME := $(CURDIR)/.airflow
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__UNIT_TEST_MODE := False

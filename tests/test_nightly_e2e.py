@@ -34,8 +34,8 @@ def _environment(monkeypatch, base):
     return make_settings(base)
 
 
-def _run_of(as_of: date):
-    """The recorded DAG run of as_of, as the UI reads it."""
+def _recorded(as_of: date) -> tuple[datetime, datetime, str | None]:
+    """Start, end and note of the DAG run of as_of, as the UI reads them."""
     from sqlalchemy import select
 
     from airflow.models.dagrun import DagRun
@@ -44,8 +44,7 @@ def _run_of(as_of: date):
     logical = datetime(as_of.year, as_of.month, as_of.day, tzinfo=timezone.utc)
     with create_session() as session:
         run = session.scalar(select(DagRun).where(DagRun.dag_id == "mianshen_nightly", DagRun.logical_date == logical))
-        session.expunge(run)
-        return run
+        return run.start_date, run.end_date, run.note
 
 
 def _run(dag, as_of=AS_OF, **conf):
@@ -62,9 +61,9 @@ def test_nightly_produces_matches_lists_and_report(tmp_path, monkeypatch):
     demo_data.generate(settings.landing, AS_OF, 400, 7)
     before = datetime.now(timezone.utc)
     assert dag_test.main(["mianshen_nightly", str(AS_OF)]) == 0
-    run = _run_of(AS_OF)
-    assert before <= run.start_date < run.end_date <= datetime.now(timezone.utc)
-    assert run.note.endswith(str((settings.run_dir(AS_OF) / "report.html").resolve()))
+    start, end, note = _recorded(AS_OF)
+    assert before <= start < end <= datetime.now(timezone.utc)
+    assert note.endswith(str((settings.run_dir(AS_OF) / "report.html").resolve()))
 
     run_dir = settings.run_dir(AS_OF)
     verdicts = {f: json.loads((run_dir / "quality" / f"{f}.json").read_text()) for f in

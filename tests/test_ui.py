@@ -4,6 +4,7 @@ UI shows them: tests/test_nightly_e2e.py.)"""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import signal
@@ -42,18 +43,21 @@ def test_make_ui_runs_a_triggered_night_and_leaves_no_process(tmp_path):
     from pipelines import demo_data
 
     data = tmp_path / "mianshen"
-    demo_data.generate(make_settings(data).landing, AS_OF, 100, 5)
+    demo_data.generate(make_settings(data).landing, AS_OF, 300, 5)
     home = tmp_path / "airflow"
     port = _free_ports_for_make_ui()
-    (passwords := tmp_path / "passwords.json").write_text(f'{{"admin": "{PASSWORD}"}}')
+    passwords = tmp_path / "passwords.json"
+    passwords.write_text(json.dumps({"admin": PASSWORD}))
     env = {**os.environ, **fresh_airflow_home(home), **pipeline_env(data), "AIRFLOW_PORT": str(port),
            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
            # only the run triggered here: no scheduled night when the DAG is unpaused
            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"}
     output = tmp_path / "make-ui.out"
-    # as an operator types it; -o: the virtual environment is there already, do not rebuild it
+    # as an operator types it, on this test's Airflow home; -o: the virtual
+    # environment is there already, make must not rebuild it
     with open(output, "wb") as out:
-        make = subprocess.Popen(["make", "-o", f"{BIN}/.installed", "ui", f"BIN={BIN}"], cwd=ROOT, env=env,
+        make = subprocess.Popen(["make", "-o", f"{BIN}/.installed", "ui", f"BIN={BIN}", f"AIRFLOW_HOME={home}"],
+                                cwd=ROOT, env=env,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     api = Api(f"http://127.0.0.1:{port}")
     started: list[psutil.Process] = []
