@@ -34,8 +34,8 @@ def _environment(monkeypatch, base):
     return make_settings(base)
 
 
-def _recorded(as_of: date) -> tuple[datetime, datetime, str | None]:
-    """Start, end and note of the DAG run of as_of, as the UI reads them."""
+def _recorded(as_of: date) -> tuple[str, datetime, datetime, str | None]:
+    """Run id, start, end and note of the DAG run of as_of, as the UI reads them."""
     from sqlalchemy import select
 
     from airflow.models.dagrun import DagRun
@@ -44,7 +44,7 @@ def _recorded(as_of: date) -> tuple[datetime, datetime, str | None]:
     logical = datetime(as_of.year, as_of.month, as_of.day, tzinfo=timezone.utc)
     with create_session() as session:
         run = session.scalar(select(DagRun).where(DagRun.dag_id == "mianshen_nightly", DagRun.logical_date == logical))
-        return run.start_date, run.end_date, run.note
+        return run.run_id, run.start_date, run.end_date, run.note
 
 
 def _run(dag, as_of=AS_OF, **conf):
@@ -55,15 +55,21 @@ def _run(dag, as_of=AS_OF, **conf):
 def test_nightly_produces_matches_lists_and_report(tmp_path, monkeypatch):
     """Run as `make run` runs it (deploy/dag_test.py), which the UI then shows
     with its true start and end and the report's path in its note."""
-    from pipelines import demo_data
+    import sqlalchemy as sa
+
+    from pipelines import demo_data, warehouse
 
     settings = _environment(monkeypatch, tmp_path)
     demo_data.generate(settings.landing, AS_OF, 400, 7)
     before = datetime.now(timezone.utc)
     assert dag_test.main(["mianshen_nightly", str(AS_OF)]) == 0
-    start, end, note = _recorded(AS_OF)
+    run_id, start, end, note = _recorded(AS_OF)
     assert before <= start < end <= datetime.now(timezone.utc)
     assert note.endswith(str((settings.run_dir(AS_OF) / "report.html").resolve()))
+    # the tasks saw that start too: the run's audit in the warehouse
+    with warehouse.engine_for(settings.warehouse_url).connect() as conn:
+        audited = conn.execute(sa.select(warehouse.runs.c.started_at).where(warehouse.runs.c.run_id == run_id)).scalar_one()
+    assert audited >= before.replace(tzinfo=None)
 
     run_dir = settings.run_dir(AS_OF)
     verdicts = {f: json.loads((run_dir / "quality" / f"{f}.json").read_text()) for f in
