@@ -111,8 +111,6 @@ def require_postgres() -> str:
 def require_chromium() -> str:
     """Debian's Chromium for the browser checks, or skip — except in CI, where .ci/run
     installs it and a missing one is a failure."""
-    import shutil
-
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found:
         return found
