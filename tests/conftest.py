@@ -3,9 +3,9 @@
 Airflow runs on its own Airflow home for the session (a temporary folder with
 a migrated SQLite metadata DB), never on the operator's `.airflow`: whatever
 the environment says (the Makefile exports the operator's AIRFLOW_HOME), a test
-run writes no DAG run where `make ui` would show it. Migrating takes ~40 s, so
-the migrated, empty DB is cached in `.pytest-airflow/`, one file per hash of
-the lock file (the Airflow version decides the schema), and copied per session."""
+run writes no DAG run where `make ui` would show it. Migrating takes 10-40 s, so
+the migrated, empty DB is cached in `.pytest-airflow/`, keyed by the hash of the
+lock file (the Airflow version decides the schema), and copied per session."""
 from __future__ import annotations
 
 import contextlib
@@ -37,6 +37,9 @@ def _migrated_airflow_db() -> Path:
             if done.returncode:
                 raise RuntimeError(f"airflow db migrate failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
             os.replace(Path(scratch) / "airflow.db", cached)    # atomic: parallel sessions race safely
+        for stale in AIRFLOW_CACHE.glob("airflow-*.db"):           # earlier lock files' schemas
+            if stale != cached:
+                stale.unlink(missing_ok=True)
     return cached
 
 
