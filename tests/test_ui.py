@@ -72,6 +72,7 @@ def test_make_ui_runs_a_triggered_night_and_leaves_no_process(tmp_path):
 
         started = psutil.Process(make.pid).children(recursive=True)
         assert len(started) >= 5                      # the launcher and its four components, at least
+        assert len(_processes_on(home)) >= 5          # which the check after the stop sees
     finally:
         os.killpg(make.pid, signal.SIGINT)            # Ctrl+C in the operator's terminal
         make.wait(timeout=90)
@@ -100,6 +101,6 @@ def _processes_on(home: Path) -> list[str]:
     found = []
     for process in psutil.process_iter(["cmdline"]):
         with contextlib.suppress(psutil.Error):
-            if process.environ().get("AIRFLOW_HOME") == str(home):
+            if process.environ().get("AIRFLOW_HOME") in (str(home), str(home.resolve())):
                 found.append(" ".join(process.info["cmdline"] or []))
     return found
