@@ -275,10 +275,12 @@ def stored_evidence(policy: Policy, cols: "Columns", rows: pa.Array, leaves: dic
     j = _Joiner()
     j.lit("[")
     sep = ""
+    negated = policy.negated_paths()
     for leaf in policy.leaves():
         kind = FIELD_KINDS[leaf.field]
         j.lit(f'{sep}{{"path": {json_text(leaf.path)}, "field": {json_text(leaf.field)}, "op": {json_text(leaf.op)}, '
-              f'"value": {json_text(json_value(leaf.value, kind))}, "actual": ')
+              f'"value": {json_text(json_value(leaf.value, kind))}, '
+              + ('"negated": true, ' if leaf.path in negated else "") + '"actual": ')
         j.arr(cols.json(leaf.field).take(rows))
         j.lit(', "result": ')
         j.arr(json_bools(leaves[leaf.path].take(rows)))
@@ -406,9 +408,10 @@ def evaluate_policy(portrait: pa.Table, policy: Policy, as_of: dt.date,
     failed_guard = pc.if_else(pc.equal(outcome, pa.scalar("guard_failed")), failed_guard.take(rows),
                               pa.scalar(None, pa.string()))
     shown = policy.leaves()
+    negated = policy.negated_paths()
     reason = evidence_text.reasons(
-        [{"path": l.path, "field": l.field, "op": l.op, "value": json_value(l.value, FIELD_KINDS[l.field])}
-         for l in shown],
+        [{"path": l.path, "field": l.field, "op": l.op, "value": json_value(l.value, FIELD_KINDS[l.field]),
+          "negated": l.path in negated} for l in shown],
         {l.path: cols.json(l.field).take(rows) for l in shown},
         {l.path: leaves[l.path].take(rows) for l in shown}, outcome, failed_item, failed_guard)
 

@@ -1,24 +1,30 @@
 """Match evidence: the JSON the engine writes for each result, and the Chinese text a
 department reads from it (one condition per line, and the reminder's reason).
 
+One condition reads the same wherever it is shown (reminder lists, review and
+复核 workbooks, `explain`): the field, the enterprise's value as a clerk writes
+it, and what the policy needs, e.g. `研发费用占营业收入比例 2.87%，需 ≥ 3%`.
+Values as people write them: ratios as percentages, division codes as place
+names, amounts with their unit, dates as 年月日, at most 2 decimals.
+
 Both the engine (pure, no I/O) and the lists import this module; it imports
-nothing of the ledger or the warehouse, so the same condition reads the same
-wherever it is shown."""
+nothing of the ledger or the warehouse. The text is made two ways that must
+agree (tests/test_engine.py): row by row from a result's evidence (`failing`,
+`readable`), and column-wise for a whole policy's results (`reasons`)."""
 from __future__ import annotations
 
 import datetime as dt
 import json
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.contracts import FIELD_LABELS
+from pipelines.contracts import FIELD_LABELS, PORTRAIT_SCHEMA
+from pipelines.divisions import place_name, place_names
 
-OPS = {"eq": "等于", "ne": "不等于", "gt": "大于", "ge": "不低于", "lt": "小于", "le": "不高于",
-       "in": "属于", "not_in": "不属于"}
 GUARDS = {"registered": "在登记库中有登记信息", "active": "登记状态为存续（在业）",
           "not_dishonest": "未列入失信名单"}
 
@@ -110,6 +116,79 @@ def json_bools(arr: pa.Array) -> pa.Array:
     return pc.fill_null(arr.cast(pa.string()), "null")
 
 
+# ---------------------------------------------------------------- values as a clerk writes them
+
+PERCENT_FIELDS = frozenset({"tax_growth", "rd_ratio"})
+UNITS = {"age_years": "年", "registered_capital_10k": "万元", "revenue_10k": "万元", "tax_paid": "元",
+         "rd_expense_10k": "万元", "prev_tax_paid": "元", "insured_count": "人", "insured_avg_12m": "人",
+         "new_hires_12m": "人", "graduates_12m": "人"}
+DECIMALS = 2            # shown; a ratio keeps 2 decimals of its percentage
+_TYPES = {f.name: f.type for f in PORTRAIT_SCHEMA}
+NO_DATA = "无数据"
+
+
+def label(field: str) -> str:
+    """The field's name without its unit, when its values carry the unit (营业收入, not 营业收入（万元）)."""
+    text = FIELD_LABELS.get(field, field)
+    return re.sub(r"（[^（）]*）$", "", text) if field in UNITS else text
+
+
+def _number(value: Any, field: str) -> str:
+    try:
+        d = Decimal(str(value))
+    except InvalidOperation:
+        return str(value)
+    if field in PERCENT_FIELDS:
+        return decimal_text(d.quantize(Decimal(1).scaleb(-DECIMALS - 2), rounding=ROUND_HALF_UP).scaleb(2)) + "%"
+    return decimal_text(d.quantize(Decimal(1).scaleb(-DECIMALS), rounding=ROUND_HALF_UP)) + UNITS.get(field, "")
+
+
+def value_text(field: str, value: Any) -> str:
+    """A portrait or policy value (as the evidence's JSON holds it) as a clerk writes it."""
+    if value is None:
+        return NO_DATA
+    if isinstance(value, (list, tuple)):
+        return "、".join(value_text(field, v) for v in value)
+    if isinstance(value, bool):
+        return "是" if value else "否"
+    t = _TYPES.get(field)
+    if field == "division_code":
+        return place_name(str(value))
+    if t is not None and (pa.types.is_decimal(t) or pa.types.is_integer(t)) and not isinstance(value, bool):
+        return _number(value, field)
+    if t is not None and pa.types.is_date(t) and isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        return f"{value[:4]}年{value[5:7]}月{value[8:]}日"
+    return str(value)
+
+
+NEEDS = {"eq": "为 {}", "ne": "不为 {}", "gt": "> {}", "ge": "≥ {}", "lt": "< {}", "le": "≤ {}",
+         "in": "为 {} 之一", "not_in": "不为 {}", "prefix_in": "以 {} 开头",
+         "is_true": "为“是”", "is_false": "为“否”", "is_null": "为空", "not_null": "有数据"}
+
+
+def need(leaf: dict) -> str:
+    """What the policy needs of the field: `需 ≥ 3%`, or `不得 …` under a `none` group."""
+    field, op, value = str(leaf.get("field") or ""), leaf.get("op"), leaf.get("value")
+    if op == "between":
+        lo, hi = (list(value) + [None, None])[:2] if isinstance(value, (list, tuple)) else (None, None)
+        if lo is not None and hi is not None:
+            text = f"在 {value_text(field, lo)} 至 {value_text(field, hi)} 之间"
+        else:
+            text = f"≥ {value_text(field, lo)}" if lo is not None else f"≤ {value_text(field, hi)}"
+    elif op in NEEDS:
+        shown_value = "、".join(map(str, value)) if op == "prefix_in" and isinstance(value, (list, tuple)) \
+            else value_text(field, value)
+        text = NEEDS[op].format(shown_value)
+    else:
+        text = f"{op} {value_text(field, value)}"
+    return ("不得" if leaf.get("negated") else "需") + text
+
+
+def condition_text(leaf: dict, actual: Any) -> str:
+    """One condition with the enterprise's value: `研发费用占营业收入比例 2.87%，需 ≥ 3%`."""
+    return f"{label(str(leaf.get('field') or ''))} {value_text(str(leaf.get('field') or ''), actual)}，{need(leaf)}"
+
+
 # ---------------------------------------------------------------- reading it
 
 
@@ -124,23 +203,6 @@ def leaves(evidence: Any) -> list[dict]:
     return [e for e in evidence if isinstance(e, dict)] if isinstance(evidence, list) else []
 
 
-def show(value: Any) -> str:
-    if value is None:
-        return "无数据"
-    if isinstance(value, bool):
-        return "是" if value else "否"
-    if isinstance(value, (list, tuple)):
-        return "、".join(show(v) for v in value)
-    if isinstance(value, (int, float, Decimal)) or (isinstance(value, str) and re.fullmatch(r"-?\d+\.\d+", value)):
-        try:
-            d = Decimal(str(value))
-        except InvalidOperation:
-            return str(value)
-        text = format(d.normalize(), "f")
-        return text
-    return str(value)
-
-
 def verdict(result: Any) -> str:
     text = str(result).lower()
     if result is True or text == "true":
@@ -150,30 +212,16 @@ def verdict(result: Any) -> str:
     return "数据缺失"
 
 
-def condition(leaf: dict) -> str:
-    field = str(leaf.get("field") or "")
-    label = FIELD_LABELS.get(field, field)
-    op, value = leaf.get("op"), leaf.get("value")
-    if op in OPS:
-        return f"{label}{OPS[op]}{show(value)}"
-    if op == "between":
-        lo, hi = (list(value) + [None, None])[:2] if isinstance(value, (list, tuple)) else (None, None)
-        if lo is not None and hi is not None:
-            return f"{label}介于{show(lo)}至{show(hi)}"
-        return f"{label}不低于{show(lo)}" if lo is not None else f"{label}不高于{show(hi)}"
-    if op == "prefix_in":
-        return f"{label}以{show(value)}开头"
-    return {"is_true": f"{label}为“是”", "is_false": f"{label}为“否”",
-            "is_null": f"{label}为空", "not_null": f"{label}不为空"}.get(op, f"{label} {op} {show(value)}")
-
-
 def line(leaf: dict) -> str:
     if "guard" in leaf:   # registered / active / not_dishonest checks
         guard = str(leaf["guard"])
         return f"【{verdict(leaf.get('result'))}】{GUARDS.get(guard, guard)}"
     if leaf.get("name_list"):
-        return f"【名单】部门报送名单金额：{show(leaf.get('amount'))} 元"
-    return f"【{verdict(leaf.get('result'))}】{condition(leaf)}（实际：{show(leaf.get('actual'))}）"
+        return f"【名单】部门报送名单金额：{value_text('tax_paid', leaf.get('amount'))}"
+    result = leaf.get("result")
+    if leaf.get("negated") and result is not None:   # the leaf holds, so the `none` group fails
+        result = not result
+    return f"【{verdict(result)}】{condition_text(leaf, leaf.get('actual'))}"
 
 
 def _conditions(ls: list[dict]) -> list[dict]:
@@ -181,6 +229,7 @@ def _conditions(ls: list[dict]) -> list[dict]:
 
 
 def readable(evidence: Any) -> str:
+    """The whole evidence, one condition a line, for review workbooks and the 复核 list."""
     return "\n".join(line(l) for l in leaves(evidence))
 
 
@@ -189,44 +238,85 @@ def _top_item(path: Any) -> int | None:
     return int(m.group()) if m else None
 
 
+def failing_polarity(leaf: dict) -> bool:
+    """The leaf result that makes its top-level item fail: FALSE, or TRUE under a `none` group."""
+    return bool(leaf.get("negated"))
+
+
+MISSING_PREFIX = "数据缺失："
+MISSING_BENEFIT_BASE = "兑现金额计算所需数据缺失"
+
+
 def failing(outcome: str, evidence: Any, failed_item: int | None = None,
             failed_guard: str | None = None) -> str:
-    """Why a result is not (yet) eligible: the failing item, the missing data or the guard."""
+    """Why a result is not (yet) eligible: the failing conditions, the missing data or the guard."""
     ls = _conditions(leaves(evidence))
     if outcome == "guard_failed" and failed_guard:
         return "未满足：" + GUARDS.get(failed_guard, failed_guard)
     if outcome == "missing_data":
         missing = [l for l in ls if verdict(l.get("result")) == "数据缺失"]
         if not missing:
-            return "兑现金额计算所需数据缺失"
+            return MISSING_BENEFIT_BASE
         names = dict.fromkeys(FIELD_LABELS.get(str(l.get("field")), str(l.get("field"))) for l in missing)
-        return "数据缺失：" + "、".join(names)
+        return MISSING_PREFIX + "、".join(names)
     if outcome == "near_miss":
-        chosen = [l for l in ls if failed_item is not None and _top_item(l.get("path")) == failed_item]
-        if not chosen:
-            chosen = [l for l in ls if verdict(l.get("result")) == "不符合"]
-        return "未满足：" + "；".join(f"{condition(l)}（实际：{show(l.get('actual'))}）" for l in chosen)
+        item = [l for l in ls if failed_item is not None and _top_item(l.get("path")) == failed_item]
+        chosen = [l for l in item if l.get("result") is failing_polarity(l)] or \
+            [l for l in ls if l.get("result") is failing_polarity(l)]
+        return "；".join(condition_text(l, l.get("actual")) for l in chosen)
     return ""
+
+
+_FIELD_OF_LABEL = {v: k for k, v in FIELD_LABELS.items()}
+
+
+def missing_fields(reason: str) -> list[str]:
+    """The portrait fields a missing-data reason names ([] for a missing benefit base)."""
+    if not reason or not reason.startswith(MISSING_PREFIX):
+        return []
+    return [_FIELD_OF_LABEL.get(name, name) for name in reason[len(MISSING_PREFIX):].split("、")]
 
 
 # ---------------------------------------------------------------- column-wise (the engine's stored rows)
 
-NUMBER_TEXT = r"^-?\d+\.\d+$"
-
-
-def shown(json_text: pa.Array) -> pa.Array:
-    """`show` of each value given as JSON text (the evidence's `actual`), column-wise."""
+def _unquoted(json_text: pa.Array) -> pa.Array:
+    """JSON string literals as their text (other JSON as it is)."""
     quoted = pc.fill_null(pc.match_substring_regex(json_text, r'^".*"$'), False)
     inner = pc.utf8_slice_codeunits(json_text, 1, -1)
     inner = pc.replace_substring(pc.replace_substring(inner, '\\"', '"'), "\\\\", "\\")
-    text = pc.if_else(quoted, inner, json_text)
-    number = pc.fill_null(pc.match_substring_regex(text, NUMBER_TEXT), False)
-    stripped = pc.utf8_rtrim(pc.utf8_rtrim(text, characters="0"), characters=".")
-    text = pc.if_else(number, stripped, text)
-    bare = pc.invert(quoted)
-    for literal, word in (("null", "无数据"), ("true", "是"), ("false", "否")):
-        text = pc.if_else(pc.and_(bare, pc.fill_null(pc.equal(json_text, literal), False)), word, text)
-    return pc.fill_null(text, "无数据")
+    return pc.if_else(quoted, inner, json_text)
+
+
+def _numbers(text: pa.Array, field: str) -> pa.Array:
+    """`_number` column-wise: half-up to DECIMALS (of the percentage for a ratio), plain, unit."""
+    digits = DECIMALS + (2 if field in PERCENT_FIELDS else 0)
+    # decimal256: a portrait value may be as large as decimal(38, 6) holds (1e32), with 18 decimals
+    exact = text.cast(pa.decimal256(76, 18))
+    rounded = pc.round(exact, ndigits=digits, round_mode="half_towards_infinity").cast(pa.decimal256(70, digits))
+    if field in PERCENT_FIELDS:
+        rounded = pc.multiply(rounded, pa.scalar(Decimal(100), pa.decimal256(3, 0)))
+        return pc.binary_join_element_wise(decimal_json_text(rounded), "%", "")
+    return pc.binary_join_element_wise(decimal_json_text(rounded), UNITS.get(field, ""), "")
+
+
+def value_column(field: str, json_text: pa.Array) -> pa.Array:
+    """`value_text` of each value given as JSON text (the evidence's `actual`), column-wise."""
+    t = _TYPES.get(field)
+    null = pc.fill_null(pc.equal(json_text, "null"), True)
+    text = _unquoted(json_text)
+    if t is not None and pa.types.is_boolean(t):
+        text = pc.if_else(pc.equal(json_text, "true"), "是", "否")
+    elif field == "division_code":
+        names = place_names()
+        known = pa.array(list(names), pa.string())
+        named = pc.take(pa.array(list(names.values()), pa.string()), pc.index_in(text, value_set=known))
+        text = pc.coalesce(named, text)
+    elif t is not None and (pa.types.is_decimal(t) or pa.types.is_integer(t)):
+        safe = pc.if_else(null, "0", text)
+        text = _numbers(safe, field)
+    elif t is not None and pa.types.is_date(t):
+        text = pc.replace_substring_regex(text, r"^(\d{4})-(\d{2})-(\d{2})$", r"\1年\2月\3日")
+    return pc.if_else(null, NO_DATA, text)
 
 
 def _join(arrays: list[pa.Array], sep: str) -> pa.Array:
@@ -243,8 +333,8 @@ def reasons(leaves: list[dict], actual: dict[str, pa.Array], result: dict[str, p
             outcome: pa.Array, failed_item: pa.Array, failed_guard: pa.Array) -> pa.Array:
     """`failing` for a whole column of one policy's results, built from the same
     evidence without parsing it row by row: `leaves` are the policy's condition
-    leaves as the evidence writes them (path, field, op, value), `actual` their
-    values as JSON text and `result` their results per row (path -> array)."""
+    leaves as the evidence writes them (path, field, op, value, negated), `actual`
+    their values as JSON text and `result` their results per row (path -> array)."""
     m = len(outcome)
     out = pa.nulls(m, pa.string())
     if not m:
@@ -259,6 +349,8 @@ def reasons(leaves: list[dict], actual: dict[str, pa.Array], result: dict[str, p
     # missing_data: the fields whose leaves are UNKNOWN, each named once, in leaf order
     labels = {}
     for leaf in leaves:
+        if leaf["op"] in ("is_null", "not_null"):   # never UNKNOWN: it must not set the field's place
+            continue
         unknown = pc.is_null(result[leaf["path"]])
         field = str(leaf["field"])
         labels[field] = unknown if field not in labels else pc.or_(labels[field], unknown)
@@ -266,25 +358,24 @@ def reasons(leaves: list[dict], actual: dict[str, pa.Array], result: dict[str, p
     if labels:
         named = [pc.if_else(u, FIELD_LABELS.get(f, f), pa.scalar(None, pa.string())) for f, u in labels.items()]
         joined = _join(named, "、")
-        text = pc.if_else(pc.equal(joined, ""), "兑现金额计算所需数据缺失",
-                          pc.binary_join_element_wise("数据缺失：", joined, ""))
+        text = pc.if_else(pc.equal(joined, ""), MISSING_BENEFIT_BASE,
+                          pc.binary_join_element_wise(MISSING_PREFIX, joined, ""))
     else:
-        text = pa.repeat(pa.scalar("兑现金额计算所需数据缺失"), m)
+        text = pa.repeat(pa.scalar(MISSING_BENEFIT_BASE), m)
     out = pc.if_else(missing, text, out)
 
-    # near_miss: every condition under the failing top-level item, with its actual value
+    # near_miss: the conditions under the failing top-level item that make it fail
     near = pc.and_(pc.equal(outcome, "near_miss"), pc.is_valid(failed_item))
     for item in pc.unique(failed_item.filter(near)).to_pylist() if pc.any(near).as_py() else []:
-        # A top-level item always holds a leaf, so (unlike `failing` on hand-made
-        # evidence) there is no fallback to the FALSE leaves.
-        chosen = [l for l in leaves if _top_item(l.get("path")) == item]
-        parts = []
-        for leaf in chosen:
-            parts += [condition(leaf) + "（实际：", shown(actual[leaf["path"]]), "）"]
-        if parts:
-            pieces = [pc.binary_join_element_wise(*parts[i:i + 3], "") for i in range(0, len(parts), 3)]
-            text = pc.binary_join_element_wise("未满足：", _join(pieces, "；"), "")
-        else:
-            text = pa.repeat(pa.scalar("未满足："), m)
+        # A FALSE top-level item always holds a leaf of failing polarity, so (unlike
+        # `failing` on hand-made evidence) no fallback is needed.
+        pieces = []
+        for leaf in (l for l in leaves if _top_item(l.get("path")) == item):
+            fails = pc.fill_null(pc.equal(result[leaf["path"]], failing_polarity(leaf)), False)
+            text = pc.binary_join_element_wise(label(str(leaf["field"])) + " ",
+                                               value_column(str(leaf["field"]), actual[leaf["path"]]),
+                                               "，" + need(leaf), "")
+            pieces.append(pc.if_else(fails, text, pa.scalar(None, pa.string())))
+        text = _join(pieces, "；") if pieces else pa.repeat(pa.scalar(""), m)
         out = pc.if_else(pc.and_(near, pc.fill_null(pc.equal(failed_item, item), False)), text, out)
     return out

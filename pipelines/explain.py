@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines import contracts, engine, evidence
-from pipelines.policies import OP_LABELS, Leaf, Node, Policy
+from pipelines.policies import FIELD_KINDS, Leaf, Node, Policy
 
 OUTCOME_LABELS = {
     "eligible": "符合", "missing_data": "数据不全", "near_miss": "应享未享提醒（仅差一项条件）",
@@ -51,24 +51,12 @@ NEGATED_LABELS = {True: "出现，不符合", False: "未出现，符合", None:
 
 
 def _leaf_text(leaf: Leaf, actual, result, negated: bool = False) -> str:
-    label = contracts.FIELD_LABELS[leaf.field]
-    op = OP_LABELS[leaf.op]
-    if leaf.op == "between":
-        lo, hi = leaf.value
-        if lo is not None and hi is not None:
-            cond = f"{label} 介于 {show(lo)} 与 {show(hi)} 之间（含）"
-        elif lo is not None:
-            cond = f"{label} 大于等于 {show(lo)}"
-        elif hi is not None:
-            cond = f"{label} 小于等于 {show(hi)}"
-        else:
-            cond = f"{label} 有数据"
-    elif leaf.value is None:
-        cond = f"{label} {op}"
-    else:
-        cond = f"{label} {op} {show(leaf.value)}"
+    kind = FIELD_KINDS[leaf.field]
+    text = evidence.condition_text(
+        {"field": leaf.field, "op": leaf.op, "value": evidence.json_value(leaf.value, kind), "negated": negated},
+        evidence.json_value(actual, kind))
     labels = NEGATED_LABELS if negated else RESULT_LABELS
-    return f"{cond}：企业值 {show(actual)} —— {labels[result]}"
+    return f"{text} —— {labels[result]}"
 
 
 def _tri_all(values):
@@ -167,7 +155,10 @@ def explain(portrait: pa.Table, policy: Policy, uscc: str, as_of: dt.date,
     name = one.column("name")[0].as_py() if one.num_rows else None
     lines.append(f"企业：{name or '（企业画像中无此企业）'}（{uscc}）")
     lines.append(f"评估日期：{as_of}")
-    if not (policy.valid_from <= as_of <= policy.valid_to):
+    if policy.repealed_on is not None and as_of >= policy.repealed_on:
+        lines.append(f"结论：该政策已于 {policy.repealed_on} 废止，不作评估。")
+        return "\n".join(lines)
+    if not policy.in_force_on(as_of):
         lines.append(f"结论：该政策在 {as_of} 不在有效期内（{policy.valid_from} 至 {policy.valid_to}），不作评估。")
         return "\n".join(lines)
     base = engine.evaluate_policy(one, policy, as_of, lists, keep_all=True)

@@ -36,7 +36,7 @@ OPERATORS = SCALAR_OPS + ("between",) + LIST_OPS + NOVALUE_OPS
 REQUIRED_KEYS = ("id", "name", "department", "kind", "period", "valid_from", "valid_to")
 TOP_KEYS = REQUIRED_KEYS + (
     "basis", "conditions", "benefit", "exclusive_group", "budget", "budget_rule",
-    "guards", "publicity_days", "guide",
+    "guards", "publicity_days", "guide", "repealed_on",
 )
 BENEFIT_KEYS = {
     "fixed": ("amount",),
@@ -144,6 +144,18 @@ class Policy:
     basis: str | None = None
     file: str = ""
     file_hash: str = ""                  # sha256 of the file's bytes (audit)
+    repealed_on: dt.date | None = None   # 废止: out of force from this date on
+
+    def in_force_on(self, as_of: dt.date) -> bool:
+        return self.valid_from <= as_of <= self.valid_to and (self.repealed_on is None or as_of < self.repealed_on)
+
+    def status_on(self, as_of: dt.date) -> str:
+        """生效 / 未生效 / 已失效 / 已废止, as the published list shows it."""
+        if self.repealed_on is not None and as_of >= self.repealed_on:
+            return "已废止"
+        if as_of < self.valid_from:
+            return "未生效"
+        return "已失效" if as_of > self.valid_to else "生效"
 
     @property
     def guide_dict(self) -> dict[str, str]:
@@ -162,6 +174,23 @@ class Policy:
         for node in self.conditions:
             walk(node)
         return out
+
+    def negated_paths(self) -> frozenset[str]:
+        """Paths of the leaves under an odd number of `none` groups: such a leaf makes
+        its item fail by holding (the evidence marks it, so its text reads 不得 …)."""
+        out: set[str] = set()
+
+        def walk(node: Node, negated: bool) -> None:
+            if isinstance(node, Leaf):
+                if negated:
+                    out.add(node.path)
+            else:
+                for item in node.items:
+                    walk(item, negated != (node.op == "none"))
+
+        for node in self.conditions:
+            walk(node, False)
+        return frozenset(out)
 
 
 @dataclass(frozen=True)
@@ -625,6 +654,11 @@ class _Checker:
         valid_to = self.date(doc, "valid_to")
         if valid_from and valid_to and valid_to < valid_from:
             self.err(doc.lines["valid_to"], "valid_to", f"有效期止 {valid_to} 早于有效期起 {valid_from}")
+        repealed_on = None
+        if doc.get("repealed_on") is not None:
+            repealed_on = self.typed(doc["repealed_on"], "date", "repealed_on", doc.lines["repealed_on"], "repealed_on")
+            if repealed_on and valid_from and repealed_on < valid_from:
+                self.err(doc.lines["repealed_on"], "repealed_on", f"废止日期 {repealed_on} 早于有效期起 {valid_from}")
 
         conditions: tuple[Node, ...] = ()
         raw_cond = doc.get("conditions")
@@ -698,6 +732,7 @@ class _Checker:
             valid_from=valid_from, valid_to=valid_to, conditions=conditions, benefit=benefit,
             guards=guards, budget=budget, budget_rule=budget_rule, exclusive_group=group,
             publicity_days=publicity, guide=guide, basis=basis, file=self.file, file_hash=file_hash,
+            repealed_on=repealed_on,
         )
 
 
@@ -795,7 +830,7 @@ def _id_line_of(text: str) -> int:
 
 
 def in_force(policies: list[Policy], as_of: dt.date) -> list[Policy]:
-    return [p for p in policies if p.valid_from <= as_of <= p.valid_to]
+    return [p for p in policies if p.in_force_on(as_of)]
 
 
 def manifest(policies: list[Policy]) -> list[dict[str, str]]:

@@ -135,7 +135,8 @@ def load_draft(draft: str | Path) -> Policy:
 
 def force_in_force(policy: Policy, as_of: dt.date) -> Policy:
     """The policy with its validity widened to include as_of (the sandbox runs it whatever its dates)."""
-    return dataclasses.replace(policy, valid_from=min(policy.valid_from, as_of), valid_to=max(policy.valid_to, as_of))
+    return dataclasses.replace(policy, valid_from=min(policy.valid_from, as_of), valid_to=max(policy.valid_to, as_of),
+                               repealed_on=None)
 
 
 def portrait_path(settings: Settings, as_of: dt.date | None) -> tuple[dt.date, Path]:
@@ -555,7 +556,7 @@ def simulate(settings: Settings, draft_path: str | Path, as_of: dt.date | None =
         "draft_file": draft_file.file,
         "valid_from": draft_file.valid_from.isoformat(),
         "valid_to": draft_file.valid_to.isoformat(),
-        "forced_in_force": not (draft_file.valid_from <= as_of <= draft_file.valid_to),
+        "forced_in_force": not draft_file.in_force_on(as_of),
         "eligible": counts["eligible"],
         "total_amount": money(total),
         "missing_data": counts["missing_data"],

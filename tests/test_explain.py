@@ -87,7 +87,8 @@ def test_explain_text_shows_values_and_computation():
     a, b = load(PER_HEAD), load(FIXED)
     table = portrait(ROWS)
     text = explain.explain(table, a, "A", AS_OF, all_policies=[a, b])
-    assert "所属区划 等于 411303：企业值 411303 —— 符合" in text
+    assert "所属区划 卧龙区，需为 卧龙区 —— 符合" in text
+    assert "社保欠缴 否，不得为“是” —— 未出现，符合" in text
     assert "参保人数 12 × 500.00 元 = 6,000.00 元，封顶 50,000.00 元" in text
     assert "WL-B" in text.splitlines()[-1]          # 8,000 beats 6,000 in the group
     text_b = explain.explain(table, b, "A", AS_OF, all_policies=[a, b])

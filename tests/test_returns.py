@@ -208,7 +208,7 @@ def test_one_full_lifecycle_from_match_to_paid(settings, tmp_path):
     col = {h: i + 1 for i, h in enumerate(header)}
     assert ws.column_dimensions["K"].hidden and header[10:] == ["policy_id", "period", "uscc"]
     assert ws.data_validations.dataValidation[0].formula1 == '"通过,不通过"'
-    assert "【符合】近12个月平均参保人数不低于10（实际：12.5）" in ws.cell(4, col["比对依据"]).value
+    assert "【符合】近12个月平均参保人数 12.5人，需 ≥ 10人" in ws.cell(4, col["比对依据"]).value
     for r in (4, 5):
         ws.cell(r, col["审核结果"], "通过")
         ws.cell(r, col["审核意见"], "同意")
