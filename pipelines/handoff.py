@@ -20,7 +20,8 @@ import yaml
 
 from pipelines import ledger, warehouse
 from pipelines.config import Settings
-from pipelines.outputs import payout, publicity, reminders, review, sms
+from pipelines.outputs import payout, publicity, published, reminders, review, sms
+from pipelines.policies import load_dir
 from pipelines.files import atomic_write_bytes, read_json
 from pipelines.orchestration import parse_hold
 from pipelines.outputs.workbook import clear_stale
@@ -153,8 +154,13 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
     payout_files = payout.write(run_dir, as_of, items, UNIT)
     clear_stale(run_dir / "payout", payout_files)
 
-    reminder_files, reminder_rows = reminders.write(run_dir, as_of, results, tel, UNIT)
-    clear_stale(run_dir / "reminders", reminder_files)
+    with engine.connect() as conn:
+        unanswered = ledger.rows_in(conn, "notified")
+        conn.rollback()
+    loaded, _ = load_dir(settings.policies) if Path(settings.policies).is_dir() else ([], [])
+    reminder = reminders.write(run_dir, as_of, results, settings.portrait_path(as_of), unanswered, loaded, UNIT)
+    clear_stale(run_dir / "reminders", reminder.paths)
+    list_files = published.publish(settings.output, as_of, settings.policies, UNIT)
 
     total = sum((r["amount"] for r in items), Decimal("0.00"))
     summary = {
@@ -175,10 +181,11 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
         "payout_total": str(total),
         "held_over_budget": len(held),
         "held_policies": sorted({f"{r['policy_id']}:{r['period']}" for r in held}),
-        "reminders": reminder_rows,
+        "reminders": reminder.unclaimed_rows,
+        "reminder_lists": reminder.summary,
         "files": [str(Path(p).relative_to(run_dir))
                   for p in sms_files + review_files + publicity_files + payout_files
-                  + reminder_files],
+                  + reminder.paths + list_files],
     }
     # The run report shows ledger.json's scalar entries as they are: Chinese labels.
     shown = {label: summary[key] for key, label in REPORT_LABELS.items()}

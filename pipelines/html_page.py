@@ -22,13 +22,14 @@ table{border-collapse:collapse;margin:.5em 0} td,th{border:1px solid #bbb;paddin
 .notice{background:#fff8e1;border-left:4px solid #f9a825;padding:.6em 1em} .footer{color:#777}"""
 
 
-def page(title: str, body: str, footer: str) -> str:
-    """A whole page: `title` and `footer` are text, `body` is HTML."""
+def page(title: str, body: str, footer: str, style: str = "") -> str:
+    """A whole page: `title` and `footer` are text, `body` is HTML; `style` adds rules of this page."""
     return f"""<!DOCTYPE html>
 <html lang="zh-CN"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{esc(title)}</title>
 <style>
 {STYLE}
+{style}
 </style></head><body>
 {body}
 <p class="footer">{esc(footer)}</p>

@@ -1,43 +1,116 @@
-"""应享未享提醒: near-miss and missing-data results, and the pre-screened
-(eligible or near-miss) enterprises of manual policies, per department.
+"""Reminder lists (提醒清单), per department, three kinds (lifecycle.md item 6):
 
-Built column-wise from the night's results (at province scale this list has
-millions of rows): the text of why a result is not yet eligible is the engine's
-`reason` column, and the evidence is read only for a result without one."""
+- 应享未享提醒: enterprises that qualify and have not claimed: the ledger's
+  `notified` results not yet answered (with the confirmation deadline and the
+  working days left), and the pre-screened eligible enterprises of `manual`
+  policies (请告知企业申报).
+- 差一项清单: near misses a department can act on: the enterprise is registered,
+  active, not on a credit list and inside the district, and the one failing
+  item is not the district itself; largest would-be benefit first; a workbook
+  of at most NEAR_MISS_XLSX_ROWS rows, the rest in a CSV beside it.
+- 数据缺口清单 (数据共享需求清单): missing-data results grouped by the missing
+  data and the feed and department that should supply it, with the count of
+  results each blocks; the enterprises in a CSV beside it. Every missing-data
+  result is counted once, under the combination of data it lacks, so the
+  counts add up to the department's missing-data results.
+
+Built column-wise from the night's results (at province scale near misses and
+missing-data results are millions of rows); the text of why is the engine's
+`reason` column (pipelines/evidence.py), read from the evidence only for a
+result written without one.
+"""
 from __future__ import annotations
 
-from datetime import date
+import json
+from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.evidence import failing
+from pipelines import contracts, engine
+from pipelines.evidence import MISSING_BENEFIT_BASE, _top_item, failing, missing_fields
+from pipelines.files import atomic_write_bytes
 from pipelines.outputs.review import safe_name
-from pipelines.outputs.workbook import Col, write_list
+from pipelines.outputs.workbook import Col, cn_date, csv_table_bytes, write_workbook
+from pipelines.policies import Policy
 
-COLUMNS = (
+UNCLAIMED, NEAR_MISS, DATA_GAPS = "应享未享提醒", "差一项清单", "数据缺口清单"
+NEAR_MISS_XLSX_ROWS = 2_000
+UNNAMED = "名称未登记"
+DEFAULT_CONFIRM_DAYS = 15   # lifecycle.md: confirm_days, in working days
+SUMMARY = "summary.json"
+TOP_GAPS = 5
+
+UNCLAIMED_COLUMNS = (
     Col("序号", "seq", "int"),
-    Col("统一社会信用代码", "uscc"),
     Col("企业名称", "name"),
+    Col("统一社会信用代码", "uscc"),
     Col("联系电话", "phone"),
     Col("政策编号", "policy_id"),
     Col("政策名称", "policy_name"),
     Col("期次", "period"),
-    Col("提醒类型", "reminder"),
-    Col("未满足条件或缺失数据", "reason", wrap=True, max_width=70),
+    Col("预计金额（元）", "amount", "money"),
+    Col("短信告知日期", "notified_on"),
+    Col("确认截止日期", "deadline"),
+    Col("剩余工作日", "days_left", "int"),
+    Col("提醒事项", "action", wrap=True, max_width=40),
+)
+NEAR_MISS_COLUMNS = (
+    Col("序号", "seq", "int"),
+    Col("企业名称", "name"),
+    Col("统一社会信用代码", "uscc"),
+    Col("联系电话", "phone"),
+    Col("政策编号", "policy_id"),
+    Col("政策名称", "policy_name"),
+    Col("期次", "period"),
+    Col("符合后预计金额（元）", "amount", "money"),
+    Col("尚未满足的条件", "reason", wrap=True, max_width=70),
+)
+GAP_COLUMNS = (
+    Col("序号", "seq", "int"),
+    Col("缺失的数据", "gap", wrap=True, max_width=40),
+    Col("应提供数据的部门（数据）", "source", wrap=True, max_width=50),
+    Col("受影响的政策结果（条）", "results", "int"),
+    Col("涉及企业（家）", "enterprises", "int"),
+    Col("涉及政策", "policies", wrap=True, max_width=50),
+)
+GAP_DETAIL_COLUMNS = (
+    Col("统一社会信用代码", "uscc"),
+    Col("企业名称", "name"),
+    Col("政策编号", "policy_id"),
+    Col("政策名称", "policy_name"),
+    Col("期次", "period"),
+    Col("缺失的数据", "gap"),
+    Col("应提供数据的部门（数据）", "source"),
 )
 
-# (outcome, manual policy?) -> the reminder's type; other results are not reminded.
-KINDS = {
-    ("eligible", True): "人工核定类政策：预筛符合，请通知企业申报",
-    ("near_miss", True): "人工核定类政策：预筛差一项，请核实",
-    ("near_miss", False): "应享未享：差一项条件",
-    ("missing_data", True): "数据不全：请补充数据",
-    ("missing_data", False): "数据不全：请补充数据",
+# Portrait fields that are not a feed's column: the feed(s) they are computed from.
+DERIVED_FEEDS = {
+    "industry_section": ("registry",), "registered": ("registry",), "active": ("registry",),
+    "age_years": ("registry",), "prev_tax_paid": ("tax",), "tax_growth": ("tax",), "rd_ratio": ("tax",),
+    "insured_avg_12m": ("social_insurance",), "new_hires_12m": ("social_insurance",),
+    "graduates_12m": ("social_insurance",), "high_tech": ("tech",), "tech_sme": ("tech",),
+    "specialized": ("tech",), "little_giant": ("tech",), "dishonest": ("credit",),
+    "size_class": ("social_insurance", "tax"),
 }
+NAME_LIST_AMOUNT = "部门报送名单金额"
 
+
+def feeds_of(field: str) -> tuple[str, ...]:
+    direct = tuple(f.name for f in contracts.FEEDS.values()
+                   if field != "uscc" and field in {c.name for c in f.columns})
+    return direct or DERIVED_FEEDS.get(field, ())
+
+
+def source_text(fields: list[str]) -> str:
+    feeds = dict.fromkeys(feed for field in fields for feed in feeds_of(field))
+    return "、".join(f"{contracts.FEEDS[f].department}（{contracts.FEEDS[f].title}）" for f in feeds)
+
+
+# ---------------------------------------------------------------- reading
 
 def _columns(source: pa.Table | Path, names: list[str]) -> pa.Table:
     if isinstance(source, pa.Table):
@@ -46,60 +119,269 @@ def _columns(source: pa.Table | Path, names: list[str]) -> pa.Table:
     return pq.read_table(source, columns=[n for n in names if n in present])
 
 
-def rows(source: pa.Table | Path, phones: dict[str, str]) -> pa.Table:
-    """The reminder rows of a match table (or its Parquet file), sorted by department,
-    policy, period, code, with the columns of COLUMNS (but seq).
+PORTRAIT_COLUMNS = ("uscc", "name", "phone", "registered", "active", "dishonest", "division_code")
 
-    The evidence column is not read (at province scale it is gigabytes, more than one
-    string array holds) unless a row lacks the engine's reason."""
-    needed = ["department", "policy_id", "period", "uscc", "name", "policy_name", "outcome", "kind",
-              "failed_item", "failed_guard", "reason"]
-    matches = _columns(source, needed)
-    outcome, manual = matches.column("outcome"), pc.equal(matches.column("kind"), "manual")
-    wanted = pc.or_(pc.is_in(outcome, value_set=pa.array(["near_miss", "missing_data"])),
-                    pc.and_(manual, pc.equal(outcome, "eligible")))
-    rows_wanted = pc.indices_nonzero(wanted)
-    part = matches.take(rows_wanted)
-    del matches
-    order = pc.sort_indices(part, sort_keys=[("department", "ascending"), ("policy_id", "ascending"),
-                                             ("period", "ascending"), ("uscc", "ascending")])
-    part, rows_wanted = part.take(order), rows_wanted.take(order)
-    kinds = [KINDS[(o, k == "manual")] for o, k in zip(part.column("outcome").to_pylist(),
-                                                        part.column("kind").to_pylist())]
+
+def read_portrait(path: Path | None, extra: set[str] = frozenset()) -> pa.Table:
+    """The portrait's columns the lists need (those absent read as unknown)."""
+    wanted = list(dict.fromkeys(PORTRAIT_COLUMNS + tuple(sorted(extra))))
+    table = _columns(path, wanted) if path is not None and Path(path).exists() else pa.table({"uscc": pa.array([], pa.string())})
+    for name in wanted:
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, contracts.PORTRAIT_SCHEMA.field(name).type))
+    return table.select(wanted)
+
+
+def _lookup(portrait: pa.Table, codes: pa.Array) -> pa.Table:
+    """The portrait row of each code (nulls where the code is not in the portrait)."""
+    return portrait.take(pc.index_in(codes, value_set=portrait.column("uscc")))
+
+
+def registry_names(portrait_rows: pa.Table) -> pa.Array:
+    """The registry's name, or 名称未登记 (the code stands in its own column)."""
+    registered = pc.fill_null(portrait_rows.column("registered"), True)
+    name = pc.if_else(registered, portrait_rows.column("name"), pa.scalar(None, pa.string()))
+    return pc.fill_null(name, UNNAMED)
+
+
+def _with_reasons(source: pa.Table | Path, part: pa.Table, rows: pa.Array) -> pa.Array:
+    """The engine's reason of each row of `part`; read from the evidence where a row lacks one."""
     reasons = part.column("reason") if "reason" in part.column_names else pa.nulls(part.num_rows, pa.string())
-    unexplained = pc.indices_nonzero(pc.and_(pc.is_null(reasons), pc.not_equal(part.column("outcome"), "eligible")))
+    reasons = reasons.combine_chunks() if isinstance(reasons, pa.ChunkedArray) else reasons
+    unexplained = pc.indices_nonzero(pc.is_null(reasons))
     if len(unexplained):
-        # Results written without the engine's reason column (by hand, or by an
-        # older version): read the evidence row by row.
+        # Results written without the engine's reason column (by hand, or by an older version).
         few = part.take(unexplained).append_column(
-            "evidence", _columns(source, ["evidence"]).column("evidence").take(rows_wanted.take(unexplained)))
+            "evidence", _columns(source, ["evidence"]).column("evidence").take(rows.take(unexplained)))
         made = [failing(*r) for r in zip(*(few.column(c).to_pylist()
                                           for c in ("outcome", "evidence", "failed_item", "failed_guard")))]
         mask = pc.is_in(pa.array(range(part.num_rows), pa.int64()), value_set=unexplained.cast(pa.int64()))
-        reasons = pc.replace_with_mask(reasons.combine_chunks() if isinstance(reasons, pa.ChunkedArray) else reasons,
-                                       mask, pa.array(made, pa.string()))
-    reasons = pc.fill_null(pc.if_else(pc.equal(reasons, ""), pa.scalar(None, pa.string()), reasons), "预筛条件均符合")
-    codes = part.column("uscc")
-    known = pa.array(list(phones), pa.string())
-    phone = pc.take(pa.array(list(phones.values()), pa.string()), pc.index_in(codes, value_set=known))
-    return pa.table({
-        "department": part.column("department"), "uscc": codes, "name": part.column("name"),
-        "phone": pc.fill_null(phone, ""), "policy_id": part.column("policy_id"),
+        reasons = pc.replace_with_mask(reasons, mask, pa.array(made, pa.string()))
+    return reasons
+
+
+def _results(source: pa.Table | Path, wanted) -> tuple[pa.Table, pa.Array]:
+    """The rows of the results where `wanted(table)` holds (without the evidence column), with their reason."""
+    needed = ["department", "policy_id", "period", "uscc", "name", "policy_name", "outcome", "kind",
+              "failed_item", "failed_guard", "reason"]
+    matches = _columns(source, needed)
+    rows = pc.indices_nonzero(wanted(matches))
+    part = matches.take(rows)
+    if "failed_guard" not in part.column_names:
+        part = part.append_column("failed_guard", pa.nulls(part.num_rows, pa.string()))
+    return part, rows
+
+
+# ---------------------------------------------------------------- 差一项清单
+
+def district_items(policy: Policy) -> set[int]:
+    """The top-level items that test the enterprise's division: failing one of them is not actionable."""
+    return {_top_item(leaf.path) for leaf in policy.leaves() if leaf.field == "division_code"}
+
+
+def would_be_amounts(part: pa.Table, portrait_rows: pa.Table, policies: dict[str, Policy]) -> pa.Array:
+    """What each near miss would be paid if it qualified (null when unknown: a manual or name-list policy)."""
+    amount = pa.nulls(part.num_rows, engine.AMOUNT)
+    ids = part.column("policy_id")
+    for pid in pc.unique(ids).to_pylist():
+        policy = policies.get(pid)
+        if policy is None or policy.benefit is None or policy.benefit.type == "from_list":
+            continue
+        mask = pc.equal(ids, pid)
+        got, _ = engine.raw_amounts(engine.Columns(portrait_rows.filter(mask)), policy, None)
+        amount = pc.replace_with_mask(amount, mask, got.cast(engine.AMOUNT))
+    return amount
+
+
+def near_misses(source: pa.Table | Path, portrait: pa.Table, policies: dict[str, Policy]) -> pa.Table:
+    """The actionable near misses, largest would-be benefit first (then department, policy, code)."""
+    part, rows = _results(source, lambda t: pc.equal(t.column("outcome"), "near_miss"))
+    who = _lookup(portrait, part.column("uscc"))
+    actionable = pc.and_(pc.and_(pc.fill_null(who.column("registered"), False),
+                                 pc.fill_null(who.column("active"), False)),
+                         pc.and_(pc.invert(pc.fill_null(who.column("dishonest"), True)),
+                                 pc.fill_null(pc.equal(who.column("division_code"), contracts.WOLONG), False)))
+    for pid in pc.unique(part.column("policy_id")).to_pylist():
+        items = district_items(policies[pid]) if pid in policies else set()
+        if items:
+            on_district = pc.and_(pc.equal(part.column("policy_id"), pid),
+                                  pc.is_in(part.column("failed_item"), value_set=pa.array(sorted(items), pa.int64())))
+            actionable = pc.and_(actionable, pc.invert(pc.fill_null(on_district, False)))
+    keep = pc.indices_nonzero(actionable)
+    part, rows, who = part.take(keep), rows.take(keep), who.take(keep)
+    out = pa.table({
+        "department": part.column("department"), "uscc": part.column("uscc"), "name": registry_names(who),
+        "phone": pc.fill_null(who.column("phone"), ""), "policy_id": part.column("policy_id"),
         "policy_name": part.column("policy_name"), "period": part.column("period"),
-        "reminder": pa.array(kinds, pa.string()), "reason": reasons,
+        "amount": would_be_amounts(part, who, policies), "reason": _with_reasons(source, part, rows),
+    })
+    order = pc.sort_indices(out, sort_keys=[("amount", "descending"), ("department", "ascending"),
+                                            ("policy_id", "ascending"), ("uscc", "ascending")],
+                            null_placement="at_end")
+    return out.take(order)
+
+
+# ---------------------------------------------------------------- 数据缺口清单
+
+def _gap_of(reason: str | None, policy: Policy | None) -> tuple[str, str]:
+    """(the missing data, who should supply it) of one missing-data reason."""
+    fields = missing_fields(reason or "")
+    if not fields and reason == MISSING_BENEFIT_BASE and policy is not None and policy.benefit is not None:
+        if policy.benefit.type == "from_list":
+            return NAME_LIST_AMOUNT, f"{policy.department}（名单）"
+        fields = [policy.benefit.base]
+    if not fields:
+        return (reason or "数据缺失"), "—"
+    return "、".join(contracts.FIELD_LABELS.get(f, f) for f in fields), source_text(fields) or "—"
+
+
+def gaps(source: pa.Table | Path, policies: dict[str, Policy]) -> pa.Table:
+    """Every missing-data result with the data it lacks (`gap`) and who should supply it (`source`)."""
+    part, rows = _results(source, lambda t: pc.equal(t.column("outcome"), "missing_data"))
+    reasons = pc.fill_null(_with_reasons(source, part, rows), "")
+    keys = pc.binary_join_element_wise(part.column("policy_id"), reasons, "\x1f")
+    unique = pc.unique(keys)
+    made = [_gap_of(k.split("\x1f", 1)[1], policies.get(k.split("\x1f", 1)[0])) for k in unique.to_pylist()]
+    at = pc.index_in(keys, value_set=unique)
+    registry = part.column("name")
+    return pa.table({
+        "department": part.column("department"), "uscc": part.column("uscc"),
+        "name": pc.fill_null(registry, UNNAMED), "policy_id": part.column("policy_id"),
+        "policy_name": part.column("policy_name"), "period": part.column("period"),
+        "gap": pc.take(pa.array([g for g, _ in made], pa.string()), at),
+        "source": pc.take(pa.array([s for _, s in made], pa.string()), at),
     })
 
 
-def write(run_dir: Path, as_of: date, matches: pa.Table | Path, phones: dict[str, str],
-          unit: str) -> tuple[list[Path], int]:
-    data = rows(matches, phones)
-    paths = []
-    departments = data.column("department")
-    for department in pc.unique(departments).to_pylist():
-        part = data.filter(pc.equal(departments, department))
-        part = part.append_column("seq", pa.array(range(1, part.num_rows + 1), pa.int64()))
-        paths.append(write_list(
-            run_dir / "reminders" / f"{safe_name(department)}_应享未享提醒.xlsx",
-            "惠企政策应享未享提醒清单", COLUMNS, part, unit=unit, made_on=as_of,
-            subtitle=f"执行部门：{department}", sheet="提醒清单", total=False))
-    return paths, data.num_rows
+def gap_summary(detail: pa.Table) -> pa.Table:
+    """Per department and gap: results blocked, enterprises, policies; most results first."""
+    grouped = detail.group_by(["department", "gap", "source"], use_threads=False).aggregate(
+        [("uscc", "count"), ("uscc", "count_distinct"), ("policy_id", "distinct")])
+    policies = pa.array(["、".join(sorted(p)) for p in grouped.column("policy_id_distinct").to_pylist()], pa.string())
+    out = pa.table({"department": grouped.column("department"), "gap": grouped.column("gap"),
+                    "source": grouped.column("source"), "results": grouped.column("uscc_count"),
+                    "enterprises": grouped.column("uscc_count_distinct"), "policies": policies})
+    return out.take(pc.sort_indices(out, sort_keys=[("department", "ascending"), ("results", "descending"),
+                                                    ("gap", "ascending")]))
+
+
+# ---------------------------------------------------------------- 应享未享提醒
+
+def _workday(day: date) -> bool:
+    import chinese_calendar
+
+    try:
+        return chinese_calendar.is_workday(day)
+    except NotImplementedError:   # a year the library does not know yet: Monday to Friday
+        return day.weekday() < 5
+
+
+def add_workdays(start: date, days: int) -> date:
+    day = start
+    while days > 0:
+        day += timedelta(days=1)
+        days -= _workday(day)
+    return day
+
+
+def workdays_between(start: date, end: date) -> int:
+    """Working days after `start` up to and including `end` (0 when end is not after start)."""
+    n, day = 0, start
+    while day < end:
+        day += timedelta(days=1)
+        n += _workday(day)
+    return n
+
+
+def unclaimed(notified: list[dict], manual: pa.Table, portrait: pa.Table, policies: dict[str, Policy],
+              as_of: date) -> list[dict]:
+    """Notified results not yet answered (soonest deadline first), then manual policies' pre-screened enterprises."""
+    codes = pa.array([r["uscc"] for r in notified] + manual.column("uscc").to_pylist(), pa.string())
+    who = _lookup(portrait, codes)
+    names, phones = registry_names(who).to_pylist(), pc.fill_null(who.column("phone"), "").to_pylist()
+    out = []
+    for i, r in enumerate(notified):
+        sent = r.get("notified_as_of") or as_of
+        days = getattr(policies.get(r["policy_id"]), "confirm_days", None) or DEFAULT_CONFIRM_DAYS
+        deadline = add_workdays(sent, days)
+        out.append({"department": r["department"], "uscc": r["uscc"], "name": names[i], "phone": phones[i],
+                    "policy_id": r["policy_id"], "policy_name": r["policy_name"], "period": r["period"],
+                    "amount": r.get("amount"), "notified_on": cn_date(sent), "deadline": cn_date(deadline),
+                    "days_left": workdays_between(as_of, deadline), "_deadline": deadline,
+                    "action": "已短信告知，企业尚未确认申领，请提醒企业在截止日期前确认"})
+    out.sort(key=lambda r: (r["department"], r["_deadline"], r["policy_id"], r["uscc"]))
+    for j, r in enumerate(manual.to_pylist(), start=len(notified)):
+        out.append({**{k: r[k] for k in ("department", "uscc", "policy_id", "policy_name", "period")},
+                    "name": names[j], "phone": phones[j], "amount": None,
+                    "action": "人工核定类政策：预筛符合，请告知企业申报"})
+    return out
+
+
+# ---------------------------------------------------------------- writing
+
+@dataclass
+class Written:
+    paths: list[Path]
+    summary: dict     # department -> rows per list and its top data gaps
+
+    @property
+    def unclaimed_rows(self) -> int:
+        return sum(d[UNCLAIMED] for d in self.summary.values())
+
+
+def _numbered(table: pa.Table) -> pa.Table:
+    return table.append_column("seq", pa.array(range(1, table.num_rows + 1), pa.int64()))
+
+
+def write(run_dir: Path, as_of: date, matches: pa.Table | Path, portrait_path: Path | None,
+          notified: list[dict], policies: list[Policy], unit: str) -> Written:
+    by_id = {p.id: p for p in policies}
+    bases = {p.benefit.base for p in policies if p.benefit is not None and p.benefit.base}
+    portrait = read_portrait(portrait_path, bases)
+    folder = run_dir / "reminders"
+    manual, _ = _results(matches, lambda t: pc.and_(pc.equal(t.column("kind"), "manual"),
+                                                    pc.equal(t.column("outcome"), "eligible")))
+    first = unclaimed(notified, manual, portrait, by_id, as_of)
+    near = near_misses(matches, portrait, by_id)
+    detail = gaps(matches, by_id)
+    summary_table = gap_summary(detail)
+    departments = sorted({r["department"] for r in first} | set(near.column("department").to_pylist())
+                         | set(detail.column("department").to_pylist()))
+    paths, summary = [], {}
+    for dept in departments:
+        stem = safe_name(dept)
+        mine = [dict(r, seq=i) for i, r in enumerate((r for r in first if r["department"] == dept), start=1)]
+        if mine:
+            paths.append(write_workbook(
+                folder / f"{stem}_{UNCLAIMED}.xlsx", "惠企政策应享未享提醒清单", UNCLAIMED_COLUMNS, mine,
+                unit=unit, made_on=as_of, subtitle=f"执行部门：{dept}", sheet="应享未享提醒", total=False))
+        dept_near = _numbered(near.filter(pc.equal(near.column("department"), dept)))
+        if dept_near.num_rows:
+            rest = dept_near.num_rows - NEAR_MISS_XLSX_ROWS
+            note = f"　共 {dept_near.num_rows} 条，本表列前 {NEAR_MISS_XLSX_ROWS} 条，其余见同名 CSV" if rest > 0 else ""
+            paths.append(write_workbook(
+                folder / f"{stem}_{NEAR_MISS}.xlsx", "惠企政策差一项条件企业清单（按预计金额排序）", NEAR_MISS_COLUMNS,
+                dept_near.slice(0, NEAR_MISS_XLSX_ROWS).to_pylist(), unit=unit, made_on=as_of,
+                subtitle=f"执行部门：{dept}{note}", sheet=NEAR_MISS, total=False))
+            if rest > 0:
+                path = folder / f"{stem}_{NEAR_MISS}_其余.csv"
+                atomic_write_bytes(path, csv_table_bytes(NEAR_MISS_COLUMNS, dept_near.slice(NEAR_MISS_XLSX_ROWS)))
+                paths.append(path)
+        dept_gaps = _numbered(summary_table.filter(pc.equal(summary_table.column("department"), dept)))
+        if dept_gaps.num_rows:
+            paths.append(write_workbook(
+                folder / f"{stem}_{DATA_GAPS}.xlsx", "数据共享需求清单（数据缺口）", GAP_COLUMNS, dept_gaps.to_pylist(),
+                unit=unit, made_on=as_of, subtitle=f"执行部门：{dept}　企业明细见同名 CSV", sheet=DATA_GAPS,
+                total=False))
+            rows = detail.filter(pc.equal(detail.column("department"), dept))
+            path = folder / f"{stem}_{DATA_GAPS}_企业明细.csv"
+            atomic_write_bytes(path, csv_table_bytes(GAP_DETAIL_COLUMNS, rows))
+            paths.append(path)
+        summary[dept] = {
+            UNCLAIMED: len(mine), NEAR_MISS: dept_near.num_rows,
+            DATA_GAPS: int(pc.sum(dept_gaps.column("results")).as_py() or 0),
+            "top_gaps": [[g["gap"], g["source"], g["results"]] for g in dept_gaps.slice(0, TOP_GAPS).to_pylist()],
+        }
+    path = folder / SUMMARY
+    atomic_write_bytes(path, json.dumps(summary, ensure_ascii=False, indent=2).encode("utf-8"))
+    return Written(paths + [path], summary)

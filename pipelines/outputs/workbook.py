@@ -112,8 +112,9 @@ def _body_styles(ws, columns: Sequence[Col], row: int) -> list:
 
 def workbook_bytes(title: str, columns: Sequence[Col], rows: Iterable[dict], *, unit: str,
                    made_on: date, sheet: str = "Sheet1", subtitle: str | None = None,
-                   total: bool | None = None) -> bytes:
-    """The xlsx bytes of one list. `total`: add a 合计 row (default: when a money column exists)."""
+                   total: bool | None = None, date_label: str = "制表日期") -> bytes:
+    """The xlsx bytes of one list. `total`: add a 合计 row (default: when a money column exists);
+    `date_label`: how the date under the title is named (a published list has a 发布日期)."""
     rows = list(rows)
     columns = list(columns)
     wb = Workbook()
@@ -128,7 +129,7 @@ def workbook_bytes(title: str, columns: Sequence[Col], rows: Iterable[dict], *, 
     ws["A1"].alignment = Alignment(horizontal="center", vertical="center")
     ws.row_dimensions[1].height = 30
     ws.merge_cells(f"A2:{last}2")
-    ws["A2"] = "制表日期：" + cn_date(made_on) + (f"　　{subtitle}" if subtitle else "")
+    ws["A2"] = f"{date_label}：" + cn_date(made_on) + (f"　　{subtitle}" if subtitle else "")
     ws["A2"].alignment = Alignment(horizontal="left")
 
     header_row = 3
