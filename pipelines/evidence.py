@@ -161,7 +161,7 @@ def value_text(field: str, value: Any) -> str:
     return str(value)
 
 
-NEEDS = {"eq": "为 {}", "ne": "不为 {}", "gt": "> {}", "ge": "≥ {}", "lt": "< {}", "le": "≤ {}",
+NEEDS = {"eq": "为 {}", "ne": "不为 {}", "gt": " > {}", "ge": " ≥ {}", "lt": " < {}", "le": " ≤ {}",
          "in": "为 {} 之一", "not_in": "不为 {}", "prefix_in": "以 {} 开头",
          "is_true": "为“是”", "is_false": "为“否”", "is_null": "为空", "not_null": "有数据"}
 
@@ -174,7 +174,7 @@ def need(leaf: dict) -> str:
         if lo is not None and hi is not None:
             text = f"在 {value_text(field, lo)} 至 {value_text(field, hi)} 之间"
         else:
-            text = f"≥ {value_text(field, lo)}" if lo is not None else f"≤ {value_text(field, hi)}"
+            text = f" ≥ {value_text(field, lo)}" if lo is not None else f" ≤ {value_text(field, hi)}"
     elif op in NEEDS:
         shown_value = "、".join(map(str, value)) if op == "prefix_in" and isinstance(value, (list, tuple)) \
             else value_text(field, value)

@@ -112,7 +112,33 @@ def previous_figures(settings: Settings, as_of: date) -> tuple[str, dict] | None
     return None
 
 
-def render(as_of: date, run_id: str, verdicts, policies, figures, previous, ledger, data_docs: Path | None) -> str:
+LIST_LINKS = (("惠企政策清单（网页，含办事指南和变更记录）", "惠企政策清单.html"), ("惠企政策清单（工作簿）", "惠企政策清单.xlsx"),
+              ("办事指南清单（工作簿）", "办事指南清单.xlsx"), ("清单变更记录（工作簿）", "清单变更记录.xlsx"))
+REMINDER_LISTS = ("应享未享提醒", "差一项清单", "数据缺口清单")
+
+
+def lists_section(run_dir: Path, reminder_lists: dict) -> str:
+    """The published lists (links) and, per department, the rows of each reminder list and its top data gaps."""
+    lists = run_dir / "lists"
+    links = "".join(f'<li><a href="lists/{esc(name)}">{esc(title)}</a></li>'
+                    for title, name in LIST_LINKS if (lists / name).exists())
+    out = f'<ul id="published-lists">{links}</ul>' if links else "<p>本次运行没有发布政策清单。</p>"
+    if not reminder_lists:
+        return out + "<p>本次运行没有提醒清单。</p>"
+    rows = "".join(
+        f"<tr><td>{esc(dept)}</td>" + "".join(f'<td class="num">{counts.get(k, 0):,d}</td>' for k in REMINDER_LISTS)
+        + f"<td>{esc('；'.join(f'{g}（{n:,d}）' for g, _, n in counts.get('top_gaps', [])[:3]) or '—')}</td></tr>"
+        for dept, counts in sorted(reminder_lists.items()))
+    out += ('<p>提醒清单在本次运行目录的 reminders/ 下，每个部门三份：应享未享提醒、差一项清单、数据缺口清单（数据共享需求）。</p>'
+            '<table id="reminder-lists"><tr><th>部门</th><th>应享未享提醒（条）</th><th>差一项清单（条）</th>'
+            f'<th>数据缺口（受影响结果，条）</th><th>主要数据缺口</th></tr>{rows}</table>')
+    gaps = sorted(((f"{g}（{dept}）", n) for dept, counts in reminder_lists.items() for g, _, n in counts.get("top_gaps", [])),
+                  key=lambda item: -item[1])[:10]
+    return out + bar_chart("主要数据缺口：受影响的政策结果数", gaps, " 条")
+
+
+def render(as_of: date, run_id: str, verdicts, policies, figures, previous, ledger, data_docs: Path | None,
+           lists_html: str = "") -> str:
     gate_open = all(v["status"] == "accepted" for v in verdicts)
     feed_rows = "".join(
         f'<tr class="{"ok" if v["status"] == "accepted" else "bad"}"><td>{esc(v["title"])}</td><td>{esc(v["department"])}</td>'
@@ -175,7 +201,8 @@ def render(as_of: date, run_id: str, verdicts, policies, figures, previous, ledg
 {charts}
 <h2>三、与上一次运行相比</h2>{change}
 <h2>四、超预算政策</h2>{over_html}
-<h2>五、台账变动</h2>{ledger_html}"""
+<h2>五、台账变动</h2>{ledger_html}
+<h2>六、发布清单与提醒清单</h2>{lists_html}"""
     return page(f"免申即享夜间运行报告 {as_of}", body, "本报告由免申即享数据流水线自动生成，不含企业联系电话及个人姓名。")
 
 
@@ -185,7 +212,10 @@ def write(settings: Settings, as_of: date, run_id: str) -> Path:
     ledger = read_json(settings.ledger_summary_path(as_of)) or {}
     figures = key_figures(verdicts, policies, ledger)
     data_docs = settings.data_docs_dir(as_of) / "index.html"
-    text = render(as_of, run_id, verdicts, policies, figures, previous_figures(settings, as_of), ledger, data_docs)
+    run_dir = settings.run_dir(as_of)
+    lists_html = lists_section(run_dir, read_json(run_dir / "reminders" / "summary.json") or {})
+    text = render(as_of, run_id, verdicts, policies, figures, previous_figures(settings, as_of), ledger, data_docs,
+                  lists_html)
     path = settings.report_path(as_of)
     atomic_write_text(path, text)
     atomic_write_text(settings.report_figures_path(as_of), json.dumps(figures, ensure_ascii=False, indent=2))

@@ -6,6 +6,8 @@ import csv
 from datetime import date, timedelta
 from decimal import Decimal
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 from openpyxl import load_workbook
@@ -120,22 +122,45 @@ def test_a_rerun_after_a_crash_yields_the_same_batch_and_files(settings, monkeyp
     assert total_row[-1] == pytest.approx(12345.67)
 
 
-def test_reminders_name_the_failing_condition_and_include_manual_policies(settings):
-    near = match(n=5, outcome="near_miss", amount=None, failed_item=1, evidence=[
-        {"path": "0", "field": "division_code", "op": "eq", "value": "411303", "actual": "411303",
-         "result": True},
-        {"path": "1", "field": "insured_avg_12m", "op": "ge", "value": 10, "actual": "8.500000",
-         "result": False}])
+def _portrait(settings, as_of, rows: dict[str, dict]) -> None:
+    """A portrait of the given codes: registered, active, not dishonest, in the district unless said otherwise."""
+    settings.portraits.mkdir(parents=True, exist_ok=True)
+    base = {"registered": True, "active": True, "dishonest": False, "division_code": "411303", "phone": "13800000000",
+            "insured_count": 12}
+    full = [{"uscc": u, "name": f"企业{u[-4:]}", **base, **r} for u, r in rows.items()]
+    pq.write_table(pa.Table.from_pylist(full), settings.portrait_path(as_of))
+
+
+NEAR_EVIDENCE = [
+    {"path": "0", "field": "division_code", "op": "eq", "value": "411303", "actual": "411303", "result": True},
+    {"path": "1", "field": "insured_avg_12m", "op": "ge", "value": 10, "actual": "8.083333333333333333",
+     "result": False}]
+
+
+def test_reminder_lists_are_actionable_and_read_as_a_clerk_writes(settings):
+    near = match(n=5, outcome="near_miss", amount=None, failed_item=1, evidence=NEAR_EVIDENCE)
+    outside = match(n=8, outcome="near_miss", amount=None, failed_item=1, evidence=NEAR_EVIDENCE)
+    dishonest = match(n=9, outcome="near_miss", amount=None, failed_item=1, evidence=NEAR_EVIDENCE)
     missing = match(n=6, outcome="missing_data", amount=None, evidence=[
         {"path": "0", "field": "tax_growth", "op": "ge", "value": "0.2", "actual": None, "result": None}])
     manual = match(n=7, kind="manual", amount=None, policy_id="WL-M-01", policy_name="人才引进补贴")
-    out = run(settings, D1, [near, missing, manual])
-    assert out["reminders"] == 3 and out["ledger_new"] == 0 and out["sms"] == 0
-    ws = load_workbook(settings.run_dir(D1) / "reminders" / "区人力资源和社会保障局_应享未享提醒.xlsx").active
-    text = "\n".join(str(c) for row in ws.iter_rows(values_only=True) for c in row if c)
-    assert "未满足：近12个月平均参保人数不低于10（实际：8.5）" in text
-    assert "数据缺失：纳税增长率" in text
-    assert "人工核定类政策：预筛符合" in text
+    _portrait(settings, D1, {code(5): {}, code(6): {}, code(7): {"registered": False},
+                             code(8): {"division_code": "411302"}, code(9): {"dishonest": True}})
+    out = run(settings, D1, [near, outside, dishonest, missing, manual])
+    assert out["reminders"] == 1 and out["ledger_new"] == 0 and out["sms"] == 0
+    assert out["reminder_lists"]["区人力资源和社会保障局"] == {
+        "应享未享提醒": 1, "差一项清单": 1, "数据缺口清单": 1,
+        "top_gaps": [["纳税增长率", "区税务局（年度纳税信息）", 1]]}
+    folder = settings.run_dir(D1) / "reminders"
+    text = "\n".join(str(c) for row in load_workbook(folder / "区人力资源和社会保障局_差一项清单.xlsx").active
+                     .iter_rows(values_only=True) for c in row if c)
+    assert "近12个月平均参保人数 8.08人，需 ≥ 10人" in text
+    assert code(5) in text and code(8) not in text and code(9) not in text
+    first = "\n".join(str(c) for row in load_workbook(folder / "区人力资源和社会保障局_应享未享提醒.xlsx").active
+                      .iter_rows(values_only=True) for c in row if c)
+    assert "人工核定类政策：预筛符合，请告知企业申报" in first and "名称未登记" in first
+    gaps = (folder / "区人力资源和社会保障局_数据缺口清单_企业明细.csv").read_text(encoding="utf-8-sig")
+    assert code(6) in gaps and "区税务局（年度纳税信息）" in gaps
 
 
 def test_a_workbook_carries_no_clock_time_so_a_rerun_writes_the_same_bytes():

@@ -215,9 +215,8 @@ def near_misses(source: pa.Table | Path, portrait: pa.Table, policies: dict[str,
         "policy_name": part.column("policy_name"), "period": part.column("period"),
         "amount": would_be_amounts(part, who, policies), "reason": _with_reasons(source, part, rows),
     })
-    order = pc.sort_indices(out, sort_keys=[("amount", "descending"), ("department", "ascending"),
-                                            ("policy_id", "ascending"), ("uscc", "ascending")],
-                            null_placement="at_end")
+    order = pc.sort_indices(out, sort_keys=[("amount", "descending", "at_end"), ("department", "ascending"),
+                                            ("policy_id", "ascending"), ("uscc", "ascending")])
     return out.take(order)
 
 
