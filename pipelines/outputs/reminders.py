@@ -182,7 +182,7 @@ def district_items(policy: Policy) -> set[int]:
 def would_be_amounts(part: pa.Table, portrait_rows: pa.Table, policies: dict[str, Policy]) -> pa.Array:
     """What each near miss would be paid if it qualified (null when unknown: a manual or name-list policy)."""
     amount = pa.nulls(part.num_rows, engine.AMOUNT)
-    ids = part.column("policy_id")
+    ids = part.column("policy_id").combine_chunks()
     for pid in pc.unique(ids).to_pylist():
         policy = policies.get(pid)
         if policy is None or policy.benefit is None or policy.benefit.type == "from_list":
