@@ -126,3 +126,9 @@ def test_match_run_writes_matches_errors_and_uses_the_newest_list_row(tmp_path: 
     assert errors and errors[0]["key"] == "kind"
     by_id = {p["policy_id"]: p for p in summary["policies"]}
     assert by_id["WL-A"]["counts"]["eligible"] == 2 and by_id["WL-A"]["eligible_amount"] == "21000.00"
+
+
+def test_a_repealed_policy_is_explained_as_repealed():
+    a = load(PER_HEAD + "repealed_on: 2026-11-01\n")
+    text = explain.explain(portrait(ROWS), a, "A", AS_OF, all_policies=[a])
+    assert text.splitlines()[-1] == "结论：该政策已于 2026-11-01 废止，不作评估。"

@@ -183,3 +183,15 @@ def test_an_unknown_key_is_a_warning_and_the_policy_still_loads(tmp_path):
     out = io.StringIO()
     assert P.check_command(tmp_path, out) == 0
     assert "提示：未知的键" in out.getvalue()
+
+
+def test_a_repealed_policy_is_out_of_force_from_its_repeal_date():
+    p, errors = P.load_text(_with(head="valid_from: 2026-01-01\nrepealed_on: 2026-09-30"))
+    assert not errors and p.repealed_on == dt.date(2026, 9, 30)
+    assert P.in_force([p], dt.date(2026, 9, 29)) == [p] and P.in_force([p], dt.date(2026, 9, 30)) == []
+    assert (p.status_on(dt.date(2026, 9, 29)), p.status_on(dt.date(2026, 9, 30))) == ("生效", "已废止")
+    assert (p.status_on(dt.date(2025, 12, 31)), p.status_on(dt.date(2027, 1, 1))) == ("未生效", "已废止")
+    _, errors = P.load_text(_with(head="valid_from: 2026-01-01\nrepealed_on: 2025-12-31"))
+    assert [(e.key, "早于" in e.message) for e in errors] == [("repealed_on", True)]
+    _, errors = P.load_text(_with(head="valid_from: 2026-01-01\nrepealed_on: 九月"))
+    assert [e.key for e in errors] == ["repealed_on"]

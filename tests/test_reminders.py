@@ -139,7 +139,7 @@ def near_miss_rows(folder, department):
     return out
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(rows=st.integers(1, 25).flatmap(enterprises))
 def test_lists_hold_what_a_department_can_act_on(rows, tmp_path_factory, monkeypatch):
     monkeypatch.setattr(reminders, "NEAR_MISS_XLSX_ROWS", 3)   # the spill to CSV is exercised too
