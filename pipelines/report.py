@@ -132,9 +132,8 @@ def lists_section(run_dir: Path, reminder_lists: dict) -> str:
     out += ('<p>提醒清单在本次运行目录的 reminders/ 下，每个部门三份：应享未享提醒、差一项清单、数据缺口清单（数据共享需求）。</p>'
             '<table id="reminder-lists"><tr><th>部门</th><th>应享未享提醒（条）</th><th>差一项清单（条）</th>'
             f'<th>数据缺口（受影响结果，条）</th><th>主要数据缺口</th></tr>{rows}</table>')
-    gaps = sorted(((f"{g}（{dept}）", n) for dept, counts in reminder_lists.items() for g, _, n in counts.get("top_gaps", [])),
-                  key=lambda item: -item[1])[:10]
-    return out + bar_chart("主要数据缺口：受影响的政策结果数", gaps, " 条")
+    return out + bar_chart("各部门因数据缺失无法判断的政策结果数", [(dept, counts.get("数据缺口清单", 0))
+                                                    for dept, counts in sorted(reminder_lists.items())], " 条")
 
 
 def render(as_of: date, run_id: str, verdicts, policies, figures, previous, ledger, data_docs: Path | None,

@@ -93,3 +93,19 @@ def test_renders_in_headless_chromium_with_charts(run, tmp_path):
     assert 'id="kpi-amount">106,234.56<' in dom
     assert dom.count("<svg") >= 3 and dom.count('class="bar"') >= 4
     assert "卧龙区惠企政策“免申即享”夜间运行报告" in dom
+
+
+def test_links_the_published_lists_and_counts_each_reminder_list(run):
+    run_dir = run.run_dir(AS_OF)
+    (run_dir / "lists").mkdir()
+    (run_dir / "lists" / "惠企政策清单.html").write_text("<html></html>", encoding="utf-8")
+    (run_dir / "reminders").mkdir()
+    (run_dir / "reminders" / "summary.json").write_text(json.dumps({"区科学技术局": {
+        "应享未享提醒": 3, "差一项清单": 2500, "数据缺口清单": 7,
+        "top_gaps": [["纳税增长率", "区税务局（年度纳税信息）", 5], ["研发费用（万元）", "区税务局（年度纳税信息）", 2]]}},
+        ensure_ascii=False), encoding="utf-8")
+    page = report.write(run, AS_OF, "r").read_text(encoding="utf-8")
+    assert '<a href="lists/惠企政策清单.html">' in page and "lists/办事指南清单.xlsx" not in page
+    assert re.search(r'<td>区科学技术局</td><td class="num">3</td><td class="num">2,500</td><td class="num">7</td>'
+                     r"<td>纳税增长率（5）；研发费用（万元）（2）</td>", page)
+    assert "各部门因数据缺失无法判断的政策结果数" in page
