@@ -2,7 +2,8 @@
 
 `ledger_and_outputs` runs after matching: it stores the run's matches, syncs
 the ledger, and writes under output/<as_of>/ the SMS outbox, the review
-workbooks, the publicity lists, the payout lists and the reminder lists. Each
+workbooks, the publicity lists, the payout lists, the three reminder lists
+per department and the published 惠企政策清单 / 办事指南清单 (lists/). Each
 list is built from the database after its state moves are committed, so a
 rerun of the same date (after a crash anywhere) writes the same files.
 """
