@@ -22,29 +22,20 @@ from pipelines.policies import load_text
 
 AS_OF = dt.date(2026, 11, 26)
 
+def policy_yaml(pid: str, department: str, body: str, kind: str = "condition") -> str:
+    return (f'id: {pid}\nname: 政策{pid}\ndepartment: {department}\nkind: {kind}\nperiod: "2026"\n'
+            f"valid_from: 2026-01-01\nvalid_to: 2026-12-31\n{body}")
+
+
 POLICIES_YAML = [
-    """id: T-RD
-name: 研发投入奖励
-department: 区科学技术局
-kind: condition
-period: "2026"
-valid_from: 2026-01-01
-valid_to: 2026-12-31
-conditions:
+    policy_yaml("T-RD", "区科学技术局", """conditions:
   - {field: division_code, op: eq, value: "411303"}
   - {field: rd_ratio, op: ge, value: 0.03}
   - {field: revenue_10k, op: ge, value: 100}
 benefit: {type: rate, base: revenue_10k, rate: 10, cap: 100000}
 guards: [registered]
-""",
-    """id: T-JOBS
-name: 稳岗奖励
-department: 区人力资源和社会保障局
-kind: condition
-period: "2026"
-valid_from: 2026-01-01
-valid_to: 2026-12-31
-conditions:
+"""),
+    policy_yaml("T-JOBS", "区人力资源和社会保障局", """conditions:
   - {field: division_code, op: in, value: ["411303"]}
   - any:
       - {field: insured_avg_12m, op: ge, value: 10}
@@ -52,29 +43,15 @@ conditions:
   - none:
       - {field: arrears, op: is_true}
 benefit: {type: per_head, base: insured_count, amount_each: 500, cap: 50000}
-""",
-    """id: T-CERT
-name: 高企认定奖励
-department: 区科学技术局
-kind: condition
-period: "2026"
-valid_from: 2026-01-01
-valid_to: 2026-12-31
-conditions:
+"""),
+    policy_yaml("T-CERT", "区科学技术局", """conditions:
   - {field: high_tech, op: is_true}
   - {field: tax_growth, op: ge, value: 0.1}
 benefit: {type: fixed, amount: 50000}
-""",
-    """id: T-MAN
-name: 人才引进补贴
-department: 区人力资源和社会保障局
-kind: manual
-period: "2026"
-valid_from: 2026-01-01
-valid_to: 2026-12-31
-conditions:
+"""),
+    policy_yaml("T-MAN", "区人力资源和社会保障局", """conditions:
   - {field: size_class, op: in, value: [小型, 微型]}
-""",
+""", kind="manual"),
 ]
 POLICIES = [load_text(text)[0] for text in POLICIES_YAML]
 
