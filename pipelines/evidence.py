@@ -233,7 +233,7 @@ def readable(evidence: Any) -> str:
     return "\n".join(line(l) for l in leaves(evidence))
 
 
-def _top_item(path: Any) -> int | None:
+def top_item(path: Any) -> int | None:
     m = re.search(r"\d+", str(path or ""))
     return int(m.group()) if m else None
 
@@ -260,7 +260,7 @@ def failing(outcome: str, evidence: Any, failed_item: int | None = None,
         names = dict.fromkeys(FIELD_LABELS.get(str(l.get("field")), str(l.get("field"))) for l in missing)
         return MISSING_PREFIX + "、".join(names)
     if outcome == "near_miss":
-        item = [l for l in ls if failed_item is not None and _top_item(l.get("path")) == failed_item]
+        item = [l for l in ls if failed_item is not None and top_item(l.get("path")) == failed_item]
         chosen = [l for l in item if l.get("result") is failing_polarity(l)] or \
             [l for l in ls if l.get("result") is failing_polarity(l)]
         return "；".join(condition_text(l, l.get("actual")) for l in chosen)
@@ -370,7 +370,7 @@ def reasons(leaves: list[dict], actual: dict[str, pa.Array], result: dict[str, p
         # A FALSE top-level item always holds a leaf of failing polarity, so (unlike
         # `failing` on hand-made evidence) no fallback is needed.
         pieces = []
-        for leaf in (l for l in leaves if _top_item(l.get("path")) == item):
+        for leaf in (l for l in leaves if top_item(l.get("path")) == item):
             fails = pc.fill_null(pc.equal(result[leaf["path"]], failing_polarity(leaf)), False)
             text = pc.binary_join_element_wise(label(str(leaf["field"])) + " ",
                                                value_column(str(leaf["field"]), actual[leaf["path"]]),

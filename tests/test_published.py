@@ -6,12 +6,12 @@ import re
 import shutil
 import subprocess
 from datetime import date
-from pathlib import Path
 
 import pytest
 from openpyxl import load_workbook
 
 from pipelines.outputs import published
+from pipelines.policies import load_dir
 
 D1, D2, D3 = date(2026, 11, 26), date(2026, 11, 27), date(2026, 11, 28)
 UNIT = "卧龙区惠企政策“免申即享”服务平台"
@@ -47,7 +47,7 @@ def library(tmp_path):
 
 
 def publish(tmp_path, library, as_of):
-    paths = published.publish(tmp_path / "output", as_of, library, UNIT)
+    paths = published.publish(tmp_path / "output", as_of, *load_dir(library), UNIT)
     return paths, published.read_json(tmp_path / "output" / str(as_of) / "lists" / published.MANIFEST)
 
 

@@ -6,17 +6,19 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 import re
 from decimal import Decimal as D
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from openpyxl import load_workbook
 
 from pipelines import contracts, engine
-from pipelines.evidence import value_column, value_text
+from pipelines.evidence import json_actual, value_column, value_text
 from pipelines.outputs import reminders
 from pipelines.policies import load_text
 
@@ -123,7 +125,6 @@ def test_lists_hold_what_a_department_can_act_on(rows, tmp_path_factory, monkeyp
     run_dir = tmp_path_factory.mktemp("run")
     table = portrait(rows)
     path = tmp_path_factory.mktemp("p") / "portrait.parquet"
-    import pyarrow.parquet as pq
     pq.write_table(table, path)
     matches = engine.evaluate(table, POLICIES, AS_OF)
     written = reminders.write(run_dir, AS_OF, matches, path, [], POLICIES, "单位")
@@ -184,8 +185,6 @@ def test_a_value_reads_the_same_column_wise_and_row_wise(field, data):
         values = st.sampled_from(["411303", "411302", "419001", "999999", "C3311"])
     got = data.draw(st.lists(st.one_of(st.none(), values), min_size=1, max_size=8))
     arr = pa.array(got, t)
-    from pipelines.evidence import json_actual
-    import json
     texts = json_actual(arr)
     assert value_column(field, texts).to_pylist() == [value_text(field, json.loads(x)) for x in texts.to_pylist()]
 

@@ -24,7 +24,7 @@ from pipelines.evidence import UNITS, decimal_text, label
 from pipelines.files import atomic_write_text, read_json
 from pipelines.html_page import esc, page
 from pipelines.outputs.workbook import Col, cn_date, write_workbook
-from pipelines.policies import Policy, load_dir
+from pipelines.policies import Policy, PolicyError
 
 FOLDER = "lists"
 MANIFEST = "manifest.json"
@@ -244,9 +244,9 @@ def write(folder: Path, manifest: dict, unit: str) -> list[Path]:
     return paths + [folder / PAGE, folder / MANIFEST]
 
 
-def publish(output: Path, as_of: date, policies_dir: Path, unit: str) -> list[Path]:
-    """Write tonight's publication under output/<as_of>/lists/ (bad policy files are left out, as in matching)."""
-    policies, errors = load_dir(policies_dir) if Path(policies_dir).is_dir() else ([], [])
+def publish(output: Path, as_of: date, policies: list[Policy], errors: list[PolicyError], unit: str) -> list[Path]:
+    """Write tonight's publication under output/<as_of>/lists/: `policies` and `errors` as
+    `policies.load_dir` gives them (bad files are left out, as in matching)."""
     unreadable = {Path(e.file).name for e in errors if not e.warning}
     manifest = publication(policies, as_of, previous_manifest(Path(output), as_of), unreadable)
     return write(Path(output) / str(as_of) / FOLDER, manifest, unit)

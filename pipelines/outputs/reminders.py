@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines import contracts, engine
-from pipelines.evidence import MISSING_BENEFIT_BASE, _top_item, failing, missing_fields
+from pipelines.evidence import MISSING_BENEFIT_BASE, failing, missing_fields, top_item
 from pipelines.files import atomic_write_bytes
 from pipelines.outputs.review import safe_name
 from pipelines.outputs.workbook import Col, cn_date, csv_table_bytes, write_workbook
@@ -176,7 +176,7 @@ def _results(source: pa.Table | Path, wanted) -> tuple[pa.Table, pa.Array]:
 
 def district_items(policy: Policy) -> set[int]:
     """The top-level items that test the enterprise's division: failing one of them is not actionable."""
-    return {_top_item(leaf.path) for leaf in policy.leaves() if leaf.field == "division_code"}
+    return {top_item(leaf.path) for leaf in policy.leaves() if leaf.field == "division_code"}
 
 
 def would_be_amounts(part: pa.Table, portrait_rows: pa.Table, policies: dict[str, Policy]) -> pa.Array:
@@ -234,7 +234,7 @@ def _gap_of(reason: str | None, policy: Policy | None) -> tuple[str, str]:
     return "、".join(contracts.FIELD_LABELS.get(f, f) for f in fields), source_text(fields) or "—"
 
 
-def gaps(source: pa.Table | Path, policies: dict[str, Policy]) -> pa.Table:
+def gaps(source: pa.Table | Path, policies: dict[str, Policy], portrait: pa.Table) -> pa.Table:
     """Every missing-data result with the data it lacks (`gap`) and who should supply it (`source`)."""
     part, rows = _results(source, lambda t: pc.equal(t.column("outcome"), "missing_data"))
     reasons = pc.fill_null(_with_reasons(source, part, rows), "")
@@ -242,10 +242,9 @@ def gaps(source: pa.Table | Path, policies: dict[str, Policy]) -> pa.Table:
     unique = pc.unique(keys)
     made = [_gap_of(k.split("\x1f", 1)[1], policies.get(k.split("\x1f", 1)[0])) for k in unique.to_pylist()]
     at = pc.index_in(keys, value_set=unique)
-    registry = part.column("name")
     return pa.table({
         "department": part.column("department"), "uscc": part.column("uscc"),
-        "name": pc.fill_null(registry, UNNAMED), "policy_id": part.column("policy_id"),
+        "name": registry_names(_lookup(portrait, part.column("uscc"))), "policy_id": part.column("policy_id"),
         "policy_name": part.column("policy_name"), "period": part.column("period"),
         "gap": pc.take(pa.array([g for g, _ in made], pa.string()), at),
         "source": pc.take(pa.array([s for _, s in made], pa.string()), at),
@@ -342,7 +341,7 @@ def write(run_dir: Path, as_of: date, matches: pa.Table | Path, portrait_path: P
                                                     pc.equal(t.column("outcome"), "eligible")))
     first = unclaimed(notified, manual, portrait, by_id, as_of)
     near = near_misses(matches, portrait, by_id)
-    detail = gaps(matches, by_id)
+    detail = gaps(matches, by_id, portrait)
     summary_table = gap_summary(detail)
     departments = sorted({r["department"] for r in first} | set(near.column("department").to_pylist())
                          | set(detail.column("department").to_pylist()))
