@@ -34,7 +34,7 @@ from pipelines import contracts, engine
 from pipelines.evidence import MISSING_BENEFIT_BASE, failing, missing_fields, top_item
 from pipelines.files import atomic_write_bytes
 from pipelines.outputs.review import safe_name
-from pipelines.outputs.workbook import Col, cn_date, csv_table_bytes, write_workbook
+from pipelines.outputs.workbook import Col, cn_date, csv_table_bytes, write_list, write_workbook
 from pipelines.policies import Policy
 
 UNCLAIMED, NEAR_MISS, DATA_GAPS = "应享未享提醒", "差一项清单", "数据缺口清单"
@@ -350,7 +350,7 @@ def write(run_dir: Path, as_of: date, matches: pa.Table | Path, portrait_path: P
         stem = safe_name(dept)
         mine = [dict(r, seq=i) for i, r in enumerate((r for r in first if r["department"] == dept), start=1)]
         if mine:
-            paths.append(write_workbook(
+            paths.append(write_list(
                 folder / f"{stem}_{UNCLAIMED}.xlsx", "惠企政策应享未享提醒清单", UNCLAIMED_COLUMNS, mine,
                 unit=unit, made_on=as_of, subtitle=f"执行部门：{dept}", sheet="应享未享提醒", total=False))
         dept_near = _numbered(near.filter(pc.equal(near.column("department"), dept)))
