@@ -80,7 +80,8 @@ def _node_lines(node: Node, number: str, leaf_results: dict, actuals: dict, inde
         return result
     header_at = len(out)
     out.append("")
-    results = [_node_lines(item, f"{number}.{i + 1}", leaf_results, actuals, indent + 1, out, node.op == "none")
+    results = [_node_lines(item, f"{number}.{i + 1}", leaf_results, actuals, indent + 1, out,
+                           negated != (node.op == "none"))
                for i, item in enumerate(node.items)]
     if node.op == "all":
         result, title = _tri_all(results), "以下各项均须满足"
