@@ -129,6 +129,17 @@ class Settings:
     def report_figures_path(self, as_of) -> Path:
         return self.run_dir(as_of) / "report.json"
 
+    def reminders_dir(self, as_of) -> Path:
+        """The three reminder lists per department."""
+        return self.run_dir(as_of) / "reminders"
+
+    def reminder_summary_path(self, as_of) -> Path:
+        return self.reminders_dir(as_of) / "summary.json"
+
+    def lists_dir(self, as_of) -> Path:
+        """The published 惠企政策清单 and 办事指南清单 (and the manifest the next publication compares with)."""
+        return self.run_dir(as_of) / "lists"
+
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
     """The settings; also, once per process, the umask the pipeline writes with.

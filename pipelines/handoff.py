@@ -159,9 +159,10 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
         unanswered = ledger.rows_in(conn, "notified")
         conn.rollback()
     loaded, policy_errors = load_dir(settings.policies)
-    reminder = reminders.write(run_dir, as_of, results, settings.portrait_path(as_of), unanswered, loaded, UNIT)
-    clear_stale(run_dir / "reminders", reminder.paths)
-    list_files = published.publish(settings.output, as_of, loaded, policy_errors, UNIT)
+    reminder = reminders.write(settings.reminders_dir(as_of), as_of, results, settings.portrait_path(as_of),
+                               unanswered, loaded, UNIT)
+    clear_stale(settings.reminders_dir(as_of), reminder.paths)
+    list_files = published.publish(settings, as_of, loaded, policy_errors, UNIT)
 
     total = sum((r["amount"] for r in items), Decimal("0.00"))
     summary = {

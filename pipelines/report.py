@@ -117,10 +117,11 @@ LIST_LINKS = (("惠企政策清单（网页，含办事指南和变更记录）"
 REMINDER_LISTS = ("应享未享提醒", "差一项清单", "数据缺口清单")
 
 
-def lists_section(run_dir: Path, reminder_lists: dict) -> str:
+def lists_section(settings: Settings, as_of: date, reminder_lists: dict) -> str:
     """The published lists (links) and, per department, the rows of each reminder list and its top data gaps."""
-    lists = run_dir / "lists"
-    links = "".join(f'<li><a href="lists/{esc(name)}">{esc(title)}</a></li>'
+    lists = settings.lists_dir(as_of)
+    folder = os.path.relpath(lists, settings.report_path(as_of).parent)
+    links = "".join(f'<li><a href="{esc(folder)}/{esc(name)}">{esc(title)}</a></li>'
                     for title, name in LIST_LINKS if (lists / name).exists())
     out = f'<ul id="published-lists">{links}</ul>' if links else "<p>本次运行没有发布政策清单。</p>"
     if not reminder_lists:
@@ -211,8 +212,7 @@ def write(settings: Settings, as_of: date, run_id: str) -> Path:
     ledger = read_json(settings.ledger_summary_path(as_of)) or {}
     figures = key_figures(verdicts, policies, ledger)
     data_docs = settings.data_docs_dir(as_of) / "index.html"
-    run_dir = settings.run_dir(as_of)
-    lists_html = lists_section(run_dir, read_json(run_dir / "reminders" / "summary.json") or {})
+    lists_html = lists_section(settings, as_of, read_json(settings.reminder_summary_path(as_of)) or {})
     text = render(as_of, run_id, verdicts, policies, figures, previous_figures(settings, as_of), ledger, data_docs,
                   lists_html)
     path = settings.report_path(as_of)

@@ -3,15 +3,16 @@ publications, and the page in headless Chromium at phone and desktop widths."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from datetime import date
 
 import pytest
 from openpyxl import load_workbook
 
+from pipelines.config import Settings
 from pipelines.outputs import published
 from pipelines.policies import load_dir
+from tests.conftest import require_chromium
 
 D1, D2, D3 = date(2026, 11, 26), date(2026, 11, 27), date(2026, 11, 28)
 UNIT = "卧龙区惠企政策“免申即享”服务平台"
@@ -47,8 +48,10 @@ def library(tmp_path):
 
 
 def publish(tmp_path, library, as_of):
-    paths = published.publish(tmp_path / "output", as_of, *load_dir(library), UNIT)
-    return paths, published.read_json(tmp_path / "output" / str(as_of) / "lists" / published.MANIFEST)
+    settings = Settings(landing=tmp_path, inbox=tmp_path, policies=library, output=tmp_path / "output",
+                        work=tmp_path, warehouse_url="sqlite://", expectations=tmp_path)
+    paths = published.publish(settings, as_of, *load_dir(library), UNIT)
+    return paths, published.read_json(settings.lists_dir(as_of) / published.MANIFEST)
 
 
 def test_one_amount_changed_and_one_repealed_give_one_修改_and_one_废止(tmp_path, library):
@@ -113,9 +116,7 @@ MEASURE = """<script>document.addEventListener("DOMContentLoaded", function () {
 
 @pytest.mark.parametrize("width", [390, 1280])
 def test_the_page_reads_in_headless_chromium(tmp_path, library, width):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not chromium:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    chromium = require_chromium()
     publish(tmp_path, library, D1)
     (library / "WL-B.yaml").write_text(policy_file("WL-B", extra="repealed_on: 2026-11-27\n"), encoding="utf-8")
     publish(tmp_path, library, D2)

@@ -127,8 +127,8 @@ def test_lists_hold_what_a_department_can_act_on(rows, tmp_path_factory, monkeyp
     path = tmp_path_factory.mktemp("p") / "portrait.parquet"
     pq.write_table(table, path)
     matches = engine.evaluate(table, POLICIES, AS_OF)
-    written = reminders.write(run_dir, AS_OF, matches, path, [], POLICIES, "单位")
     folder = run_dir / "reminders"
+    written = reminders.write(folder, AS_OF, matches, path, [], POLICIES, "单位")
     by_code = {r["uscc"]: r for r in rows}
     district = {"T-RD": {0}, "T-JOBS": {0}, "T-CERT": set(), "T-MAN": set()}
 

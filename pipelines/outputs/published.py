@@ -1,6 +1,6 @@
 """The two published lists (the "2" of 1+2+3+N, lifecycle.md item 7): 惠企政策清单
-and 办事指南清单, as workbooks and as one static HTML page, under
-output/<as_of>/lists/, with a change log against the previous publication.
+and 办事指南清单, as workbooks and as one static HTML page, in
+`Settings.lists_dir(as_of)` (output/<as_of>/lists/), with a change log against the previous publication.
 
 A publication is the policy library as it reads on a date. Its manifest
 (manifest.json) keeps each policy's file hash and status; tonight's content
@@ -20,13 +20,13 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
+from pipelines.config import Settings
 from pipelines.evidence import UNITS, decimal_text, label
 from pipelines.files import atomic_write_text, read_json
 from pipelines.html_page import esc, page
 from pipelines.outputs.workbook import Col, cn_date, write_workbook
 from pipelines.policies import Policy, PolicyError
 
-FOLDER = "lists"
 MANIFEST = "manifest.json"
 POLICY_LIST, GUIDE_LIST, CHANGE_LOG, PAGE = "惠企政策清单.xlsx", "办事指南清单.xlsx", "清单变更记录.xlsx", "惠企政策清单.html"
 KIND_LABELS = {"condition": "条件类", "name_list": "名单类", "manual": "暂时难以数据化类"}
@@ -145,12 +145,13 @@ def changes(previous: dict[str, dict], current: dict[str, dict]) -> list[dict]:
     return out
 
 
-def previous_manifest(output: Path, as_of: date) -> dict | None:
+def previous_manifest(settings: Settings, as_of: date) -> dict | None:
     """The newest publication before as_of."""
-    if not output.is_dir():
+    if not settings.output.is_dir():
         return None
-    for name in sorted((p.name for p in output.iterdir() if p.is_dir() and p.name < as_of.isoformat()), reverse=True):
-        found = read_json(output / name / FOLDER / MANIFEST)
+    for name in sorted((p.name for p in settings.output.iterdir() if p.is_dir() and p.name < as_of.isoformat()),
+                       reverse=True):
+        found = read_json(settings.lists_dir(name) / MANIFEST)
         if found:
             return found
     return None
@@ -244,9 +245,9 @@ def write(folder: Path, manifest: dict, unit: str) -> list[Path]:
     return paths + [folder / PAGE, folder / MANIFEST]
 
 
-def publish(output: Path, as_of: date, policies: list[Policy], errors: list[PolicyError], unit: str) -> list[Path]:
-    """Write tonight's publication under output/<as_of>/lists/: `policies` and `errors` as
+def publish(settings: Settings, as_of: date, policies: list[Policy], errors: list[PolicyError], unit: str) -> list[Path]:
+    """Write tonight's publication into settings.lists_dir(as_of): `policies` and `errors` as
     `policies.load_dir` gives them (bad files are left out, as in matching)."""
     unreadable = {Path(e.file).name for e in errors if not e.warning}
-    manifest = publication(policies, as_of, previous_manifest(Path(output), as_of), unreadable)
-    return write(Path(output) / str(as_of) / FOLDER, manifest, unit)
+    manifest = publication(policies, as_of, previous_manifest(settings, as_of), unreadable)
+    return write(settings.lists_dir(as_of), manifest, unit)

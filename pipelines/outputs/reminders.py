@@ -331,12 +331,12 @@ def _numbered(table: pa.Table) -> pa.Table:
     return table.append_column("seq", pa.array(range(1, table.num_rows + 1), pa.int64()))
 
 
-def write(run_dir: Path, as_of: date, matches: pa.Table | Path, portrait_path: Path | None,
+def write(folder: Path, as_of: date, matches: pa.Table | Path, portrait_path: Path | None,
           notified: list[dict], policies: list[Policy], unit: str) -> Written:
+    """Write every department's lists into `folder` and SUMMARY beside them."""
     by_id = {p.id: p for p in policies}
     bases = {p.benefit.base for p in policies if p.benefit is not None and p.benefit.base}
     portrait = read_portrait(portrait_path, bases)
-    folder = run_dir / "reminders"
     manual, _ = _results(matches, lambda t: pc.and_(pc.equal(t.column("kind"), "manual"),
                                                     pc.equal(t.column("outcome"), "eligible")))
     first = unclaimed(notified, manual, portrait, by_id, as_of)
