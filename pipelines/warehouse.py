@@ -31,9 +31,10 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 # The ledger's statuses and the only transitions allowed (lifecycle.md).
 # The database holds the same pairs in `allowed_transitions`, seeded by the
-# initial migration, and a trigger refuses any other status change.
+# migrations (0001, then 0003 for 再确认 and 追回), and a trigger refuses any
+# other status change. The migrations keep their own frozen copies of these lists.
 STATUSES = ("eligible", "notified", "confirmed", "declined", "approved", "rejected",
-            "objected", "scheduled", "paid")
+            "objected", "scheduled", "paid", "suspended", "recovering", "recovered")
 TRANSITIONS = (
     ("eligible", "notified"),
     ("notified", "confirmed"),
@@ -45,6 +46,11 @@ TRANSITIONS = (
     ("objected", "approved"),
     ("objected", "rejected"),
     ("scheduled", "paid"),
+    ("approved", "suspended"),
+    ("suspended", "approved"),
+    ("suspended", "rejected"),
+    ("paid", "recovering"),
+    ("recovering", "recovered"),
 )
 
 
@@ -159,6 +165,15 @@ ledger = sa.Table(
     sa.Column("publicity_from", sa.Date),
     sa.Column("publicity_to", sa.Date),
     sa.Column("notified_as_of", sa.Date),
+    # 信用承诺 and the payee account, from the enterprise's confirmation (0003).
+    sa.Column("commitment", sa.String(16)),
+    sa.Column("payee_name", sa.Text),
+    sa.Column("bank_name", sa.Text),
+    sa.Column("bank_account", sa.String(32)),
+    # 再确认: the finding that suspended the row, and the finding a department overrode.
+    sa.Column("recheck_reason", sa.Text),
+    sa.Column("recheck_override", sa.Text),
+    sa.Column("paid_on", sa.Date),
     sa.Column("first_run", sa.String(64), nullable=False),
     sa.Column("last_run", sa.String(64), nullable=False),
     sa.Column("first_as_of", sa.Date, nullable=False),
@@ -221,6 +236,20 @@ payout_items = sa.Table(
     sa.Column("department", sa.Text, nullable=False),
 )
 
+# 追回: the department's request (paid -> recovering) and the finance bureau's receipt
+# (recovering -> recovered), one per ledger row.
+recoveries = sa.Table(
+    "recoveries", metadata,
+    sa.Column("ledger_id", sa.Integer, sa.ForeignKey("ledger.id"), primary_key=True),
+    sa.Column("amount", Money, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("requested_at", sa.DateTime, nullable=False),
+    sa.Column("request_file", sa.Text),
+    sa.Column("received_amount", Money),
+    sa.Column("received_on", sa.Date),
+    sa.Column("receipt_file", sa.Text),
+)
+
 # ---------------------------------------------------------------- engines
 
 def _sqlite_begin_immediate(engine: Engine) -> None:
@@ -272,9 +301,22 @@ def migrate(url: str, revision: str = "head") -> None:
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     engine = engine_for(url)
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            # SQLite changes a constraint by rebuilding the table (copy, drop, rename) while
+            # other tables reference it: its documented procedure turns foreign keys off
+            # (possible only outside a transaction) and checks them before committing.
+            conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+                if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                    raise RuntimeError("migration left a dangling foreign key; rolled back")
+        finally:
+            if sqlite:
+                conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=ON")
     _MIGRATED.add(url)
 
 

@@ -136,3 +136,49 @@ def test_run_audit_records_inputs_with_hashes(engine, tmp_path):
         inputs = conn.execute(sa.select(warehouse.run_inputs.c.kind, warehouse.run_inputs.c.sha256)
                               .order_by(warehouse.run_inputs.c.kind)).all()
     assert inputs == [("feed", "ab" * 32), ("policy", sha256_file(policy))]
+
+
+def test_0003_upgrades_a_warehouse_made_by_0001_and_keeps_its_guards(db_url):
+    """A warehouse of the previous release, with rows in it, upgraded by the usual path."""
+    warehouse.migrate(db_url, "0001")
+    old = warehouse.engine_for(db_url)
+    with old.begin() as conn:   # rows as 0001's code wrote them (no new columns yet)
+        conn.execute(sa.text(
+            "INSERT INTO ledger (policy_id, period, uscc, status, amount, policy_name, department, "
+            "over_budget, first_run, last_run, first_as_of, last_as_of, updated_at) VALUES "
+            "('P', '2026', :u, 'eligible', '5000.00', '测试', '区人社局', false, 'r1', 'r1', "
+            "'2026-11-26', '2026-11-26', '2026-11-26 00:00:00')"), {"u": "9" * 18})
+        lid = conn.execute(sa.text("SELECT id FROM ledger")).scalar_one()
+        conn.execute(sa.text("INSERT INTO ledger_transitions (ledger_id, to_status, at) "
+                             "VALUES (:id, 'eligible', '2026-11-26 00:00:00')"), {"id": lid})
+        for to in ("notified", "confirmed", "approved"):
+            conn.execute(sa.text("UPDATE ledger SET status = :to WHERE id = :id"), {"to": to, "id": lid})
+    warehouse.migrate(db_url)
+    engine = warehouse.connect(db_url)
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(ctx, warehouse.metadata) == []
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == _head()
+        assert set(conn.execute(sa.select(warehouse.allowed_transitions)).all()) == set(warehouse.TRANSITIONS)
+        row = conn.execute(sa.select(ledger_t)).one()
+        assert (row.id, row.status, row.amount, row.bank_account) == (lid, "approved", Decimal("5000.00"), None)
+        assert conn.execute(sa.select(sa.func.count()).select_from(ledger_transitions)).scalar() == 1
+    # the new moves pass the database's guard, the old refusals still hold
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE ledger SET status = 'suspended', bank_account = '6222' WHERE id = :id"),
+                     {"id": lid})
+    _refused(engine, "UPDATE ledger SET status = 'paid' WHERE id = :id", {"id": lid})
+    _refused(engine, "UPDATE ledger SET status = 'bogus' WHERE id = :id", {"id": lid})
+    _refused(engine, "UPDATE ledger SET amount = '1.00' WHERE id = :id", {"id": lid})
+    _refused(engine, "DELETE FROM ledger WHERE id = :id", {"id": lid})
+    _refused(engine, "INSERT INTO allowed_transitions VALUES ('recovered', 'paid')", {})
+    _refused(engine, "INSERT INTO ledger (policy_id, period, uscc, status, policy_name, department, first_run, "
+                     "last_run, first_as_of, last_as_of, updated_at) VALUES ('P', '2026', 'x', 'paid', 'n', 'd', "
+                     "'r', 'r', '2026-11-26', '2026-11-26', '2026-11-26 00:00:00')", {})
+    _refused(engine, "UPDATE ledger_transitions SET note = 'x'", {})
+    with engine.begin() as conn:
+        for to in ("approved", "scheduled", "paid", "recovering", "recovered"):
+            conn.execute(sa.text("UPDATE ledger SET status = :to WHERE id = :id"), {"to": to, "id": lid})
+        conn.execute(sa.insert(warehouse.recoveries).values(
+            ledger_id=lid, amount=Decimal("5000.00"), reason="虚报", requested_at=warehouse.utcnow()))
+    _refused(engine, "UPDATE ledger SET status = 'paid' WHERE id = :id", {"id": lid})
