@@ -10,6 +10,7 @@ rerun of the same date (after a crash anywhere) writes the same files.
 from __future__ import annotations
 
 import json
+import logging
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -19,7 +20,7 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 import yaml
 
-from pipelines import ledger, warehouse
+from pipelines import ledger, recheck, warehouse
 from pipelines.config import Settings
 from pipelines.outputs import payout, publicity, published, reminders, review, sms
 from pipelines.policies import load_dir
@@ -27,6 +28,7 @@ from pipelines.files import atomic_write_bytes, read_json
 from pipelines.orchestration import parse_hold
 from pipelines.outputs.workbook import clear_stale
 
+log = logging.getLogger(__name__)
 UNIT = "卧龙区惠企政策“免申即享”服务平台"
 
 
@@ -138,17 +140,31 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
             confirmed = ledger.rows_in(conn, "confirmed")
             conn.rollback()
         review_files = review.write(run_dir, as_of, confirmed, UNIT)
-        clear_stale(run_dir / "review", review_files)
 
         with engine.begin() as conn:
             in_window = ledger.in_publicity(conn, as_of) if backfill else ledger.start_publicity(conn, as_of)
         publicity_files = publicity.write(run_dir, as_of, in_window, UNIT)
         clear_stale(run_dir / "publicity", publicity_files)
 
-    new_batch = None
+    new_batch, rechecked = None, {"resumed": 0, "suspended": 0}
     if not backfill:
-        with engine.begin() as conn:
-            new_batch = ledger.schedule_payout(conn, as_of, run_id)
+        # 再确认: the rows about to be paid and the suspended ones, against tonight's data
+        with engine.connect() as conn:
+            candidates = ledger.rows_in(conn, "suspended") + ledger.payable(conn, as_of)[0]
+            conn.rollback()
+        findings = recheck.findings(settings, as_of, candidates)
+        if findings is None:
+            log.warning("ledger %s: no portrait to re-check against; nothing is scheduled tonight", as_of)
+        else:
+            with engine.begin() as conn:
+                rechecked = ledger.apply_recheck(conn, run_id, findings)
+                new_batch = ledger.schedule_payout(conn, as_of, run_id)
+    if recorded is None:
+        with engine.connect() as conn:
+            suspended = ledger.rows_in(conn, "suspended")
+            conn.rollback()
+        review_files += review.write_recheck(run_dir, as_of, suspended, UNIT)
+        clear_stale(run_dir / "review", review_files)
     with engine.begin() as conn:
         items = ledger.batch_rows(conn, as_of)
         _, held = ledger.payable(conn, as_of)
@@ -174,6 +190,10 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
         "holds_released": released,
         "sms": len(notified),
         "review_rows": len(confirmed),
+        "recheck_suspended": rechecked["suspended"],
+        "recheck_resumed": rechecked["resumed"],
+        "suspended_rows": len(suspended) if recorded is None else int(
+            recorded.get(REPORT_LABELS["suspended_rows"], 0)),
         "review_files": len(review_files),
         "publicity_rows": len(in_window),
         "publicity_files": len(publicity_files),
@@ -210,6 +230,9 @@ REPORT_LABELS = {
     "ledger_amount_changed": "待通知结果金额调整",
     "sms": "短信待发（转为已通知）",
     "review_rows": "待部门审核",
+    "recheck_suspended": "再确认未通过（本次暂缓拨付）",
+    "recheck_resumed": "再确认恢复（暂缓转审核通过）",
+    "suspended_rows": "暂缓拨付待复核",
     "publicity_rows": "公示中",
     "payout_items": "列入拨付清单",
     "payout_total": "拨付金额合计（元）",

@@ -1,9 +1,10 @@
 """The payout ledger: one row per (policy id, period, enterprise) ever eligible,
 moved only along the transitions of lifecycle.md.
 
-    eligible -> notified -> confirmed -> approved -> scheduled -> paid
+    eligible -> notified -> confirmed -> approved -> scheduled -> paid -> recovering -> recovered
                 notified -> declined;  confirmed -> rejected
                 approved -> objected -> approved (dismissed) | rejected (upheld)
+                approved -> suspended -> approved (re-check passes, or overridden) | rejected
 
 Every function takes an open connection and works inside the caller's
 transaction; a refusal is returned as a Chinese reason and writes nothing.
@@ -29,6 +30,11 @@ Decisions (the spec is silent):
   objection does not restart the window.
 - An over-budget flag (from the newest run) holds the whole (policy, period)
   off the payout list until `release_budget_hold` records an operator's release.
+- 再确认 (`apply_recheck`) looks only at the rows that would be put on a payout
+  list that night (payable: publicity passed, not held) and at the suspended
+  rows. A department's override (复核 通过 with 审核意见) records the finding it
+  overrode (`recheck_override`): the same finding on a later night passes, a
+  different one (say, a new credit listing) suspends the row again.
 """
 from __future__ import annotations
 
@@ -57,9 +63,13 @@ STATUS_LABELS = {
     "objected": "公示异议处理中",
     "scheduled": "已列入拨付清单",
     "paid": "已拨付",
+    "suspended": "暂缓拨付",
+    "recovering": "追回中",
+    "recovered": "已追回",
 }
 ALLOWED = frozenset(wh.TRANSITIONS)
-FINAL = frozenset({"declined", "rejected", "paid"})
+# Past the point where the newest run's over-budget flag matters.
+SETTLED = frozenset({"declined", "rejected", "scheduled", "paid", "recovering", "recovered"})
 
 
 @dataclass(frozen=True)
@@ -193,7 +203,7 @@ def _sync(conn: Connection, as_of: date, run_id: str, src: sa.Table) -> dict:
                                                           updated_at=now))
 
     # The newest run's figures on every row it found.
-    keep_flag = ledger.c.status.in_(sorted(FINAL | {"scheduled"}))
+    keep_flag = ledger.c.status.in_(sorted(SETTLED))
     conn.execute(ledger.update().where(keys).values(
         last_run=run_id, last_as_of=as_of, last_match_amount=src.c.amount,
         over_budget=sa.case((keep_flag, ledger.c.over_budget), else_=src.c.over_budget),
@@ -238,10 +248,11 @@ def date_counts(conn: Connection, as_of: date, run_id: str) -> dict:
 
 def transition(conn: Connection, key: Key, to: str, source: Source | str | None,
                department: str | None, amount: Decimal | None = None, note: str | None = None,
-               at: datetime | None = None, as_of: date | None = None) -> str | None:
+               at: datetime | None = None, as_of: date | None = None, **values) -> str | None:
     """Move one ledger row to `to`. Returns None when done, else the Chinese reason
     it was refused (unknown match, wrong state, amount differing from the ledger's),
-    in which case nothing changed."""
+    in which case nothing changed. `values`: other ledger columns set with the move
+    (the payee account with a confirmation, the re-check's finding)."""
     if to not in STATUS_LABELS:
         raise ValueError(f"unknown status {to!r}")
     row = get(conn, key)
@@ -260,7 +271,7 @@ def transition(conn: Connection, key: Key, to: str, source: Source | str | None,
             return f"金额“{amount}”无法识别"
         if given != row["amount"]:
             return f"金额 {given:,.2f} 元与台账金额 {_fmt(row['amount'])} 元不一致"
-    values = {"status": to, "updated_at": wh.utcnow()}
+    values = {**values, "status": to, "updated_at": wh.utcnow()}
     if to == "notified":
         values["notified_as_of"] = as_of or date.today()
     done = conn.execute(ledger.update()
@@ -399,6 +410,38 @@ def payable(conn: Connection, as_of: date) -> tuple[list[dict], list[dict]]:
     return pay, held
 
 
+def apply_recheck(conn: Connection, run_id: str, findings: Mapping[int, str | None]) -> dict:
+    """再确认: move rows by tonight's findings (ledger id -> Chinese finding, None: passes).
+
+    A suspended row whose re-check passes (or finds only what its department
+    overrode) returns to `approved`; an approved row that fails is `suspended` with
+    the finding as its reason. Returns counts: resumed, suspended."""
+    counts = {"resumed": 0, "suspended": 0}
+    for row in rows_in(conn, "approved", "suspended"):
+        if row["id"] not in findings:
+            continue
+        finding = findings[row["id"]]
+        passes = finding is None or finding == row["recheck_override"]
+        key = (row["policy_id"], row["period"], row["uscc"])
+        if row["status"] == "suspended" and passes:
+            note = "再确认通过，恢复审核通过" if finding is None else f"再确认：{finding}（部门已复核通过）"
+            _must(transition(conn, key, "approved", run_id, row["department"], note=note, recheck_reason=None))
+            counts["resumed"] += 1
+        elif row["status"] == "approved" and not passes:
+            _must(transition(conn, key, "suspended", run_id, row["department"],
+                             note=f"再确认未通过，暂缓拨付：{finding}", recheck_reason=finding))
+            counts["suspended"] += 1
+        elif row["status"] == "suspended" and finding != row["recheck_reason"]:
+            # still failing, for another reason tonight: the 复核 workbook shows the current one
+            conn.execute(ledger.update().where(ledger.c.id == row["id"]).values(recheck_reason=finding))
+    return counts
+
+
+def _must(reason: str | None) -> None:
+    if reason:  # a concurrent move inside the ledger step: give the night's moves up
+        raise RuntimeError(reason)
+
+
 def batch_id_for(as_of: date, n: int) -> str:
     return f"PB-{as_of:%Y%m%d}-{n:02d}"
 
@@ -422,11 +465,9 @@ def schedule_payout(conn: Connection, as_of: date, run_id: str) -> str | None:
     conn.execute(payout_items.insert(), [
         {"batch_id": batch_id, "ledger_id": r["id"], "amount": r["amount"],
          "department": r["department"]} for r in rows])
-    for r in rows:
-        reason = transition(conn, (r["policy_id"], r["period"], r["uscc"]), "scheduled", run_id,
-                            r["department"], note=f"列入拨付批次 {batch_id}")
-        if reason:  # a concurrent move: give the whole batch up rather than half of it
-            raise RuntimeError(reason)
+    for r in rows:   # a concurrent move gives the whole batch up rather than half of it
+        _must(transition(conn, (r["policy_id"], r["period"], r["uscc"]), "scheduled", run_id,
+                         r["department"], note=f"列入拨付批次 {batch_id}"))
     return batch_id
 
 

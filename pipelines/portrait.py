@@ -332,23 +332,26 @@ def read_feeds(settings: Settings, as_of: date) -> dict[str, pa.Table]:
     accepted counts as an absent feed (the gate, not the portrait, stops a
     run on a bad feed). A path that is named but missing is an error.
     """
-    tables: dict[str, pa.Table] = {}
-    for feed in contracts.FEED_ORDER:
-        verdict = read_json(settings.verdict_path(feed, as_of))
-        if verdict is None:
-            log.warning("portrait %s: no verdict for %s, feed treated as absent", as_of, feed)
-            continue
-        status = verdict.get("status", "accepted")
-        path = verdict.get("validated_path")
-        if status != "accepted" or not path:
-            log.warning("portrait %s: %s is %s without usable rows, feed treated as absent",
-                        as_of, feed, status)
-            continue
-        path = Path(path)
-        if not path.is_absolute():
-            path = settings.work / path
-        tables[feed] = pq.read_table(path)
-    return tables
+    tables = {feed: read_feed(settings, as_of, feed) for feed in contracts.FEED_ORDER}
+    return {feed: table for feed, table in tables.items() if table is not None}
+
+
+def read_feed(settings: Settings, as_of: date, feed: str, columns: list[str] | None = None) -> pa.Table | None:
+    """One feed's validated table for `as_of` (what the portrait was built from), or None."""
+    verdict = read_json(settings.verdict_path(feed, as_of))
+    if verdict is None:
+        log.warning("portrait %s: no verdict for %s, feed treated as absent", as_of, feed)
+        return None
+    status = verdict.get("status", "accepted")
+    path = verdict.get("validated_path")
+    if status != "accepted" or not path:
+        log.warning("portrait %s: %s is %s without usable rows, feed treated as absent",
+                    as_of, feed, status)
+        return None
+    path = Path(path)
+    if not path.is_absolute():
+        path = settings.work / path
+    return pq.read_table(path, columns=columns)
 
 
 ROW_GROUP_ROWS = 50_000

@@ -17,6 +17,8 @@ Decisions:
   bureau must stop the payment outside the pipeline; the reason says so.
 - Reviews: 不通过 needs a 审核意见; a row with 审核结果 left empty is
   reported as not processed (the department may send it again later).
+  The 复核表 of a suspended result comes back the same way: 通过 (an override
+  of the re-check) needs a 审核意见 too; 不通过 rejects it.
 - Payments: the amount must equal the ledger's and the batch must be the one
   the row was scheduled on; a row already paid is refused ("不重复支付").
 """
@@ -258,9 +260,18 @@ def _review(conn, values: dict, source: Source) -> Applied:
             break
     row = ledger.get(conn, key)
     to = "approved" if result == review_sheet.APPROVE else "rejected"
-    note = f"部门审核{result}" + (f"：{opinion}" if opinion else "")
+    extra = {}
+    if row is not None and row["status"] == "suspended":   # a returned 复核表
+        if to == "approved" and not opinion:
+            return Applied("复核结果为“通过”时须填写审核意见（说明暂缓原因已核实、同意拨付的理由）",
+                           None, row["department"])
+        note = f"部门复核{result}：{opinion}（暂缓原因：{row['recheck_reason']}）"
+        if to == "approved":
+            extra = {"recheck_override": row["recheck_reason"], "recheck_reason": None}
+    else:
+        note = f"部门审核{result}" + (f"：{opinion}" if opinion else "")
     reason = ledger.transition(conn, key, to, source, row["department"] if row else None,
-                               amount=amount, note=note)
+                               amount=amount, note=note, **extra)
     return Applied(reason, row["amount"] if row and to == "approved" else None,
                    row["department"] if row else None)
 

@@ -118,12 +118,18 @@ def write_matches(settings: Settings, as_of: date, rows: list[dict]) -> Path:
     return path
 
 
-def write_portrait(settings: Settings, as_of: date, people: dict[str, tuple[str, str]]) -> None:
-    """people: uscc -> (phone, legal_rep)."""
+def write_portrait(settings: Settings, as_of: date, people: dict[str, tuple[str, str]],
+                   status: dict[str, str] | None = None, dishonest: set[str] = frozenset()) -> None:
+    """people: uscc -> (phone, legal_rep); every enterprise registered, 存续 unless
+    `status` says otherwise, listed as dishonest when in `dishonest` (the guards' fields)."""
     settings.portraits.mkdir(parents=True, exist_ok=True)
+    status = {u: (status or {}).get(u, "存续") for u in people}
     t = pa.table({"uscc": list(people), "name": [f"企业{u[-4:]}" for u in people],
                   "phone": [p for p, _ in people.values()],
-                  "legal_rep": [l for _, l in people.values()]})
+                  "legal_rep": [l for _, l in people.values()],
+                  "registered": [True] * len(people), "status": list(status.values()),
+                  "active": [s in ("存续", "在业") for s in status.values()],
+                  "dishonest": [u in dishonest for u in people]})
     pq.write_table(t, settings.portrait_path(as_of))
 
 

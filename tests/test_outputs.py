@@ -81,6 +81,7 @@ def test_publicity_list_carries_no_phone_or_personal_name(settings):
     assert "13812345678" in sms_csv and "预计可享受 5,000.00 元" in sms_csv
     # paid only once the five days 11-27..12-01 are over
     assert run(settings, date(2026, 12, 1), [], "r3")["payout_items"] == 0
+    write_portrait(settings, date(2026, 12, 2), {code(1): ("13812345678", "王建国")})
     assert run(settings, date(2026, 12, 2), [], "r4")["payout_batches"] == ["PB-20261202-01"]
 
 
@@ -91,6 +92,7 @@ def test_a_rerun_after_a_crash_yields_the_same_batch_and_files(settings, monkeyp
     run(settings, D1, rows)
     approve_all(settings)
     d2 = D1 + timedelta(days=1)
+    write_portrait(settings, d2, {code(1): ("", ""), code(2): ("", "")})
 
     real = {"payout": payout.write, "reminders": reminders.write}[crash_in]
     module = {"payout": payout, "reminders": reminders}[crash_in]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from openpyxl import Workbook, load_workbook
+from openpyxl.utils import get_column_letter
 
 from h5_support import (code, db_url, engine, match, settings, write_matches,  # noqa: F401
                         write_policy, write_portrait)
@@ -206,7 +207,8 @@ def test_one_full_lifecycle_from_match_to_paid(settings, tmp_path):
     ws = wb.active
     header = [c.value for c in ws[3]]
     col = {h: i + 1 for i, h in enumerate(header)}
-    assert ws.column_dimensions["K"].hidden and header[10:] == ["policy_id", "period", "uscc"]
+    assert header[-3:] == ["policy_id", "period", "uscc"]
+    assert all(ws.column_dimensions[get_column_letter(col[h])].hidden for h in header[-3:])
     assert ws.data_validations.dataValidation[0].formula1 == '"通过,不通过"'
     assert "【符合】近12个月平均参保人数 12.5人，需 ≥ 10人" in ws.cell(4, col["比对依据"]).value
     for r in (4, 5):
@@ -227,6 +229,7 @@ def test_one_full_lifecycle_from_match_to_paid(settings, tmp_path):
 
     # night 6 (12-01): the window has passed without objection -> payout list, scheduled
     d6 = date(2026, 12, 1)
+    write_portrait(settings, d6, people)    # the re-check before payout reads the night's portrait
     write_matches(settings, d6, rows)
     out = handoff.ledger_and_outputs(settings, d6, "r6")
     assert out["payout_batches"] == ["PB-20261201-01"] and out["payout_total"] == "7500.50"

@@ -1,6 +1,8 @@
-"""部门审核表: per policy, the confirmed results with their evidence, to be
-returned with 审核结果 (通过/不通过) and 审核意见 filled in. The hidden key
-columns let the returned workbook be matched to the ledger."""
+"""部门审核表: per policy, the confirmed results with their evidence, the
+enterprise's 信用承诺 and payee account, to be returned with 审核结果
+(通过/不通过) and 审核意见 filled in; and the 复核表 of results suspended by the
+re-check before payout (再确认), with its finding. The hidden key columns let a
+returned workbook be matched to the ledger; both come back through `_reviews/`."""
 from __future__ import annotations
 
 import re
@@ -23,12 +25,28 @@ COLUMNS = (
     Col("期次", "period"),
     Col("兑现金额（元）", "amount", "money"),
     Col("比对依据", "evidence_text", wrap=True, max_width=70),
+    Col("信用承诺", "commitment"),
+    Col("收款户名", "payee_name"),
+    Col("开户银行", "bank_name"),
+    Col("银行账号", "bank_account"),
     Col(RESULT, "review_result", choices=(APPROVE, REJECT)),
     Col(OPINION, "review_opinion", max_width=40),
-    Col("policy_id", "policy_id", hidden=True),
-    Col("period", "period", hidden=True),
-    Col("uscc", "uscc", hidden=True),
 )
+HIDDEN_KEYS = tuple(Col(k, k, hidden=True) for k in KEY_HEADERS)
+COLUMNS += HIDDEN_KEYS
+
+RECHECK_COLUMNS = (
+    Col("序号", "seq", "int"),
+    Col("统一社会信用代码", "uscc"),
+    Col("企业名称", "name"),
+    Col("政策编号", "policy_id"),
+    Col("政策名称", "policy_name"),
+    Col("期次", "period"),
+    Col("兑现金额（元）", "amount", "money"),
+    Col("暂缓拨付原因", "recheck_reason", wrap=True, max_width=60),
+    Col(RESULT, "review_result", choices=(APPROVE, REJECT)),
+    Col(OPINION, "review_opinion", max_width=40),
+) + HIDDEN_KEYS
 
 
 def safe_name(text: str) -> str:
@@ -39,12 +57,16 @@ def path_for(run_dir: Path, department: str, policy_id: str) -> Path:
     return run_dir / "review" / safe_name(department) / f"{safe_name(policy_id)}_部门审核表.xlsx"
 
 
+def by_department_policy(rows: list[dict]) -> list[tuple[tuple[str, str], list[dict]]]:
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["department"], r["policy_id"]), []).append(r)
+    return sorted(groups.items())
+
+
 def write(run_dir: Path, as_of: date, confirmed: list[dict], unit: str) -> list[Path]:
-    by_policy: dict[tuple[str, str], list[dict]] = {}
-    for r in confirmed:
-        by_policy.setdefault((r["department"], r["policy_id"]), []).append(r)
     paths = []
-    for (department, policy_id), rows in sorted(by_policy.items()):
+    for (department, policy_id), rows in by_department_policy(confirmed):
         data = [{**r, "seq": i, "evidence_text": readable(r["evidence"]),
                  "review_result": None, "review_opinion": None}
                 for i, r in enumerate(rows, start=1)]
@@ -53,4 +75,23 @@ def write(run_dir: Path, as_of: date, confirmed: list[dict], unit: str) -> list[
             path_for(run_dir, department, policy_id), title, COLUMNS, data, unit=unit,
             made_on=as_of, subtitle=f"审核部门：{department}　政策编号：{policy_id}",
             sheet="审核表"))
+    return paths
+
+
+def recheck_path_for(run_dir: Path, department: str, policy_id: str) -> Path:
+    return run_dir / "review" / safe_name(department) / f"{safe_name(policy_id)}_复核表.xlsx"
+
+
+def write_recheck(run_dir: Path, as_of: date, suspended: list[dict], unit: str) -> list[Path]:
+    """复核表: the suspended results of each policy with the re-check's finding. 通过 (with
+    a 审核意见, required for an override) pays them after all; 不通过 rejects them."""
+    paths = []
+    for (department, policy_id), rows in by_department_policy(suspended):
+        data = [{**r, "seq": i, "review_result": None, "review_opinion": None}
+                for i, r in enumerate(rows, start=1)]
+        paths.append(write_workbook(
+            recheck_path_for(run_dir, department, policy_id), f"{rows[0]['policy_name']}暂缓拨付复核表",
+            RECHECK_COLUMNS, data, unit=unit, made_on=as_of,
+            subtitle=(f"复核部门：{department}　政策编号：{policy_id}　拨付前再确认未通过，"
+                      "请核实后填写审核结果；“通过”须填写审核意见"), sheet="复核表"))
     return paths
