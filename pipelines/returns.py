@@ -19,11 +19,16 @@ Decisions:
   reported as not processed (the department may send it again later).
   The 复核表 of a suspended result comes back the same way: 通过 (an override
   of the re-check) needs a 审核意见 too; 不通过 rejects it.
+- Confirmations: a 确认申领 row needs 信用承诺 = 已承诺, a 收款户名 equal to
+  the registered name (the ledger's, compared as name lists compare names), a
+  开户银行 and an 8-32 digit 银行账号; every reason it breaks is listed. The
+  account is kept without spaces and hyphens. 放弃 needs none of them.
 - Payments: the amount must equal the ledger's and the batch must be the one
   the row was scheduled on; a row already paid is refused ("不重复支付").
 """
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -31,10 +36,11 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Callable
 
-from pipelines import intake, ledger, received, warehouse
+from pipelines import intake, ledger, received, safety, warehouse
 from pipelines.config import Settings
 from pipelines.intake import IntakeResult, RowOutcome
 from pipelines.ledger import Source
+from pipelines.namelist import name_key
 from pipelines.received import cell_text
 from pipelines.outputs import review as review_sheet
 from pipelines.uscc import normalise_code
@@ -177,7 +183,9 @@ def _run(settings: Settings, path: Path, sha256: str, required: tuple[str, ...],
     source = Source(file=Path(path).name, sha256=sha256)
     outcomes, total, departments = [], Decimal("0.00"), set()
     for rownum, values in rows:
-        shown = {k: (text(v) if not isinstance(v, (int, Decimal)) else v) for k, v in values.items()}
+        # the answer goes back by e-mail and sits in the outbox: an account shows its last four digits
+        shown = {k: (safety.mask_account(v) if k in ACCOUNT_HEADERS else
+                     text(v) if not isinstance(v, (int, Decimal)) else v) for k, v in values.items()}
         with engine.connect() as conn:
             trans = conn.begin()
             try:
@@ -206,6 +214,42 @@ def _run(settings: Settings, path: Path, sha256: str, required: tuple[str, ...],
 
 CONFIRM = {"确认申领": "confirmed", "确认": "confirmed", "申领": "confirmed",
            "放弃": "declined", "放弃申领": "declined", "不申领": "declined"}
+COMMITMENT, PAYEE, BANK, ACCOUNT = "信用承诺", "收款户名", "开户银行", "银行账号"
+COMMITTED = "已承诺"
+ACCOUNT_HEADERS = frozenset({ACCOUNT})
+ACCOUNT_DIGITS = re.compile(r"[0-9]{8,32}")
+
+
+def bank_account(value: object) -> str | None:
+    """The account number as the bank keeps it (spaces and hyphens removed), or
+    None when that is not 8 to 32 digits. A number cell of 16 digits or more is
+    refused too: Excel keeps 15 significant digits, so its last digits are lost."""
+    if isinstance(value, float) and abs(value) >= 1e15:
+        return None
+    digits = re.sub(r"[\s\-－—]", "", text(value))
+    return digits if ACCOUNT_DIGITS.fullmatch(digits) else None
+
+
+def payee_refusals(values: dict, registered_name: str | None) -> tuple[list[str], dict]:
+    """信用承诺制 and the payee account of a 确认申领 row (lifecycle.md): the Chinese
+    reasons it is refused for, and the ledger columns it sets when it is not."""
+    reasons = []
+    if text(values.get(COMMITMENT)) != COMMITTED:
+        reasons.append(f"未签署信用承诺（{COMMITMENT}应填写“{COMMITTED}”，确认申领须承诺所报信息真实）")
+    payee = text(values.get(PAYEE))
+    if not payee:
+        reasons.append(f"{PAYEE}为空")
+    elif registered_name and name_key(payee) != name_key(registered_name):
+        reasons.append(f"{PAYEE}“{payee}”与企业登记名称“{registered_name}”不一致")
+    bank = text(values.get(BANK))
+    if not bank:
+        reasons.append(f"{BANK}为空")
+    account = bank_account(values.get(ACCOUNT))
+    if account is None:
+        given = text(values.get(ACCOUNT))
+        shown = f"（尾号{safety.mask_account(given)[-4:]}）" if any(c.isdigit() for c in given) else ""
+        reasons.append(f"{ACCOUNT}应为8至32位数字{shown}" if given else f"{ACCOUNT}为空")
+    return reasons, {"commitment": COMMITTED, "payee_name": payee, "bank_name": bank, "bank_account": account}
 
 
 def _confirmation(conn, values: dict, source: Source) -> Applied:
@@ -217,9 +261,16 @@ def _confirmation(conn, values: dict, source: Source) -> Applied:
     if to is None:
         return Applied(f"确认结果“{answer}”无法识别，应填写“确认申领”或“放弃”")
     row = ledger.get(conn, key)
+    payee = {}
+    if to == "confirmed" and row is not None:
+        reasons, payee = payee_refusals(values, row["name"])
+        if reasons:
+            return Applied("；".join(reasons), None, row["department"])
     when = text(values.get("确认时间"))
-    reason = ledger.transition(conn, key, to, source, row["department"] if row else None,
-                               note=f"企业{answer}" + (f"（{when}）" if when else ""))
+    note = f"企业{answer}" + (f"（{when}）" if when else "")
+    if payee:
+        note += f"；已签署信用承诺；收款账号尾号{payee['bank_account'][-4:]}"
+    reason = ledger.transition(conn, key, to, source, row["department"] if row else None, note=note, **payee)
     return Applied(reason, row["amount"] if row and to == "confirmed" else None,
                    row["department"] if row else None)
 

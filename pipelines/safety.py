@@ -28,6 +28,12 @@ def mask_phone(value: object) -> str:
     return "*" * max(digits - 4, 0) + text[-4:] if digits > 4 else "*" * digits
 
 
+def mask_account(value: object) -> str:
+    """A bank account as logs, the run report and answers show it: its last four digits."""
+    digits = "".join(ch for ch in ("" if value is None else str(value)) if ch.isdigit())
+    return f"****{digits[-4:]}" if digits else ""
+
+
 def mask_name(value: object) -> str:
     """A personal name: `张三` -> `张*`, `欧阳娜娜` -> `欧***`."""
     text = "" if value is None else str(value).strip()

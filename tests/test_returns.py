@@ -49,7 +49,13 @@ def setup_notified(settings, n=3):
     handoff.ledger_and_outputs(settings, D1, "r1")
 
 
-CONFIRM_HEADER = ["统一社会信用代码", "政策编号", "期次", "确认结果", "确认时间"]
+CONFIRM_HEADER = ["统一社会信用代码", "政策编号", "期次", "确认结果", "确认时间", "信用承诺", "收款户名", "开户银行",
+                  "银行账号"]
+
+
+def payee(n: int, account: str = "6222 0214 0000 1234") -> list[str]:
+    """信用承诺, 收款户名 (the registered name of match(n=n)), 开户银行, 银行账号 of a good row."""
+    return ["已承诺", f"南阳市卧龙区示范{n}有限公司", "中国工商银行南阳卧龙支行", account]
 
 
 def test_handlers_are_registered():
@@ -59,9 +65,9 @@ def test_handlers_are_registered():
 def test_confirmations_apply_good_rows_and_refuse_the_rest(settings, tmp_path):
     setup_notified(settings)
     path = write_csv(tmp_path / "c.csv", CONFIRM_HEADER, [
-        [code(1), P, "2026", "确认申领", "2026-11-27 09:00"],
+        [code(1), P, "2026", "确认申领", "2026-11-27 09:00", *payee(1)],
         [code(2).lower(), P, 2026, "放弃", ""],               # lower case code, numeric period
-        [code(9), P, "2026", "确认申领", ""],                  # unknown
+        [code(9), P, "2026", "确认申领", "", *payee(9)],       # unknown
         [code(3), P, "2026", "同意吧", ""],                    # bad answer
         ["", "", "", "", ""],
         [code(1), P, "2026", "放弃", ""],                      # already confirmed
@@ -77,6 +83,42 @@ def test_confirmations_apply_good_rows_and_refuse_the_rest(settings, tmp_path):
     assert statuses(settings) == {code(1): "confirmed", code(2): "declined", code(3): "notified"}
 
 
+def test_confirmations_need_the_commitment_and_a_well_formed_payee_row_by_row(settings, tmp_path):
+    setup_notified(settings, 6)
+    name = lambda n: f"南阳市卧龙区示范{n}有限公司"  # noqa: E731
+    path = write_csv(tmp_path / "c.csv", CONFIRM_HEADER, [
+        [code(1), P, "2026", "确认申领", "", "", name(1), "工行", "6222021234567890"],     # no commitment
+        [code(2), P, "2026", "确认申领", "", "已承诺", "南阳市别的有限公司", "工行", "6222021234567890"],
+        [code(3), P, "2026", "确认申领", "", "已承诺", name(3), "工行", "6222-02x1-2345"],  # malformed
+        [code(4), P, "2026", "确认申领", "", "已承诺", name(4), "", "1234567"],            # no bank, too short
+        [code(5), P, "2026", "确认申领", "", "已承诺", f" {name(5)} ".replace("有限", "有 限"), "工行",
+         "6222-0212 3456-7890"],                                                        # spaces are no difference
+        [code(6), P, "2026", "放弃", "", "", "", "", ""],                                 # 放弃 needs none
+    ])
+    result = handle(settings, "_confirmations", path)
+    errors = [o.error for o in result.rows]
+    assert "未签署信用承诺" in errors[0]
+    assert errors[1] == f"收款户名“南阳市别的有限公司”与企业登记名称“{name(2)}”不一致"
+    assert errors[2] == "银行账号应为8至32位数字（尾号2345）"
+    assert errors[3] == "开户银行为空；银行账号应为8至32位数字（尾号4567）"
+    assert errors[4:] == [None, None]
+    assert statuses(settings) == {code(1): "notified", code(2): "notified", code(3): "notified",
+                                  code(4): "notified", code(5): "confirmed", code(6): "declined"}
+    with warehouse.connect(settings.warehouse_url).connect() as conn:
+        row = ledger.get(conn, (P, "2026", code(5)))
+    assert (row["commitment"], row["bank_name"], row["bank_account"]) == ("已承诺", "工行", "6222021234567890")
+    # the answer shows the account's last four digits only
+    assert [o.values["银行账号"] for o in result.rows] == [
+        "****7890", "****7890", "****2345", "****4567", "****7890", ""]
+
+
+def test_an_account_typed_as_a_long_number_is_refused():
+    from pipelines.returns import bank_account
+
+    assert bank_account(6222021234567890.0) is None      # Excel kept 15 digits of it
+    assert bank_account(12345678.0) == "12345678"
+
+
 def test_a_file_without_the_header_is_refused_whole(settings, tmp_path):
     path = write_csv(tmp_path / "c.csv", ["企业", "结果"], [["a", "b"]])
     result = handle(settings, "_confirmations", path)
@@ -86,7 +128,7 @@ def test_a_file_without_the_header_is_refused_whole(settings, tmp_path):
 def test_a_hidden_first_sheet_is_not_read_and_the_answer_says_so(settings, tmp_path):
     setup_notified(settings)
     path = xlsx(tmp_path / "c.xlsx", {"旧版": [CONFIRM_HEADER, [code(1), P, "2026", "放弃", ""]],
-                                      "确认结果": [CONFIRM_HEADER, [code(1), P, "2026", "确认申领", ""]]},
+                                      "确认结果": [CONFIRM_HEADER, [code(1), P, "2026", "确认申领", "", *payee(1)]]},
                 hidden={"旧版": "hidden"})
     result = handle(settings, "_confirmations", path)
     assert result.summary == "接收 1 行，错误 0 行，金额合计 5,000.00 元；隐藏的工作表「旧版」未读取（只读取可见的工作表）"
@@ -96,7 +138,7 @@ def test_a_hidden_first_sheet_is_not_read_and_the_answer_says_so(settings, tmp_p
 def test_a_legacy_xls_confirmation_is_read_by_the_one_reader(settings, tmp_path):
     setup_notified(settings)
     path = tmp_path / "c.xls"
-    path.write_bytes(xls_bytes([CONFIRM_HEADER, [code(1), P, "2026", "确认申领", None]]))
+    path.write_bytes(xls_bytes([CONFIRM_HEADER, [code(1), P, "2026", "确认申领", None, *payee(1)]]))
     assert handle(settings, "_confirmations", path).summary == "接收 1 行，错误 0 行，金额合计 5,000.00 元"
     damaged = tmp_path / "d.xls"  # makes calamine abort its process: read in the guarded child
     damaged.write_bytes((Path(__file__).parent / "hardening" / "data" / "calamine_oom.xls").read_bytes())
@@ -190,8 +232,8 @@ def test_one_full_lifecycle_from_match_to_paid(settings, tmp_path):
     ws = wb.active
     ws.append(["意愿确认结果（平台导出）"])
     ws.append(CONFIRM_HEADER)
-    ws.append([code(1), P, "2026", "确认申领", "2026-11-27 10:00:00"])
-    ws.append([code(2), P, "2026", "确认申领", "2026-11-27 11:00:00"])
+    ws.append([code(1), P, "2026", "确认申领", "2026-11-27 10:00:00", *payee(1)])
+    ws.append([code(2), P, "2026", "确认申领", "2026-11-27 11:00:00", *payee(2, "6228480012345678901")])
     conf = tmp_path / "inbox" / "_confirmations" / "c.xlsx"
     conf.parent.mkdir(parents=True)
     wb.save(conf)

@@ -137,7 +137,8 @@ def _drop_returns(settings, state) -> dict:
     assert notified and payable
     folder = settings.inbox / "_confirmations"
     folder.mkdir(parents=True, exist_ok=True)
-    lines = ["统一社会信用代码,政策编号,期次,确认结果"] + [f"{k[2]},{k[0]},{k[1]},确认申领" for k in notified]
+    lines = ["统一社会信用代码,政策编号,期次,确认结果,信用承诺,收款户名,开户银行,银行账号"] + [
+        f"{k[2]},{k[0]},{k[1]},确认申领,已承诺,{state['ledger'][k]['name']},工行,6222020000001234" for k in notified]
     (folder / "确认结果.csv").write_text("\ufeff" + "\r\n".join(lines) + "\r\n", encoding="utf-8")
     folder = settings.inbox / "_objections"
     folder.mkdir(parents=True, exist_ok=True)

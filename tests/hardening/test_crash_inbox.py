@@ -29,11 +29,13 @@ def _drop(settings) -> None:
     state = ps.warehouse_state(settings.warehouse_url)
     notified = [k for k, r in sorted(state["ledger"].items()) if r["status"] == "notified"][:4]
     assert len(notified) == 4
-    rows = [f"{k[2]},{k[0]},{k[1]},{'放弃' if n == 3 else '确认申领'}" for n, k in enumerate(notified)]
+    rows = [f"{k[2]},{k[0]},{k[1]},{'放弃' if n == 3 else '确认申领'},已承诺,{state['ledger'][k]['name']},工行,"
+            f"622202000000{n:04d}" for n, k in enumerate(notified)]
     folder = settings.inbox / "_confirmations"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "意愿确认.csv").write_text(
-        "\ufeff统一社会信用代码,政策编号,期次,确认结果\r\n" + "\r\n".join(rows) + "\r\n", encoding="utf-8")
+        "\ufeff统一社会信用代码,政策编号,期次,确认结果,信用承诺,收款户名,开户银行,银行账号\r\n" + "\r\n".join(rows)
+        + "\r\n", encoding="utf-8")
 
 
 def _outcome(settings) -> dict:
