@@ -21,6 +21,7 @@ import sqlalchemy as sa
 import yaml
 
 from pipelines import ledger, recheck, warehouse
+from pipelines import policies as policies_mod
 from pipelines.config import Settings
 from pipelines.outputs import payout, publicity, published, reminders, review, sms
 from pipelines.policies import load_dir
@@ -168,7 +169,8 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
     with engine.begin() as conn:
         items = ledger.batch_rows(conn, as_of)
         _, held = ledger.payable(conn, as_of)
-    payout_files = payout.write(run_dir, as_of, items, UNIT)
+    loaded, _errors = policies_mod.load_dir(settings.policies)
+    payout_files = payout.write(run_dir, as_of, items, UNIT, {p.id: p for p in loaded})
     clear_stale(run_dir / "payout", payout_files)
 
     with engine.connect() as conn:

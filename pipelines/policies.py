@@ -36,8 +36,10 @@ OPERATORS = SCALAR_OPS + ("between",) + LIST_OPS + NOVALUE_OPS
 REQUIRED_KEYS = ("id", "name", "department", "kind", "period", "valid_from", "valid_to")
 TOP_KEYS = REQUIRED_KEYS + (
     "basis", "conditions", "benefit", "exclusive_group", "budget", "budget_rule",
-    "guards", "publicity_days", "guide", "repealed_on",
+    "guards", "publicity_days", "guide", "repealed_on", "confirm_days", "review_days", "pay_days", "fund_source",
 )
+# Deadlines in working days (lifecycle.md), when the policy file does not say.
+DEADLINE_DEFAULTS = {"confirm_days": 15, "review_days": 10, "pay_days": 20}
 BENEFIT_KEYS = {
     "fixed": ("amount",),
     "rate": ("base", "rate", "min", "cap"),
@@ -142,6 +144,10 @@ class Policy:
     publicity_days: int | None = None
     guide: tuple[tuple[str, str], ...] = ()
     basis: str | None = None
+    fund_source: str | None = None       # 资金来源 on the payout list
+    confirm_days: int = DEADLINE_DEFAULTS["confirm_days"]
+    review_days: int = DEADLINE_DEFAULTS["review_days"]
+    pay_days: int = DEADLINE_DEFAULTS["pay_days"]
     file: str = ""
     file_hash: str = ""                  # sha256 of the file's bytes (audit)
     repealed_on: dt.date | None = None   # 废止: out of force from this date on
@@ -717,6 +723,13 @@ class _Checker:
         publicity = doc.get("publicity_days")
         if publicity is not None and (not isinstance(publicity, int) or isinstance(publicity, bool) or publicity < 0):
             self.err(doc.lines["publicity_days"], "publicity_days", f"公示天数应为非负整数，而不是 \"{_fmt(publicity)}\"")
+        deadlines = {}
+        for k, default in DEADLINE_DEFAULTS.items():
+            v = doc.get(k, default)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                self.err(doc.lines[k], k, f"期限应为正整数（工作日），而不是 \"{_fmt(v)}\"")
+            deadlines[k] = v
+        fund_source = self.text(doc, "fund_source", False)
         guide: tuple[tuple[str, str], ...] = ()
         raw_guide = doc.get("guide")
         if raw_guide is not None:
@@ -731,8 +744,8 @@ class _Checker:
             id=pid, name=name, department=department, kind=kind, period=period,
             valid_from=valid_from, valid_to=valid_to, conditions=conditions, benefit=benefit,
             guards=guards, budget=budget, budget_rule=budget_rule, exclusive_group=group,
-            publicity_days=publicity, guide=guide, basis=basis, file=self.file, file_hash=file_hash,
-            repealed_on=repealed_on,
+            publicity_days=publicity, guide=guide, basis=basis, fund_source=fund_source, **deadlines,
+            file=self.file, file_hash=file_hash, repealed_on=repealed_on,
         )
 
 

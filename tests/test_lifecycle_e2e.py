@@ -352,9 +352,9 @@ def test_lifecycle_over_five_nights(nightly_dag, warehouse_url, alert_hook, tmp_
     assert {r["批次号"] for r in pay_csv} == {batch1}
     parquet = pq.read_table(payout_dir / "payout.parquet").to_pylist()
     assert sorted((r["policy_id"], r["period"], r["uscc"], r["amount"], r["batch_id"]) for r in parquet) == \
-        sorted((*key_of(r), money(r["拨付金额（元）"]), r["批次号"]) for r in pay_csv)
+        sorted((*key_of(r), money(r["金额（元）"]), r["批次号"]) for r in pay_csv)
     ledger4 = w.ledger()
-    assert all(money(r["拨付金额（元）"]) == ledger4[key_of(r)]["amount"] for r in pay_csv)
+    assert all(money(r["金额（元）"]) == ledger4[key_of(r)]["amount"] for r in pay_csv)
     departments = {ledger4[k]["department"] for k in first_wave}
     assert len(departments) == 2
     assert sorted(p.name for p in payout_dir.glob("*_拨付清单.xlsx")) == sorted(
@@ -365,7 +365,7 @@ def test_lifecycle_over_five_nights(nightly_dag, warehouse_url, alert_hook, tmp_
         mine = [k for k in first_wave if ledger4[k]["department"] == d]
         assert sorted((r[col["政策编号"]], r[col["期次"]], r[col["统一社会信用代码"]]) for r in body) == sorted(mine)
         assert {r[col["批次号"]] for r in body} == {batch1}
-        assert money(total[col["拨付金额（元）"]]) == sum(ledger4[k]["amount"] for k in mine)
+        assert money(total[col["金额（元）"]]) == sum(ledger4[k]["amount"] for k in mine)
     assert w.statuses(first_wave) == dict.fromkeys(first_wave, "scheduled")
     assert w.statuses([b]) == {b: "approved"}
     assert {p.name.split("_")[0] for p in (w.run_dir(N4) / "publicity").glob("*.xlsx")} == {B}
@@ -376,7 +376,7 @@ def test_lifecycle_over_five_nights(nightly_dag, warehouse_url, alert_hook, tmp_
 
     # ------------------------------------------------------------ payments, and the same file again
     payments = csv_bytes(PAY_HEADER, [[r["批次号"], r["统一社会信用代码"], r["政策编号"], r["期次"],
-                                       r["拨付金额（元）"], "2026-12-04"] for r in pay_csv])
+                                       r["金额（元）"], "2026-12-04"] for r in pay_csv])
     w.drop("_payments", "拨付回单_PB-20261203-01.csv", payments)
     done = w.process()
     assert [(d["status"], d["rows"], d["errors"]) for d in done] == [("accepted", len(first_wave), 0)]
@@ -408,7 +408,7 @@ def test_lifecycle_over_five_nights(nightly_dag, warehouse_url, alert_hook, tmp_
     assert w.statuses([b]) == {b: "scheduled"}
     assert s5["超预算暂停拨付"] == 0 and H not in over_budget_alerts()
     w.drop("_payments", "拨付回单_PB-20261205-01.csv", csv_bytes(PAY_HEADER, [
-        [r["批次号"], r["统一社会信用代码"], r["政策编号"], r["期次"], r["拨付金额（元）"], "2026-12-06"]
+        [r["批次号"], r["统一社会信用代码"], r["政策编号"], r["期次"], r["金额（元）"], "2026-12-06"]
         for r in pay_csv5]))
     assert [d["status"] for d in w.process()] == ["accepted"]
 

@@ -121,7 +121,7 @@ def test_a_rerun_after_a_crash_yields_the_same_batch_and_files(settings, monkeyp
     ws = load_workbook(folder / "区科学技术局_拨付清单.xlsx").active
     values = [r for r in ws.iter_rows(values_only=True)]
     total_row = next(r for r in values if r[0] == "合计")
-    assert total_row[-1] == pytest.approx(12345.67)
+    assert total_row[-2] == pytest.approx(12345.67) and total_row[-1] == "人民币壹万贰仟叁佰肆拾伍元陆角柒分"
 
 
 def _portrait(settings, as_of, rows: dict[str, dict]) -> None:
@@ -193,3 +193,37 @@ def test_a_list_longer_than_a_person_reads_goes_out_as_csv(tmp_path, monkeypatch
     assert short.suffix == ".xlsx" and long.suffix == ".csv" and not (tmp_path / "b.xlsx").exists()
     text = long.read_bytes().decode("utf-8")
     assert text.startswith("\ufeff企业名称,金额") and "'=甲,1.00" in text
+
+
+def test_the_payout_workbook_reads_back_with_every_column_the_totals_and_signatures(tmp_path):
+    from types import SimpleNamespace
+
+    policy = SimpleNamespace(basis="卧政〔2026〕3号", fund_source="区级惠企政策专项资金")
+    items = [{"batch_id": "PB-20261203-01", "department": "区人力资源和社会保障局", "name": f"示范{n}有限公司",
+              "uscc": code(n), "policy_id": "WL-RS-2026-01", "policy_name": "小微企业稳岗奖励", "period": "2026",
+              "payee_name": f"示范{n}有限公司", "bank_name": "中国工商银行南阳卧龙支行",
+              "bank_account": f"62220214000012{n:02d}", "amount": Decimal(a)}
+             for n, a in ((1, "100000.00"), (2, "10.10"))]
+    [csv_path, parquet_path, book] = payout.write(tmp_path, D1, items, "某平台", {"WL-RS-2026-01": policy})
+    ws = load_workbook(book).active
+    rows = [list(r) for r in ws.iter_rows(values_only=True)]
+    assert rows[0][0] == "惠企政策免申即享资金拨付清单" and rows[1][0].startswith("制表日期：2026年11月26日")
+    assert rows[2] == ["序号", "批次号", "企业名称", "统一社会信用代码", "政策编号", "政策名称", "期次", "政策依据",
+                       "资金来源", "收款户名", "开户银行", "银行账号", "金额（元）", "金额（大写）"]
+    assert rows[3] == [1, "PB-20261203-01", "示范1有限公司", code(1), "WL-RS-2026-01", "小微企业稳岗奖励", "2026",
+                       "卧政〔2026〕3号", "区级惠企政策专项资金", "示范1有限公司", "中国工商银行南阳卧龙支行",
+                       "6222021400001201", 100000, "人民币壹拾万元整"]
+    assert rows[4][11:] == ["6222021400001202", 10.1, "人民币壹拾元壹角"]
+    total = rows[5]
+    assert (total[0], total[12], total[13]) == ("合计", 100010.1, "人民币壹拾万零壹拾元壹角")
+    assert rows[7][0] == "制表单位：某平台"
+    assert rows[9][0] == "经办人：__________　　　　审核人：__________　　　　负责人：__________"
+    assert ws.cell(4, 13).number_format == "#,##0.00"
+    # the machine handoff: the same rows with the department, and the batch id on each
+    with open(csv_path, encoding="utf-8-sig") as fh:
+        listed = list(csv.DictReader(fh))
+    assert [(r["批次号"], r["银行账号"], r["金额（元）"], r["金额（大写）"], r["执行部门"]) for r in listed] == [
+        ("PB-20261203-01", "6222021400001201", "100000.00", "人民币壹拾万元整", "区人力资源和社会保障局"),
+        ("PB-20261203-01", "6222021400001202", "10.10", "人民币壹拾元壹角", "区人力资源和社会保障局")]
+    assert pq.read_table(parquet_path).column("bank_account").to_pylist() == [
+        "6222021400001201", "6222021400001202"]

@@ -195,3 +195,17 @@ def test_a_repealed_policy_is_out_of_force_from_its_repeal_date():
     assert [(e.key, "早于" in e.message) for e in errors] == [("repealed_on", True)]
     _, errors = P.load_text(_with(head="valid_from: 2026-01-01\nrepealed_on: 九月"))
     assert [e.key for e in errors] == ["repealed_on"]
+
+
+def test_fund_source_and_deadlines_are_optional_keys_with_defaults():
+    from pipelines.policies import load_text
+
+    base = ("id: X\nname: 测试\ndepartment: 区财政局\nkind: name_list\nperiod: '2026'\nvalid_from: 2026-01-01\n"
+            "valid_to: 2026-12-31\nbenefit: {type: fixed, amount: 1000}\n")
+    policy, errors = load_text(base)
+    assert errors == [] and (policy.fund_source, policy.confirm_days, policy.review_days, policy.pay_days) == (
+        None, 15, 10, 20)
+    policy, errors = load_text(base + "fund_source: 区级惠企政策专项资金\nconfirm_days: 5\n")
+    assert errors == [] and (policy.fund_source, policy.confirm_days) == ("区级惠企政策专项资金", 5)
+    policy, errors = load_text(base + "confirm_days: 0\n")
+    assert policy is None and "confirm_days" in str(errors[0])

@@ -282,7 +282,7 @@ def test_one_full_lifecycle_from_match_to_paid(settings, tmp_path):
     # the finance bureau returns the payout CSV with what it paid
     pay = write_csv(tmp_path / "inbox" / "_payments" / "p.csv",
                     ["批次号", "统一社会信用代码", "政策编号", "期次", "实付金额", "支付日期"],
-                    [[r["批次号"], r["统一社会信用代码"], r["政策编号"], r["期次"], r["拨付金额（元）"],
+                    [[r["批次号"], r["统一社会信用代码"], r["政策编号"], r["期次"], r["金额（元）"],
                       "2026-12-03"] for r in listed])
     assert handle(settings, "_payments", pay).summary == "接收 2 行，错误 0 行，金额合计 7,500.50 元"
     assert set(statuses(settings).values()) == {"paid"}

@@ -112,9 +112,12 @@ def _body_styles(ws, columns: Sequence[Col], row: int) -> list:
 
 def workbook_bytes(title: str, columns: Sequence[Col], rows: Iterable[dict], *, unit: str,
                    made_on: date, sheet: str = "Sheet1", subtitle: str | None = None,
-                   total: bool | None = None, date_label: str = "制表日期") -> bytes:
+                   total: bool | None = None, total_cells: dict[str, str] | None = None,
+                   footer: Sequence[str] = (), date_label: str = "制表日期") -> bytes:
     """The xlsx bytes of one list. `total`: add a 合计 row (default: when a money column exists);
-    `date_label`: how the date under the title is named (a published list has a 发布日期)."""
+    `total_cells`: more cells of that row by column key (the 大写 total); `footer`: lines
+    under 制表单位 (signature lines); `date_label`: how the date under the title is named
+    (a published list has a 发布日期)."""
     rows = list(rows)
     columns = list(columns)
     wb = Workbook()
@@ -173,7 +176,13 @@ def workbook_bytes(title: str, columns: Sequence[Col], rows: Iterable[dict], *, 
             widths[j - 1] = max(widths[j - 1], display_width(f"{s:,.2f}") + 2)
         if ncol > 1 and 2 not in money_cols:
             ws.cell(row=r, column=2, value=f"共 {len(rows)} 条")
+        keys = [c.key for c in columns]
+        for key, value in (total_cells or {}).items():
+            cell = ws.cell(row=r, column=keys.index(key) + 1, value=neutralise(value))
+            cell.font = Font(bold=True)
     ws.cell(row=r + 2, column=1, value=f"制表单位：{unit}")
+    for i, line in enumerate(footer, start=r + 4):
+        ws.cell(row=i, column=1, value=neutralise(line))
 
     for j, col in enumerate(columns, start=1):
         letter = get_column_letter(j)
