@@ -25,6 +25,9 @@ class Settings:
     work: Path             # staged/, quarantine/, portrait/, archive/ ...: the pipeline's own layers
     warehouse_url: str     # SQLAlchemy URL
     expectations: Path     # GX suites
+    # Operator's working-day calendars <calendar>/<year>.yaml for years the holiday
+    # library does not know yet (pipelines/workdays.py).
+    calendar: Path = DEFAULT_DATA / "calendar"
     landing_configured: bool = True  # False when falling back to the demo landing folder
     # feed -> (SQLAlchemy URL or airflow://<conn_id>, table name or SELECT): feeds
     # pulled from a department's exchange database instead of the file drop.
@@ -161,6 +164,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         work=work,
         warehouse_url=warehouse,
         expectations=Path(env.get("MIANSHEN_EXPECTATIONS", PROJECT_ROOT / "expectations")),
+        calendar=Path(env.get("MIANSHEN_CALENDAR", DEFAULT_DATA / "calendar")),
         landing_configured="MIANSHEN_LANDING" in env,
         sources=_sources(env),
         max_file_mb=_positive(env, "MIANSHEN_MAX_FILE_MB", 100),

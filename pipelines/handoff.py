@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 import yaml
 
-from pipelines import ledger, recheck, warehouse
+from pipelines import alerts, ledger, recheck, warehouse
 from pipelines import policies as policies_mod
 from pipelines.config import Settings
 from pipelines.outputs import payout, publicity, published, reminders, review, sms
@@ -28,6 +28,7 @@ from pipelines.policies import load_dir
 from pipelines.files import atomic_write_bytes, read_json
 from pipelines.orchestration import parse_hold
 from pipelines.outputs.workbook import clear_stale
+from pipelines.workdays import WorkCalendar
 
 log = logging.getLogger(__name__)
 UNIT = "卧龙区惠企政策“免申即享”服务平台"
@@ -105,6 +106,8 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
     eligible = pq.read_table(results, filters=[("outcome", "==", "eligible"), ("kind", "!=", "manual")])
     days = publicity_days(settings.policies)
     tel = phones(settings, as_of)
+    policies = {p.id: p for p in policies_mod.load_dir(settings.policies)[0]}
+    calendar = WorkCalendar(settings.calendar)
 
     with engine.begin() as conn:
         # A backfill: a later date has already been through this step. The ledger
@@ -127,7 +130,7 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
 
     with engine.begin() as conn:
         notified = ledger.notified_on(conn, as_of) if backfill else ledger.notify(conn, as_of, run_id)
-    sms_files = sms.write(run_dir, as_of, notified, tel, UNIT) if notified else []
+    sms_files = sms.write(run_dir, as_of, notified, tel, UNIT, policies, calendar) if notified else []
     clear_stale(run_dir / "sms", sms_files)
 
     recorded = read_json(settings.ledger_summary_path(as_of)) if backfill else None
@@ -153,7 +156,7 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
         with engine.connect() as conn:
             candidates = ledger.rows_in(conn, "suspended") + ledger.payable(conn, as_of)[0]
             conn.rollback()
-        findings = recheck.findings(settings, as_of, candidates)
+        findings = recheck.findings(settings, as_of, candidates, policies)
         if findings is None:
             log.warning("ledger %s: no portrait to re-check against; nothing is scheduled tonight", as_of)
         else:
@@ -169,8 +172,7 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
     with engine.begin() as conn:
         items = ledger.batch_rows(conn, as_of)
         _, held = ledger.payable(conn, as_of)
-    loaded, _errors = policies_mod.load_dir(settings.policies)
-    payout_files = payout.write(run_dir, as_of, items, UNIT, {p.id: p for p in loaded})
+    payout_files = payout.write(run_dir, as_of, items, UNIT, policies)
     clear_stale(run_dir / "payout", payout_files)
 
     with engine.connect() as conn:
@@ -215,6 +217,11 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
     shown = {label: summary[key] for key, label in REPORT_LABELS.items()}
     shown["拨付批次"] = summary["payout_batches"]
     shown["超预算暂停的政策"] = summary["held_policies"]
+    if calendar.warnings:   # a deadline counted without the year's holiday arrangement
+        summary["calendar_warnings"] = calendar.warnings
+        shown["工作日历提示"] = "；".join(calendar.warnings)
+        alerts.send(alerts.Alert(kind="calendar", title="【免申即享】工作日历缺少节假日安排",
+                                 text="\n".join(calendar.warnings)))
     summary["backfill"] = backfill
     # Written last (nightly.run_status reads its time); a backfill writes back what was recorded.
     atomic_write_bytes(settings.ledger_summary_path(as_of),

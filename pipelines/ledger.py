@@ -297,7 +297,7 @@ def _done_by_file(conn: Connection, ledger_id: int, to: str, source: Source) -> 
 
 
 def move_all(conn: Connection, current: str, to: str, source: Source | str | None,
-             note: str | None = None, **values) -> int:
+             note: str | None = None, where: sa.ColumnElement[bool] | None = None, **values) -> int:
     """The nightly run's bulk move of every row in `current` (all eligible rows to notified):
     the transition log and the status change as two set-based statements, not a statement
     per row, with the same check as `transition` that nothing else moved them meanwhile.
@@ -305,6 +305,7 @@ def move_all(conn: Connection, current: str, to: str, source: Source | str | Non
     if (current, to) not in ALLOWED:
         raise ValueError(f"cannot move rows in {current!r} to {to!r}")
     now, src = wh.utcnow(), _source(source)
+    which = ledger.c.status == current if where is None else sa.and_(ledger.c.status == current, where)
     t = ledger_transitions.c
     logged = conn.execute(ledger_transitions.insert().from_select(
         [t.ledger_id, t.from_status, t.to_status, t.at, t.run_id, t.source_file, t.source_sha256,
@@ -312,9 +313,8 @@ def move_all(conn: Connection, current: str, to: str, source: Source | str | Non
         sa.select(ledger.c.id, sa.literal(current, sa.String), sa.literal(to, sa.String),
                   sa.literal(now, sa.DateTime), sa.literal(src.run_id, sa.String),
                   sa.literal(src.file, sa.Text), sa.literal(src.sha256, sa.String), ledger.c.department,
-                  ledger.c.amount, sa.literal(note, sa.Text)).where(ledger.c.status == current))).rowcount
-    moved = conn.execute(ledger.update().where(ledger.c.status == current)
-                         .values(status=to, updated_at=now, **values)).rowcount
+                  ledger.c.amount, sa.literal(note, sa.Text)).where(which))).rowcount
+    moved = conn.execute(ledger.update().where(which).values(status=to, updated_at=now, **values)).rowcount
     if moved != logged:
         raise RuntimeError("台账状态已被同时运行的其他任务更改，本次夜间处理已回滚，请重跑")
     return moved
@@ -355,11 +355,24 @@ def rows_in(conn: Connection, *statuses: str) -> list[dict]:
     return [dict(r._mapping) for r in rows]
 
 
+def held_over_budget() -> sa.ColumnElement[bool]:
+    """Rows of a policy period flagged over budget whose hold no operator has released."""
+    released = sa.select(wh.budget_releases.c.policy_id).where(
+        wh.budget_releases.c.policy_id == ledger.c.policy_id,
+        wh.budget_releases.c.period == ledger.c.period).exists()
+    return sa.and_(ledger.c.over_budget.is_(True), ~released)
+
+
 def notify(conn: Connection, as_of: date, run_id: str) -> list[dict]:
     """Move every `eligible` row to `notified` (the SMS outbox is handed on) and
     return the rows notified for this as_of, including those an earlier attempt
-    of the same date already moved, so a rerun writes the same outbox."""
-    move_all(conn, "eligible", "notified", run_id, note="短信待发清单已生成", notified_as_of=as_of)
+    of the same date already moved, so a rerun writes the same outbox.
+
+    A policy period held over budget is told nothing (no enterprise is promised
+    money the budget cannot pay): its rows stay `eligible` until the night the
+    hold is released."""
+    move_all(conn, "eligible", "notified", run_id, note="短信待发清单已生成", where=~held_over_budget(),
+             notified_as_of=as_of)
     return notified_on(conn, as_of)
 
 

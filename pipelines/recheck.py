@@ -27,7 +27,6 @@ from typing import Iterable
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines import policies as policies_mod
 from pipelines.config import Settings
 from pipelines.policies import GUARDS, Policy
 
@@ -128,14 +127,12 @@ def enterprise_facts(settings: Settings, as_of: date, usccs: Iterable[str]) -> d
     return out
 
 
-def read_night(settings: Settings, as_of: date, rows: list[dict]) -> Night:
+def read_night(settings: Settings, as_of: date, rows: list[dict], policies: dict[str, Policy]) -> Night:
     """The facts the re-check of `rows` (ledger rows) needs from the night of as_of."""
-    night = Night()
+    night = Night(policies=policies)
     if not rows:
         return night
     night.enterprises = enterprise_facts(settings, as_of, (r["uscc"] for r in rows))
-    loaded, _errors = policies_mod.load_dir(settings.policies)
-    night.policies = {p.id: p for p in loaded}
     results = settings.matches_path(as_of)
     if results.exists():
         ids = sorted({r["policy_id"] for r in rows})
@@ -153,10 +150,12 @@ def read_night(settings: Settings, as_of: date, rows: list[dict]) -> Night:
     return night
 
 
-def findings(settings: Settings, as_of: date, rows: list[dict]) -> dict[int, str | None] | None:
+def findings(settings: Settings, as_of: date, rows: list[dict],
+             policies: dict[str, Policy]) -> dict[int, str | None] | None:
     """Ledger id -> tonight's re-check finding (None: passes) for each of `rows`;
-    None when the night has no portrait to re-check against (then nothing may be paid)."""
-    if rows and not (settings.portrait_path(as_of)).exists():
+    None when the night has no portrait to re-check against (then nothing may be paid).
+    policies: policy id -> the night's Policy (its guards and kind)."""
+    if rows and not settings.portrait_path(as_of).exists():
         return None
-    night = read_night(settings, as_of, rows)
+    night = read_night(settings, as_of, rows, policies)
     return {r["id"]: finding(r["policy_id"], (r["policy_id"], r["period"], r["uscc"]), night) for r in rows}

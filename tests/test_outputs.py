@@ -22,9 +22,42 @@ D1 = date(2026, 11, 26)
 
 
 def test_sms_message_reads_exactly_like_the_spec():
-    assert sms.message("XX公司", "小微企业稳岗奖励", Decimal("5000.00")) == (
-        "【卧龙区惠企政策】XX公司：经数据比对，贵单位符合“小微企业稳岗奖励”，"
-        "预计可享受 5,000.00 元。请登录平台确认申领意愿。")
+    assert sms.message("XX公司", "小微企业稳岗奖励", Decimal("5000.00"), date(2026, 12, 16),
+                       "区人社局 0377-6xxxxxxx") == (
+        "【卧龙区惠企政策】XX公司：经数据比对，贵单位符合“小微企业稳岗奖励”，预计可享受 5,000.00 元。"
+        "请于2026年12月16日前登录平台确认申领意愿并签署信用承诺。咨询：区人社局 0377-6xxxxxxx")
+
+
+def test_sms_rows_carry_the_deadline_in_working_days_and_the_guides_contact(settings):
+    (settings.policies / "WL-RS-2026-01.yaml").write_text(
+        "id: WL-RS-2026-01\nname: 小微企业稳岗奖励\ndepartment: 区人力资源和社会保障局\nkind: condition\n"
+        "period: '2026'\nvalid_from: 2026-01-01\nvalid_to: 2026-12-31\nconfirm_days: 5\n"
+        "conditions: [{field: arrears, op: is_false}]\nbenefit: {type: fixed, amount: 5000}\n"
+        "guide: {contact: 区人社局就业促进股，0377-63211001}\n", encoding="utf-8")
+    write_portrait(settings, date(2026, 9, 29), {code(1): ("13812345678", "王建国")})
+    write_matches(settings, date(2026, 9, 29), [match(n=1)])
+    outputs.ledger_and_outputs(settings, date(2026, 9, 29), "r1")
+    with open(settings.run_dir(date(2026, 9, 29)) / "sms" / "短信待发清单.csv", encoding="utf-8-sig") as fh:
+        [row] = list(csv.DictReader(fh))
+    # 5 working days after Tue 09-29: 09-30, (National Day 10-01..07), 10-08, 10-09, Sat 10-10 (调休), 10-12
+    assert row["确认截止日期"] == "2026-10-12"
+    assert row["短信内容"].endswith("请于2026年10月12日前登录平台确认申领意愿并签署信用承诺。"
+                                  "咨询：区人社局就业促进股，0377-63211001")
+
+
+def test_no_sms_for_a_flag_policy_held_over_budget_until_the_night_of_its_release(settings):
+    write_portrait(settings, D1, {code(1): ("13812345678", "王建国"), code(2): ("13812345679", "李四")})
+    rows = [match(n=1), match(n=2, policy_id="WL-KJ-01", over_budget=True)]
+    out = run(settings, D1, rows)
+    assert out["sms"] == 1
+    with warehouse.connect(settings.warehouse_url).connect() as conn:
+        assert [r["uscc"] for r in ledger.rows_in(conn, "eligible")] == [code(2)]   # waits, still eligible
+    d2 = D1 + timedelta(days=1)
+    assert run(settings, d2, rows, "r2")["sms"] == 0
+    out = run(settings, D1 + timedelta(days=2), rows, "r3", release_holds=["WL-KJ-01:2026"])
+    assert out["sms"] == 1
+    with open(settings.run_dir(D1 + timedelta(days=2)) / "sms" / "短信待发清单.csv", encoding="utf-8-sig") as fh:
+        assert [r["统一社会信用代码"] for r in csv.DictReader(fh)] == [code(2)]
 
 
 def test_workbook_has_the_government_form_and_neutralises_formulas(tmp_path):
