@@ -23,7 +23,7 @@ import yaml
 from pipelines import alerts, ledger, recheck, warehouse
 from pipelines import policies as policies_mod
 from pipelines.config import Settings
-from pipelines.outputs import payout, publicity, published, reminders, review, sms
+from pipelines.outputs import payout, publicity, published, reminders, review, sms, supervision
 from pipelines.policies import load_dir
 from pipelines.files import atomic_write_bytes, read_json
 from pipelines.orchestration import parse_hold
@@ -177,7 +177,12 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
 
     with engine.connect() as conn:
         unanswered = ledger.rows_in(conn, "notified")
+        paid = ledger.paid_since(conn, supervision.since(as_of))
         conn.rollback()
+    watched = supervision.rows(paid, recheck.enterprise_facts(settings, as_of, (r["uscc"] for r in paid)))
+    supervision_files = supervision.write(run_dir, as_of, watched, UNIT)
+    clear_stale(run_dir / "supervision", supervision_files)
+
     loaded, policy_errors = load_dir(settings.policies)
     reminder = reminders.write(settings.reminders_dir(as_of), as_of, results, settings.portrait_path(as_of),
                                unanswered, loaded, UNIT)
@@ -209,9 +214,10 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
         "held_policies": sorted({f"{r['policy_id']}:{r['period']}" for r in held}),
         "reminders": reminder.unclaimed_rows,
         "reminder_lists": reminder.summary,
+        "supervision_rows": len(watched),
         "files": [str(Path(p).relative_to(run_dir))
                   for p in sms_files + review_files + publicity_files + payout_files
-                  + reminder.paths + list_files],
+                  + supervision_files + reminder.paths + list_files],
     }
     # The run report shows ledger.json's scalar entries as they are: Chinese labels.
     shown = {label: summary[key] for key, label in REPORT_LABELS.items()}
@@ -248,4 +254,5 @@ REPORT_LABELS = {
     "held_over_budget": "超预算暂停拨付",
     "holds_released": "本次解除超预算暂停",
     "reminders": "应享未享提醒",
+    "supervision_rows": "事后监管（已拨付企业现失信或注销、吊销）",
 }

@@ -2,6 +2,7 @@
 
 Layout (all under `settings.inbox`):
     <policy_id>/ _confirmations/ _reviews/ _objections/ _payments/   what senders drop
+    _recoveries/ _recovery_receipts/
     _archive/<folder>/<YYYY-MM-DD>/<sha256[:12]>_<name>              taken files
     _archive/<folder>/<YYYY-MM-DD>/duplicates/<sha256[:12]>_<name>   content seen before (+ .note.txt)
     _rejected/<folder>/<YYYY-MM-DD>/<sha256[:12]>_<name>             refused files

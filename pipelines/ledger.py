@@ -514,7 +514,8 @@ def record_payment(conn: Connection, key: Key, batch_id: str, amount: Decimal,
     if item.batch_id != batch_id:
         return f"批次号不符：该结果列入的是批次 {item.batch_id}，不是 {batch_id}"
     note = f"批次 {batch_id} 实付" + (f"，支付日期 {paid_on}" if paid_on else "")
-    reason = transition(conn, key, "paid", source, department, amount=amount, note=note)
+    reason = transition(conn, key, "paid", source, department, amount=amount, note=note,
+                        paid_on=paid_on or wh.utcnow().date())
     if reason is None:
         left = conn.execute(
             sa.select(sa.func.count()).select_from(payout_items)
@@ -524,6 +525,52 @@ def record_payment(conn: Connection, key: Key, batch_id: str, amount: Decimal,
             conn.execute(payout_batches.update().where(payout_batches.c.batch_id == batch_id)
                          .values(status="paid"))
     return reason
+
+
+# ---------------------------------------------------------------- 追回 (recovery)
+
+def request_recovery(conn: Connection, key: Key, amount: Decimal, reason: str,
+                     source: Source | str | None, department: str | None = None) -> str | None:
+    """paid -> recovering, recording what the department asks back and why. Refused
+    (Chinese reason, nothing changed) unless the row is paid and 0 < amount <= paid."""
+    row = get(conn, key)
+    if row is None:
+        return f"无此匹配结果：{_key_text(key)} 不在兑现台账中"
+    src = _source(source)
+    if not _done_by_file(conn, row["id"], "recovering", src):
+        if amount <= 0 or (row["amount"] is not None and amount > row["amount"]):
+            return f"追回金额 {amount:,.2f} 元应大于零且不超过已拨付金额 {_fmt(row['amount'])} 元"
+    refused = transition(conn, key, "recovering", src, department or row["department"],
+                         note=f"追回 {amount:,.2f} 元：{reason}")
+    if refused is None:
+        conn.execute(_insert_ignore(conn, wh.recoveries, ["ledger_id"]).values(
+            ledger_id=row["id"], amount=amount, reason=reason, requested_at=wh.utcnow(), request_file=src.file))
+    return refused
+
+
+def record_recovery_receipt(conn: Connection, key: Key, amount: Decimal, received_on: date | None,
+                            source: Source | str | None, department: str | None = None) -> str | None:
+    """recovering -> recovered once the finance bureau has received exactly what was asked back."""
+    row = get(conn, key)
+    if row is None:
+        return f"无此匹配结果：{_key_text(key)} 不在兑现台账中"
+    asked = conn.execute(sa.select(wh.recoveries).where(wh.recoveries.c.ledger_id == row["id"])).first()
+    src = _source(source)
+    if asked is not None and row["status"] == "recovering" and amount != asked.amount:
+        return f"实收金额 {amount:,.2f} 元与追回金额 {asked.amount:,.2f} 元不一致"
+    refused = transition(conn, key, "recovered", src, department,
+                         note=f"追回款到账 {amount:,.2f} 元" + (f"，到账日期 {received_on}" if received_on else ""))
+    if refused is None:
+        conn.execute(wh.recoveries.update().where(wh.recoveries.c.ledger_id == row["id"]).values(
+            received_amount=amount, received_on=received_on, receipt_file=src.file))
+    return refused
+
+
+def paid_since(conn: Connection, since: date) -> list[dict]:
+    """Rows paid on or after `since` and still `paid` (the 事后监管清单's candidates)."""
+    rows = conn.execute(sa.select(ledger).where(ledger.c.status == "paid", ledger.c.paid_on >= since)
+                        .order_by(ledger.c.department, ledger.c.policy_id, ledger.c.period, ledger.c.uscc)).all()
+    return [dict(r._mapping) for r in rows]
 
 
 def keys(rows: Iterable[dict]) -> list[Key]:

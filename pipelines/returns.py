@@ -1,5 +1,5 @@
 """Handlers for the files that come back into the inbox: confirmations, reviews,
-objections and payments. Each moves ledger rows (pipelines.ledger) and reports
+objections, payments, recoveries (追回) and their receipts. Each moves ledger rows (pipelines.ledger) and reports
 per row; the inbox (pipelines/inbox.py) does the exactly-once mechanics.
 
 Decisions:
@@ -23,6 +23,9 @@ Decisions:
   the registered name (the ledger's, compared as name lists compare names), a
   开户银行 and an 8-32 digit 银行账号; every reason it breaks is listed. The
   account is kept without spaces and hyphens. 放弃 needs none of them.
+- Recoveries: 追回金额 may be part of what was paid (more than zero, at most
+  the amount paid); the receipt's 实收金额 must equal it. A recovered result
+  stays `recovered`: nothing moves it again, so it is never paid again.
 - Payments: the amount must equal the ledger's and the batch must be the one
   the row was scheduled on; a row already paid is refused ("不重复支付").
 """
@@ -399,3 +402,46 @@ def _payment(conn, values: dict, source: Source) -> Applied:
 def handle_payments(settings: Settings, path: Path, sha256: str, folder: str) -> IntakeResult:
     return _run(settings, path, sha256, ("批次号",) + KEY + ("实付金额", "支付日期"), _payment,
                 key_cells=("批次号",) + KEY, department=FINANCE)
+
+
+# ---------------------------------------------------------------- _recoveries, _recovery_receipts
+
+def _recovery(conn, values: dict, source: Source) -> Applied:
+    key = _key(values)
+    if (missing := _missing_key(key)):
+        return Applied(missing)
+    try:
+        amount = money(values.get("追回金额"))
+    except ValueError:
+        return Applied(f"追回金额“{text(values.get('追回金额'))}”无法识别")
+    reason = text(values.get("追回原因"))
+    if not reason:
+        return Applied("追回原因为空")
+    row = ledger.get(conn, key)
+    department = row["department"] if row else None
+    return Applied(ledger.request_recovery(conn, key, amount, reason, source, department), amount, department)
+
+
+@intake.handles("_recoveries")
+def handle_recoveries(settings: Settings, path: Path, sha256: str, folder: str) -> IntakeResult:
+    return _run(settings, path, sha256, KEY + ("追回金额", "追回原因"), _recovery)
+
+
+def _recovery_receipt(conn, values: dict, source: Source) -> Applied:
+    key = _key(values)
+    if (missing := _missing_key(key)):
+        return Applied(missing)
+    try:
+        amount = money(values.get("实收金额"))
+    except ValueError:
+        return Applied(f"实收金额“{text(values.get('实收金额'))}”无法识别")
+    try:
+        received_on = day(values.get("到账日期"))
+    except ValueError:
+        return Applied(f"到账日期“{text(values.get('到账日期'))}”无法识别")
+    return Applied(ledger.record_recovery_receipt(conn, key, amount, received_on, source, FINANCE), amount)
+
+
+@intake.handles("_recovery_receipts")
+def handle_recovery_receipts(settings: Settings, path: Path, sha256: str, folder: str) -> IntakeResult:
+    return _run(settings, path, sha256, KEY + ("实收金额", "到账日期"), _recovery_receipt, department=FINANCE)

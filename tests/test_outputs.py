@@ -36,7 +36,7 @@ def test_sms_rows_carry_the_deadline_in_working_days_and_the_guides_contact(sett
         "guide: {contact: 区人社局就业促进股，0377-63211001}\n", encoding="utf-8")
     write_portrait(settings, date(2026, 9, 29), {code(1): ("13812345678", "王建国")})
     write_matches(settings, date(2026, 9, 29), [match(n=1)])
-    outputs.ledger_and_outputs(settings, date(2026, 9, 29), "r1")
+    handoff.ledger_and_outputs(settings, date(2026, 9, 29), "r1")
     with open(settings.run_dir(date(2026, 9, 29)) / "sms" / "短信待发清单.csv", encoding="utf-8-sig") as fh:
         [row] = list(csv.DictReader(fh))
     # 5 working days after Tue 09-29: 09-30, (National Day 10-01..07), 10-08, 10-09, Sat 10-10 (调休), 10-12

@@ -297,3 +297,60 @@ def test_one_full_lifecycle_from_match_to_paid(settings, tmp_path):
     write_matches(settings, d7, rows)
     out = handoff.ledger_and_outputs(settings, d7, "r7")
     assert (out["ledger_new"], out["sms"], out["payout_items"]) == (0, 0, 0)
+
+
+def test_recovery_and_its_receipt_move_a_paid_row_to_recovered_for_good(settings, tmp_path):
+    setup_notified(settings, 3)
+    batch = schedule(settings, [(P, "2026", code(n)) for n in (1, 2)])
+    pay_header = ["批次号", "统一社会信用代码", "政策编号", "期次", "实付金额", "支付日期"]
+    handle(settings, "_payments", write_csv(tmp_path / "pay.csv", pay_header, [
+        [batch, code(n), P, "2026", "5000.00", "2026-11-30"] for n in (1, 2)]))
+    header = ["统一社会信用代码", "政策编号", "期次", "追回金额", "追回原因"]
+    asked = handle(settings, "_recoveries", write_csv(tmp_path / "r.csv", header, [
+        [code(1), P, "2026", "5,000.00", "事后核查发现虚报参保人数"],
+        [code(2), P, "2026", "6000", "虚报"],                  # more than was paid
+        [code(2), P, "2026", "100", ""],                       # no reason
+        [code(3), P, "2026", "100", "虚报"],                   # never paid
+    ]))
+    errors = [o.error for o in asked.rows]
+    assert errors[0] is None and "不超过已拨付金额 5,000.00 元" in errors[1]
+    assert errors[2] == "追回原因为空" and "当前状态为“已通知”，不能变更为“追回中”" in errors[3]
+    assert statuses(settings) == {code(1): "recovering", code(2): "paid", code(3): "notified"}
+    receipt = ["统一社会信用代码", "政策编号", "期次", "实收金额", "到账日期"]
+    got = handle(settings, "_recovery_receipts", write_csv(tmp_path / "g.csv", receipt, [
+        [code(1), P, "2026", "4000", "2026-12-10"], [code(2), P, "2026", "5000", "2026-12-10"]]))
+    assert got.rows[0].error == "实收金额 4,000.00 元与追回金额 5,000.00 元不一致"
+    assert "不能变更为“已追回”" in got.rows[1].error and got.department == "区财政局"
+    got = handle(settings, "_recovery_receipts", write_csv(tmp_path / "g2.csv", receipt, [
+        [code(1), P, "2026", "5000.00", "2026-12-10"]]))
+    assert got.rows[0].error is None and statuses(settings)[code(1)] == "recovered"
+    with warehouse.connect(settings.warehouse_url).connect() as conn:
+        rec = conn.execute(sa.select(warehouse.recoveries)).one()
+        hist = [h["to_status"] for h in ledger.history(conn, (P, "2026", code(1)))]
+    assert (rec.amount, rec.reason, rec.received_amount, rec.received_on) == (
+        Decimal("5000.00"), "事后核查发现虚报参保人数", Decimal("5000.00"), date(2026, 12, 10))
+    assert hist[-3:] == ["paid", "recovering", "recovered"]
+    # never paid again: the payment file once more, and a later night's payout
+    again = handle(settings, "_payments", write_csv(tmp_path / "pay2.csv", pay_header, [
+        [batch, code(1), P, "2026", "5000.00", "2026-12-11"]]))
+    assert "不能变更为“已拨付”" in again.rows[0].error
+    with warehouse.connect(settings.warehouse_url).begin() as conn:
+        assert ledger.schedule_payout(conn, date(2026, 12, 20), "r9") is None
+
+
+def test_supervision_lists_paid_results_whose_enterprise_is_now_listed_or_deregistered(settings, tmp_path):
+    setup_notified(settings, 3)
+    batch = schedule(settings, [(P, "2026", code(n)) for n in (1, 2, 3)])
+    handle(settings, "_payments", write_csv(tmp_path / "pay.csv", ["批次号", "统一社会信用代码", "政策编号", "期次",
+                                                                   "实付金额", "支付日期"],
+                                            [[batch, code(n), P, "2026", "5000", "2026-11-30"] for n in (1, 2, 3)]))
+    d2 = D1 + timedelta(days=10)
+    write_portrait(settings, d2, {code(n): ("", "") for n in (1, 2, 3)}, status={code(2): "注销"},
+                   dishonest={code(3)})
+    write_matches(settings, d2, [])
+    out = handoff.ledger_and_outputs(settings, d2, "r2")
+    assert out["supervision_rows"] == 2
+    ws = load_workbook(settings.run_dir(d2) / "supervision" / "区人力资源和社会保障局_事后监管清单.xlsx").active
+    body = [r for r in ws.iter_rows(min_row=4, values_only=True) if r[0] not in ("合计", None)][:2]
+    assert [(r[2], r[7], r[8]) for r in body] == [
+        (code(2), "2026-11-30", "登记状态为注销"), (code(3), "2026-11-30", f"列入失信名单（{d2}）")]
