@@ -124,6 +124,13 @@ def cmd_ledger_release(args) -> int:
     return 0
 
 
+def cmd_ledger_status(args) -> int:
+    from pipelines import ledger
+
+    print(ledger.status_command(load_settings(), args.policy, args.uscc, args.json))
+    return 0
+
+
 def cmd_simulate(args) -> int:
     from pipelines import sandbox
 
@@ -217,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("hold", type=_hold)
     c.add_argument("--operator", required=True)
     c.set_defaults(fn=cmd_ledger_release)
+    c = lsub.add_parser("status", help="查看台账记录（状态、金额、批次、最近变更及原因）")
+    c.add_argument("--policy", help="政策编号")
+    c.add_argument("--uscc", help="统一社会信用代码")
+    c.add_argument("--json", action="store_true", help="以 JSON 输出（供脚本使用）")
+    c.set_defaults(fn=cmd_ledger_status)
 
     p = sub.add_parser("simulate", help="政策沙盘：测算政策草案的覆盖面与成本")
     p.add_argument("draft", help="政策草案 YAML 文件")

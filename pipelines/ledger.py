@@ -39,7 +39,7 @@ Decisions (the spec is silent):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Iterable, Mapping
 
@@ -591,3 +591,64 @@ def release_hold_command(settings, policy_id: str, period: str, operator: str) -
         return f"政策 {policy_id} 期次 {period} 的超预算暂停此前已解除，未重复记录。"
     return (f"已记录：{operator} 解除政策 {policy_id} 期次 {period} 的超预算暂停拨付；"
             f"当前待拨付 {held} 条将在下一次夜间运行列入拨付清单。")
+
+
+# ---------------------------------------------------------------- `mianshen ledger status`
+
+STATUS_KEYS = ("policy_id", "period", "uscc", "status", "amount", "batch", "changed_on", "reason")
+
+
+def status_rows(conn: Connection, policy_id: str | None = None, uscc: str | None = None) -> list[dict]:
+    """Ledger rows (optionally of one policy and/or enterprise) with their payout batch and
+    the newest transition: when (the China date) and why. JSON-able: amounts as text."""
+    from pipelines.inbox import local_day
+
+    newest = (sa.select(ledger_transitions.c.ledger_id, sa.func.max(ledger_transitions.c.id).label("id"))
+              .group_by(ledger_transitions.c.ledger_id).subquery())
+    t = ledger_transitions
+    q = (sa.select(ledger.c.policy_id, ledger.c.period, ledger.c.uscc, ledger.c.status, ledger.c.amount,
+                   payout_items.c.batch_id, t.c.at, t.c.note)
+         .outerjoin(payout_items, payout_items.c.ledger_id == ledger.c.id)
+         .outerjoin(newest, newest.c.ledger_id == ledger.c.id)
+         .outerjoin(t, t.c.id == newest.c.id)
+         .order_by(ledger.c.policy_id, ledger.c.period, ledger.c.uscc))
+    if policy_id:
+        q = q.where(ledger.c.policy_id == policy_id)
+    if uscc:
+        q = q.where(ledger.c.uscc == uscc)
+    return [{"policy_id": r.policy_id, "period": r.period, "uscc": r.uscc, "status": r.status,
+             "amount": None if r.amount is None else str(r.amount), "batch": r.batch_id,
+             "changed_on": local_day(r.at.replace(tzinfo=timezone.utc)) if r.at else None,
+             "reason": r.note} for r in conn.execute(q)]
+
+
+def status_table(rows: list[dict]) -> str:
+    """The rows as a Chinese table for a person at a terminal (CJK characters are two columns wide)."""
+    from pipelines.outputs.workbook import display_width
+
+    if not rows:
+        return "台账中没有符合条件的记录。"
+    header = ("政策编号", "期次", "统一社会信用代码", "状态", "金额（元）", "拨付批次", "变更日期", "说明")
+    body = [(r["policy_id"], r["period"], r["uscc"], STATUS_LABELS.get(r["status"], r["status"]),
+             f"{Decimal(r['amount']):,.2f}" if r["amount"] is not None else "—", r["batch"] or "—",
+             r["changed_on"] or "—", r["reason"] or "") for r in rows]
+    widths = [max(display_width(str(line[i])) for line in (header, *body)) for i in range(len(header) - 1)]
+
+    def line(cells) -> str:
+        padded = [str(c) + " " * (w - display_width(str(c))) for c, w in zip(cells, widths)]
+        return "  ".join(padded + [str(cells[-1])]).rstrip()
+
+    return "\n".join([line(header)] + [line(b) for b in body] + [f"共 {len(rows)} 条"])
+
+
+def status_command(settings, policy_id: str | None, uscc: str | None, as_json: bool) -> str:
+    from pipelines.uscc import normalise_code
+
+    engine = wh.connect(settings.warehouse_url)
+    with engine.connect() as conn:
+        rows = status_rows(conn, policy_id, normalise_code(uscc) if uscc else None)
+    if as_json:
+        import json
+
+        return json.dumps(rows, ensure_ascii=False, indent=2)
+    return status_table(rows)

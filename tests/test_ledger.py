@@ -170,3 +170,28 @@ def test_history_records_every_move_with_its_source(engine):
         (None, "eligible"), ("eligible", "notified"), ("notified", "declined")]
     assert hist[2]["source_file"] == "c.csv" and hist[2]["source_sha256"] == "f" * 64
     assert move(engine, KEY, "confirmed") is not None   # declined is final
+
+
+def test_ledger_status_for_scripts_and_for_people(db_url, engine, monkeypatch, capsys):
+    import json
+
+    from pipelines import cli
+
+    sync(engine, [match(n=1), match(n=2, amount="1234.50"), match(n=3, policy_id="WL-KJ-01")])
+    walk_to_approved(engine, KEY)
+    with engine.begin() as conn:
+        batch = ledger.schedule_payout(conn, D1, "r1")
+        ledger.transition(conn, ("WL-RS-2026-01", "2026", code(2)), "notified", "r1", None, note="短信待发清单已生成")
+    monkeypatch.setenv("MIANSHEN_WAREHOUSE_URL", db_url)
+    assert cli.main(["ledger", "status", "--policy", "WL-RS-2026-01", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [list(r) for r in rows] == [list(ledger.STATUS_KEYS)] * 2
+    assert [(r["uscc"], r["status"], r["amount"], r["batch"], r["reason"]) for r in rows] == [
+        (code(1), "scheduled", "5000.00", batch, f"列入拨付批次 {batch}"),
+        (code(2), "notified", "1234.50", None, "短信待发清单已生成")]
+    assert all(len(r["changed_on"]) == 10 for r in rows)
+    assert cli.main(["ledger", "status", "--uscc", code(1).lower()]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["政策编号", "期次", "统一社会信用代码", "状态", "金额（元）", "拨付批次", "变更日期", "说明"]
+    assert out[1].split()[:6] == ["WL-RS-2026-01", "2026", code(1), "已列入拨付清单", "5,000.00", batch]
+    assert out[-1] == "共 1 条"
