@@ -39,6 +39,13 @@ def _print(obj) -> None:
 def cmd_demo_data(args) -> int:
     from pipelines import demo_data
 
+    if args.answers:
+        if not args.inbox:
+            raise SystemExit("--answers 需要 --inbox")
+        _print(demo_data.write_answers(Path(args.inbox), load_settings().run_dir(args.as_of), args.seed))
+        return 0
+    if not args.out:
+        raise SystemExit("需要 --out（交付数据的落地目录）")
     summary = demo_data.generate(
         Path(args.out), args.as_of, args.enterprises, args.seed,
         defect_share=args.defects, inbox=Path(args.inbox) if args.inbox else None,
@@ -163,12 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo-data", help="生成示例数据（各部门交付目录）")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", help="landing folder to write the deliveries into")
     p.add_argument("--as-of", type=_date, required=True)
     p.add_argument("--enterprises", type=int, default=2000)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--defects", type=float, default=0.02, help="share of defective rows per feed")
     p.add_argument("--inbox", help="also drop sample name-list workbooks into this inbox")
+    p.add_argument("--answers", action="store_true",
+                   help="instead: drop the confirmations and reviews answering output/<as-of>'s lists into --inbox")
     p.set_defaults(fn=cmd_demo_data)
 
     p = sub.add_parser("run", help="运行完整的夜间流水线")

@@ -415,3 +415,32 @@ def test_command_line(tmp_path, capsys):
     assert "企业登记信息" in capsys.readouterr().out
     assert (tmp_path / "registry" / "2026-03-02" / "_SUCCESS").exists()
     assert (tmp_path / "social_insurance" / "2026-02-10" / "_SUCCESS").exists()
+
+
+def test_demo_answers_confirm_the_nights_sms_with_a_few_wrong_rows_and_approve_the_reviews(tmp_path):
+    from openpyxl import load_workbook
+
+    from pipelines import returns
+    from pipelines.outputs import review
+    from pipelines.outputs.workbook import Col, write_csv
+
+    run_dir = tmp_path / "output" / "2026-11-26"
+    write_csv(run_dir / "sms" / "短信待发清单.csv",
+              [Col(h, h) for h in ("统一社会信用代码", "政策编号", "期次", "企业名称")],
+              [{"统一社会信用代码": f"91411303MA{n:08d}", "政策编号": "P", "期次": "2026", "企业名称": f"企业{n}"}
+               for n in range(40)])
+    review.write(run_dir, date(2026, 11, 26), [{
+        "department": "区人社局", "policy_id": "P", "policy_name": "政策", "period": "2026", "uscc": "X" * 18,
+        "name": "企业", "amount": None, "evidence": "[]"}], "平台")
+    written = demo_data.write_answers(tmp_path / "inbox", run_dir, seed=1)
+    rows = returns.read_table(Path(written["confirmations"][0]), returns.KEY + ("确认结果",)).rows
+    answers = [v for _, v in rows if str(v.get("统一社会信用代码") or "").startswith("9")]
+    assert len(answers) == 40 and sum(v["确认结果"] == "放弃" for v in answers) == 3
+    refused = [v for v in answers if v["确认结果"] == "确认申领" and returns.payee_refusals(v, v["收款户名"])[0]]
+    assert [v["统一社会信用代码"][-2:] for v in refused] == ["01", "03"]       # no commitment, bad account
+    assert answers[2]["收款户名"] != "企业2"                                   # another payee: refused by name
+    again = demo_data.write_answers(tmp_path / "inbox", run_dir, seed=1)
+    assert Path(again["confirmations"][0]).read_bytes() == Path(written["confirmations"][0]).read_bytes()
+    ws = load_workbook(written["reviews"][0]).active
+    header = [c.value for c in ws[3]]
+    assert ws.cell(4, header.index("审核结果") + 1).value == "通过"

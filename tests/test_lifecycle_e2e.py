@@ -2,18 +2,25 @@
 with the returned files dropped into the inbox between the nights, on SQLite
 and on PostgreSQL (slow).
 
-    night 1 (11-26)  matches → SMS outbox, every eligible result `notified`
-    inbox            _confirmations/ (xlsx from the SMS list): 确认申领 ×n, 放弃 ×1
-    night 2 (11-27)  review workbooks for the confirmed
-    inbox            _reviews/ (the workbooks filled in): 通过, one 不通过 with 审核意见
-    night 3 (11-28)  publicity lists open (5 and 7 days); the policy without
-                     publicity is payable at once but held over budget
-    night 4 (12-03)  the hold is released (release_holds); payout list PB-20261203-01:
-                     5-day policies + the released policy, `scheduled`;
-                     the 7-day policy is still in its window
-    inbox            _payments/ from payout.csv → `paid`; the same bytes again under
-                     another name pay nothing
-    night 5 (12-05)  the 7-day policy on PB-20261205-01; the paid rows never again
+    night 1 (11-26)  matches → SMS outbox, every eligible result `notified`, except
+                     the policy held over budget (H): no SMS, its results wait `eligible`
+    inbox            _confirmations/ with 信用承诺 and payee accounts: 确认申领 ×n,
+                     放弃 ×1, and three rows refused (no commitment, another 户名, a bad account)
+    night 2 (11-27)  the hold on H is released (release_holds): H's SMS go out tonight;
+                     review workbooks (with the accounts) for the confirmed
+    inbox            _reviews/: 通过, one 不通过 with 审核意见; H's confirmations
+    night 3 (11-28)  publicity lists open (5 and 7 days); H's review workbook
+    inbox            _reviews/ for H
+    night 4 (12-03)  再确认: A's second enterprise was listed as 失信 and C's is 注销
+                     since approval: both `suspended`, on the 复核表 with the reason, not
+                     paid; payout list PB-20261203-01: A's first, H (no publicity);
+                     B is still in its window
+    inbox            _payments/ → `paid` (the same bytes again pay nothing); the 复核表
+                     of C returned 通过 with 审核意见 (an override); _recoveries/ and
+                     _recovery_receipts/ take A's first back: `recovered`
+    night 5 (12-05)  the listing is gone: A's second is approved again and paid; C is paid
+                     by the override although still 注销; B's window has passed;
+                     the recovered and paid rows are never listed again
 
 The run uses a copy of the sample policies with three test edits (see
 `_policies`), so that the held policy, the 7-day window and the 5-day window
@@ -47,6 +54,8 @@ A = "WL-RS-2026-01"        # publicity 5 days (sample value)
 B = "WL-RS-2026-02"        # publicity 7 days (test edit)
 H = "WL-RS-2026-03"        # no publicity, budget 100: over budget, held (test edits)
 PERIOD = "2026"
+CONFIRM_HEADER = ["统一社会信用代码", "政策编号", "期次", "确认结果", "确认时间", "信用承诺", "收款户名", "开户银行",
+                  "银行账号"]
 PAY_HEADER = ["批次号", "统一社会信用代码", "政策编号", "期次", "实付金额", "支付日期"]
 
 
@@ -104,6 +113,7 @@ class World:
     def __init__(self, dag, settings, url):
         self.dag, self.settings, self.url = dag, settings, url
         self.timings: list[tuple[str, float]] = []
+        self.before_night: dict[date, object] = {}   # as_of -> edits of that night's deliveries
 
     def night(self, as_of: date, **conf) -> dict:
         from pipelines import demo_data
@@ -111,6 +121,8 @@ class World:
         started = time.perf_counter()
         # fresh deliveries for this date, into the same landing folder
         demo_data.generate(self.settings.landing, as_of, ENTERPRISES, SEED, DEFECTS)
+        if as_of in self.before_night:
+            self.before_night[as_of]()
         logical = datetime(as_of.year, as_of.month, as_of.day, tzinfo=timezone.utc)
         # Every parameter explicitly, every night: in one process, the task SDK's
         # process_params resolves dag_run.conf into the DAG's own Param objects,
@@ -119,6 +131,33 @@ class World:
         self.timings.append((str(as_of), round(time.perf_counter() - started, 1)))
         assert str(run.state) == "success", f"nightly run {as_of} failed"
         return json.loads((self.run_dir(as_of) / "ledger.json").read_text(encoding="utf-8"))
+
+    def delivery(self, feed: str, as_of: date) -> Path:
+        [path] = [p for p in (self.settings.landing / feed / str(as_of)).iterdir() if p.name != "_SUCCESS"]
+        return path
+
+    def list_as_dishonest(self, as_of: date, uscc: str, listed_on: date) -> None:
+        """Add a 失信被执行人 listing to the credit delivery of as_of (as the credit office would)."""
+        path = self.delivery("credit", as_of)
+        data = path.read_bytes()
+        encoding = "utf-8-sig" if data.startswith(b"\xef\xbb\xbf") else "gb18030"
+        text = data.decode(encoding).rstrip("\r\n") + f"\r\n{uscc},失信被执行人,{listed_on},\r\n"
+        path.write_bytes(text.encode(encoding))
+
+    def deregister(self, as_of: date, uscc: str) -> None:
+        """Make the registry delivery of as_of say 注销 for one enterprise."""
+        path = self.delivery("registry", as_of)
+        wb = load_workbook(path)
+        ws = wb.worksheets[0]
+        for row in ws.iter_rows():
+            values = [c.value for c in row]
+            if "登记状态" in values:
+                status = values.index("登记状态")
+            elif uscc in values:
+                row[status].value = "注销"
+                wb.save(path)
+                return
+        raise AssertionError(f"{uscc} not in {path}")
 
     def run_dir(self, as_of: date) -> Path:
         return self.settings.run_dir(as_of)
@@ -225,21 +264,25 @@ def test_lifecycle_over_five_nights(nightly_dag, warehouse_url, alert_hook, tmp_
         alert_hook.clear()
         return names
 
-    # ------------------------------------------------------------ night 1: matches and SMS
+    # ------------------------------------------------------------ night 1: matches and SMS; H held, told nothing
     s1 = w.night(N1)
     assert w.query(sa.select(sa.func.count()).select_from(matches).where(matches.c.as_of == N1))[0][0] > 0
     ledger1 = w.ledger()
-    assert ledger1 and {r["status"] for r in ledger1.values()} == {"notified"}
-    assert {r["notified_as_of"] for r in ledger1.values()} == {N1}
+    h_all = sorted(k for k in ledger1 if k[0] == H)
+    assert len(h_all) >= 2 and all(ledger1[k]["over_budget"] for k in h_all)
+    assert {ledger1[k]["status"] for k in h_all} == {"eligible"}
+    assert {r["status"] for k, r in ledger1.items() if k[0] != H} == {"notified"}
+    assert {r["notified_as_of"] for k, r in ledger1.items() if k[0] != H} == {N1}
     sms = read_csv(w.run_dir(N1) / "sms" / "短信待发清单.csv")
-    assert {key_of(r) for r in sms} == set(ledger1) and len(sms) == len(ledger1)
-    assert s1["短信待发（转为已通知）"] == len(sms) == s1["新增台账（新符合条件）"]
-    assert all(r["短信内容"].startswith("【卧龙区惠企政策】") for r in sms)
+    assert {key_of(r) for r in sms} == set(ledger1) - set(h_all) and len(sms) == len(ledger1) - len(h_all)
+    assert s1["短信待发（转为已通知）"] == len(sms) == s1["新增台账（新符合条件）"] - len(h_all)
+    assert all(r["短信内容"].startswith("【卧龙区惠企政策】") and "登录平台确认申领意愿并签署信用承诺" in r["短信内容"]
+               and "咨询：" in r["短信内容"] for r in sms)
+    assert {r["确认截止日期"] for r in sms} == {"2026-12-17"}          # 15 working days after 11-26
     assert all(money(r["预计金额（元）"]) == ledger1[key_of(r)]["amount"] for r in sms)
     for folder in ("review", "publicity", "payout"):
         assert not any((w.run_dir(N1) / folder).rglob("*.*")), folder
     assert s1["应享未享提醒"] > 0 and any((w.run_dir(N1) / "reminders").rglob("*.xlsx"))
-    assert all(r["over_budget"] for k, r in ledger1.items() if k[0] == H)
     assert not any(r["over_budget"] for k, r in ledger1.items() if k[0] in (A, B))
     assert H in over_budget_alerts()
 
@@ -247,38 +290,59 @@ def test_lifecycle_over_five_nights(nightly_dag, warehouse_url, alert_hook, tmp_
     by_policy: dict[str, list[dict]] = {}
     for r in sms:
         by_policy.setdefault(r["政策编号"], []).append(r)
-    # a second department's 5-day policy that is within its budget
     days = {p.stem: p.read_text(encoding="utf-8") for p in Path(env["MIANSHEN_POLICIES"]).glob("*.yaml")}
     other = [p for p, rows in sorted(by_policy.items())
              if "publicity_days: 5" in days[p] and rows[0]["政策名称"] and
              ledger1[key_of(rows[0])]["department"] != RS and not ledger1[key_of(rows[0])]["over_budget"]]
     assert other, f"no eligible result of another department's 5-day policy: {sorted(by_policy)}"
     C = other[0]
-    assert len(by_policy.get(A, [])) >= 4 and by_policy.get(B) and len(by_policy.get(H, [])) >= 2, \
-        {p: len(r) for p, r in by_policy.items()}
-    a_rows, b_row, h_rows, c_row = by_policy[A][:4], by_policy[B][0], by_policy[H][:2], by_policy[C][0]
+    assert len(by_policy.get(A, [])) >= 4 and by_policy.get(B), {p: len(r) for p, r in by_policy.items()}
+    a_rows, b_row, c_row = by_policy[A][:4], by_policy[B][0], by_policy[C][0]
     a_ok, a_no, a_decl = [key_of(r) for r in a_rows[:2]], key_of(a_rows[2]), key_of(a_rows[3])
-    b, c, h = key_of(b_row), key_of(c_row), [key_of(r) for r in h_rows]
-    confirmed = [*a_ok, a_no, b, c, *h]
-    walked = set(confirmed) | {a_decl}
-    untouched = set(ledger1) - walked
+    a_pay, a_listed = a_ok
+    b, c, h = key_of(b_row), key_of(c_row), h_all[:2]
+    confirmed = [*a_ok, a_no, b, c]
+    walked = set(confirmed) | {a_decl} | set(h)
+    refused = sorted(set(ledger1) - walked - set(h_all))[:3]
+    assert len(refused) == 3
+    untouched = set(ledger1) - walked - set(h_all)
 
-    # ------------------------------------------------------------ confirmations
-    answers = [[k[2], k[0], k[1], "确认申领", "2026-11-26 10:00:00"] for k in confirmed]
-    answers.insert(2, [a_decl[2], a_decl[0], a_decl[1], "放弃", "2026-11-26 11:00:00"])
-    w.drop("_confirmations", "意愿确认结果_20261126.xlsx", xlsx_bytes(
-        "企业申领意愿确认结果", ["统一社会信用代码", "政策编号", "期次", "确认结果", "确认时间"], answers,
-        tmp_path / "confirm.xlsx"))
+    def payee(key) -> list[str]:
+        n = sorted(ledger1).index(key)
+        return ["已承诺", ledger1[key]["name"], "中国工商银行南阳卧龙支行", f"6222 0214 {n:04d} 5678 901"]
+
+    def account(key) -> str:
+        return payee(key)[3].replace(" ", "")
+
+    # ------------------------------------------------------------ confirmations: good rows taken, bad rows refused
+    answers = [[k[2], k[0], k[1], "确认申领", "2026-11-26 10:00:00", *payee(k)] for k in confirmed]
+    answers.insert(2, [a_decl[2], a_decl[0], a_decl[1], "放弃", "2026-11-26 11:00:00", "", "", "", ""])
+    bad = [payee(k) for k in refused]
+    bad[0][0] = ""                                   # no 信用承诺
+    bad[1][1] = "南阳市卧龙区代收服务有限公司"           # not the registered name
+    bad[2][3] = "6222-0214-12"                       # too short
+    answers += [[k[2], k[0], k[1], "确认申领", "2026-11-26 12:00:00", *p] for k, p in zip(refused, bad)]
+    w.drop("_confirmations", "意愿确认结果_20261126.xlsx", xlsx_bytes("企业申领意愿确认结果", CONFIRM_HEADER, answers,
+                                                                tmp_path / "confirm.xlsx"))
     done = w.process()
-    assert [(d["folder"], d["status"], d["errors"]) for d in done] == [("_confirmations", "accepted", 0)]
+    assert [(d["folder"], d["status"], d["errors"]) for d in done] == [("_confirmations", "accepted", 3)]
     assert w.statuses(confirmed) == dict.fromkeys(confirmed, "confirmed")
     assert w.statuses([a_decl]) == {a_decl: "declined"}
     assert set(w.statuses(untouched).values()) == {"notified"}
+    answer = [list(r) for r in load_workbook(settings.inbox / done[0]["answer"]).active.iter_rows(values_only=True)]
+    reasons = {r[1]: r[-1] for r in answer[2:]}
+    assert "未签署信用承诺" in reasons[refused[0][2]]
+    assert "与企业登记名称" in reasons[refused[1][2]] and reasons[refused[2][2]] == "银行账号应为8至32位数字（尾号0412）"
+    assert not any(account(k) in str(cell) for k in confirmed for row in answer for cell in row)   # masked
 
-    # ------------------------------------------------------------ night 2: review workbooks
-    s2 = w.night(N2)
+    # ------------------------------------------------------------ night 2: H released, its SMS go out; review workbooks
+    s2 = w.night(N2, release_holds=[f"{H}:{PERIOD}"])
+    assert s2["本次解除超预算暂停"] == 1 and H not in over_budget_alerts()
+    assert w.query(sa.select(budget_releases.c.policy_id, budget_releases.c.period)) == [(H, PERIOD)]
+    sms2 = read_csv(w.run_dir(N2) / "sms" / "短信待发清单.csv")
+    assert {key_of(r) for r in sms2} == set(h_all)            # the night of the release
     assert s2["待部门审核"] == len(confirmed)
-    books = sorted((w.run_dir(N2) / "review").rglob("*.xlsx"))
+    books = sorted((w.run_dir(N2) / "review").rglob("*_部门审核表.xlsx"))
     assert len(books) == len({(w.ledger()[k]["department"], k[0]) for k in confirmed}) == 4
     on_review = set()
     for book in books:
@@ -287,126 +351,129 @@ def test_lifecycle_over_five_nights(nightly_dag, warehouse_url, alert_hook, tmp_
         on_review |= {(r[col["policy_id"]], r[col["period"]], r[col["uscc"]]) for r in body}
         assert total is not None and money(total[col["兑现金额（元）"]]) == sum(
             money(r[col["兑现金额（元）"]]) for r in body)
+        for r in body:   # the department sees the commitment and the whole account
+            key = (r[col["policy_id"]], r[col["period"]], r[col["uscc"]])
+            assert (r[col["信用承诺"]], r[col["银行账号"]]) == ("已承诺", account(key))
     assert on_review == set(confirmed)              # not the declined one, not the unanswered
-    # nobody is told twice: the night's SMS lists only results new that night
-    for path in (w.run_dir(N2) / "sms").glob("*.csv"):
-        assert not {key_of(r) for r in read_csv(path)} & set(ledger1)
+    assert not {key_of(r) for r in sms2} & set(ledger1) - set(h_all)   # nobody is told twice
 
-    # the departments fill in 审核结果 (通过; one 不通过 with 审核意见) and return the workbooks
-    for n, book in enumerate(books):
-        wb = load_workbook(book)
-        ws = wb.worksheets[0]
-        header = [c.value for c in ws[3]]
-        col = {name: i + 1 for i, name in enumerate(header)}
-        for r in range(4, ws.max_row + 1):
-            key = tuple(ws.cell(r, col[k]).value for k in ("policy_id", "period", "uscc"))
-            if key not in walked:
-                continue
-            if key == a_no:
-                ws.cell(r, col["审核结果"], "不通过")
-                ws.cell(r, col["审核意见"], "经核实该企业参保人数不符，不予兑现")
-            else:
-                ws.cell(r, col["审核结果"], "通过")
-        out = tmp_path / f"review_{n}.xlsx"
-        wb.save(out)
-        w.drop("_reviews", f"审核结果_{n}_{book.name}", out.read_bytes())
-    done = w.process()
+    def review(books, decide, stem):
+        for n, book in enumerate(books):
+            wb = load_workbook(book)
+            ws = wb.worksheets[0]
+            header = [c.value for c in ws[3]]
+            col = {name: i + 1 for i, name in enumerate(header)}
+            for r in range(4, ws.max_row + 1):
+                key = tuple(ws.cell(r, col[k]).value for k in ("policy_id", "period", "uscc"))
+                if key in walked:
+                    result, opinion = decide(key)
+                    ws.cell(r, col["审核结果"], result)
+                    ws.cell(r, col["审核意见"], opinion)
+            out = tmp_path / f"{stem}_{n}.xlsx"
+            wb.save(out)
+            w.drop("_reviews", f"{stem}_{n}_{book.name}", out.read_bytes())
+        return w.process()
+
+    done = review(books, lambda k: ("不通过", "经核实该企业参保人数不符，不予兑现") if k == a_no else ("通过", None),
+                  "审核结果")
     assert sorted((d["folder"], d["status"], d["errors"]) for d in done) == [("_reviews", "accepted", 0)] * 4
     approved = [k for k in confirmed if k != a_no]
     assert w.statuses(approved) == dict.fromkeys(approved, "approved")
     assert w.statuses([a_no]) == {a_no: "rejected"}
+    w.drop("_confirmations", "意愿确认结果_H.xlsx", xlsx_bytes("企业申领意愿确认结果", CONFIRM_HEADER, [
+        [k[2], k[0], k[1], "确认申领", "2026-11-27 10:00:00", *payee(k)] for k in h], tmp_path / "confirm_h.xlsx"))
+    assert [(d["status"], d["errors"]) for d in w.process()] == [("accepted", 0)]
 
-    # ------------------------------------------------------------ night 3: publicity opens; H is held
+    # ------------------------------------------------------------ night 3: publicity opens; H's review
     s3 = w.night(N3)
     assert s3["列入拨付清单"] == 0 and not list((w.run_dir(N3) / "payout").glob("*"))
-    assert s3["超预算暂停的政策"] == [f"{H}:{PERIOD}"] and s3["超预算暂停拨付"] == len(h)
-    assert w.statuses(h) == dict.fromkeys(h, "approved")
-    assert H in over_budget_alerts()
+    assert s3["超预算暂停的政策"] == [] and H not in over_budget_alerts()
     public = sorted((w.run_dir(N3) / "publicity").glob("*.xlsx"))
-    assert {p.name.split("_")[0] for p in public} == {A, B, C}        # H has no publicity
+    assert {p.name.split("_")[0] for p in public} == {A, B, C}
     listed = {}
     for p in public:
         header, body, _ = sheet_rows(p)
-        assert "手机号码" not in header and "法定代表人" not in header
+        assert "手机号码" not in header and "法定代表人" not in header and "银行账号" not in header
         col = {name: i for i, name in enumerate(header)}
         for r in body:
             listed[(r[col["统一社会信用代码"]], p.name.split("_")[0])] = (
                 r[col["公示开始日期"]], r[col["公示截止日期"]])
-    assert listed == {(k[2], k[0]): ("2026-11-28", "2026-12-04" if k[0] == B else "2026-12-02")
-                      for k in approved if k[0] != H}
-    ledger3 = w.ledger()
-    assert {k: (ledger3[k]["publicity_from"], ledger3[k]["publicity_to"]) for k in (a_ok[0], b)} == {
-        a_ok[0]: (N3, date(2026, 12, 2)), b: (N3, date(2026, 12, 4))}
-    assert set(w.statuses(approved).values()) == {"approved"}
+    assert listed == {(k[2], k[0]): ("2026-11-28", "2026-12-04" if k[0] == B else "2026-12-02") for k in approved}
+    h_books = sorted((w.run_dir(N3) / "review").rglob(f"{H}_部门审核表.xlsx"))
+    assert len(h_books) == 1
+    assert [d["errors"] for d in review(h_books, lambda k: ("通过", None), "审核结果H")] == [0]
+    assert w.statuses(h) == dict.fromkeys(h, "approved")
 
-    # ------------------------------------------------------------ night 4: hold released; first payout
-    s4 = w.night(N4, release_holds=[f"{H}:{PERIOD}"])
+    # ------------------------------------------------------------ night 4: 再确认 suspends two; first payout
+    w.before_night[N4] = lambda: (w.list_as_dishonest(N4, a_listed[2], date(2026, 12, 1)),
+                                  w.deregister(N4, c[2]))
+    s4 = w.night(N4)
     batch1 = f"PB-{N4:%Y%m%d}-01"
-    assert s4["拨付批次"] == [batch1] and s4["本次解除超预算暂停"] == 1
-    assert w.query(sa.select(budget_releases.c.policy_id, budget_releases.c.period)) == [(H, PERIOD)]
-    assert H not in over_budget_alerts()          # released: the payout is no longer paused
-    first_wave = [*a_ok, c, *h]
+    assert s4["拨付批次"] == [batch1] and s4["再确认未通过（本次暂缓拨付）"] == 2
+    assert w.statuses([a_listed, c]) == {a_listed: "suspended", c: "suspended"}
+    first_wave = [a_pay, *h]
     payout_dir = w.run_dir(N4) / "payout"
     pay_csv = read_csv(payout_dir / "payout.csv")
-    assert sorted(key_of(r) for r in pay_csv) == sorted(first_wave)     # B still in its window
+    assert sorted(key_of(r) for r in pay_csv) == sorted(first_wave)     # not the suspended, not B
     assert {r["批次号"] for r in pay_csv} == {batch1}
+    assert all((r["银行账号"], r["收款户名"]) == (account(key_of(r)), ledger1[key_of(r)]["name"]) for r in pay_csv)
     parquet = pq.read_table(payout_dir / "payout.parquet").to_pylist()
     assert sorted((r["policy_id"], r["period"], r["uscc"], r["amount"], r["batch_id"]) for r in parquet) == \
         sorted((*key_of(r), money(r["金额（元）"]), r["批次号"]) for r in pay_csv)
     ledger4 = w.ledger()
-    assert all(money(r["金额（元）"]) == ledger4[key_of(r)]["amount"] for r in pay_csv)
     departments = {ledger4[k]["department"] for k in first_wave}
-    assert len(departments) == 2
-    assert sorted(p.name for p in payout_dir.glob("*_拨付清单.xlsx")) == sorted(
-        f"{d}_拨付清单.xlsx" for d in departments)
     for d in departments:
         header, body, total = sheet_rows(payout_dir / f"{d}_拨付清单.xlsx")
         col = {name: i for i, name in enumerate(header)}
         mine = [k for k in first_wave if ledger4[k]["department"] == d]
         assert sorted((r[col["政策编号"]], r[col["期次"]], r[col["统一社会信用代码"]]) for r in body) == sorted(mine)
-        assert {r[col["批次号"]] for r in body} == {batch1}
         assert money(total[col["金额（元）"]]) == sum(ledger4[k]["amount"] for k in mine)
-    assert w.statuses(first_wave) == dict.fromkeys(first_wave, "scheduled")
+        assert total[col["金额（大写）"]].startswith("人民币")
+    for key, why in ((a_listed, "列入失信被执行人名单（2026-12-01）"), (c, "登记状态为注销")):
+        book = w.run_dir(N4) / "review" / ledger4[key]["department"] / f"{key[0]}_复核表.xlsx"
+        header, body, _ = sheet_rows(book)
+        col = {name: i for i, name in enumerate(header)}
+        assert [(r[col["uscc"]], r[col["暂缓拨付原因"]]) for r in body] == [(key[2], why)]
     assert w.statuses([b]) == {b: "approved"}
-    assert {p.name.split("_")[0] for p in (w.run_dir(N4) / "publicity").glob("*.xlsx")} == {B}
-    items = w.query(sa.select(payout_items.c.batch_id, payout_items.c.amount))
-    assert len(items) == len(first_wave) and {i[0] for i in items} == {batch1}
     assert w.query(sa.select(payout_batches.c.batch_id, payout_batches.c.status, payout_batches.c.total)) == [
         (batch1, "scheduled", sum(ledger4[k]["amount"] for k in first_wave))]
 
-    # ------------------------------------------------------------ payments, and the same file again
+    # ------------------------------------------------------------ payments (once), the override, a recovery
     payments = csv_bytes(PAY_HEADER, [[r["批次号"], r["统一社会信用代码"], r["政策编号"], r["期次"],
                                        r["金额（元）"], "2026-12-04"] for r in pay_csv])
     w.drop("_payments", "拨付回单_PB-20261203-01.csv", payments)
-    done = w.process()
-    assert [(d["status"], d["rows"], d["errors"]) for d in done] == [("accepted", len(first_wave), 0)]
+    assert [(d["status"], d["rows"], d["errors"]) for d in w.process()] == [("accepted", len(first_wave), 0)]
     assert w.statuses(first_wave) == dict.fromkeys(first_wave, "paid")
     w.drop("_payments", "拨付回单（重发）.csv", payments)        # same bytes, another name
-    done = w.process()
-    assert [d["status"] for d in done] == ["duplicate"]
-    paid = w.moves("paid")
-    assert paid == Counter(first_wave)                         # every row paid exactly once
-    assert w.query(sa.select(payout_batches.c.status)) == [("paid",)]
+    assert [d["status"] for d in w.process()] == ["duplicate"]
+    assert w.moves("paid") == Counter(first_wave)
+    c_book = w.run_dir(N4) / "review" / ledger4[c]["department"] / f"{C}_复核表.xlsx"
+    done = review([c_book], lambda k: ("通过", "注销前已完成招用并足额参保，经复核同意拨付"), "复核结果")
+    assert [d["errors"] for d in done] == [0] and w.statuses([c]) == {c: "approved"}
+    w.drop("_recoveries", "追回通知.csv", csv_bytes(["统一社会信用代码", "政策编号", "期次", "追回金额", "追回原因"], [
+        [a_pay[2], a_pay[0], a_pay[1], str(ledger4[a_pay]["amount"]), "事后核查发现虚报参保人数"]]))
+    assert [(d["status"], d["errors"]) for d in w.process()] == [("accepted", 0)]
+    w.drop("_recovery_receipts", "追回到账.csv", csv_bytes(["统一社会信用代码", "政策编号", "期次", "实收金额", "到账日期"], [
+        [a_pay[2], a_pay[0], a_pay[1], str(ledger4[a_pay]["amount"]), "2026-12-04"]]))
+    assert [(d["status"], d["errors"]) for d in w.process()] == [("accepted", 0)]
+    assert w.statuses([a_pay]) == {a_pay: "recovered"}
 
-    # a rerun of night 4's ledger step after the payment finds the committed batch:
-    # the same payout files, no new batch, no ledger move
+    # a rerun of night 4's ledger step finds the committed batch: same payout files, no new batch or move
     before = {p.name: p.read_bytes() for p in payout_dir.iterdir()}
     moves = w.query(sa.select(sa.func.count()).select_from(ledger_transitions))
     rerun = handoff.ledger_and_outputs(settings, N4, "rerun-of-night-4")
     assert rerun["payout_new_batch"] is None and rerun["payout_batches"] == [batch1]
     assert {p.name: p.read_bytes() for p in payout_dir.iterdir()} == before
     assert w.query(sa.select(sa.func.count()).select_from(ledger_transitions)) == moves
-    assert w.statuses(first_wave) == dict.fromkeys(first_wave, "paid")
 
-    # ------------------------------------------------------------ night 5: B's window has passed
+    # ------------------------------------------------------------ night 5: listing gone, override, B's window over
+    w.before_night[N5] = lambda: w.deregister(N5, c[2])           # C still 注销; A's listing removed
     s5 = w.night(N5)
     batch2 = f"PB-{N5:%Y%m%d}-01"
-    assert s5["拨付批次"] == [batch2] and s5["列入拨付清单"] == 1
+    assert s5["拨付批次"] == [batch2] and s5["再确认恢复（暂缓转审核通过）"] == 1
     pay_csv5 = read_csv(w.run_dir(N5) / "payout" / "payout.csv")
-    assert [key_of(r) for r in pay_csv5] == [b]                # the paid rows are never listed again
-    assert not (set(first_wave) & {key_of(r) for r in pay_csv5})
-    assert w.statuses([b]) == {b: "scheduled"}
-    assert s5["超预算暂停拨付"] == 0 and H not in over_budget_alerts()
+    assert sorted(key_of(r) for r in pay_csv5) == sorted([a_listed, b, c])
+    assert w.statuses([a_listed, b, c]) == dict.fromkeys([a_listed, b, c], "scheduled")
     w.drop("_payments", "拨付回单_PB-20261205-01.csv", csv_bytes(PAY_HEADER, [
         [r["批次号"], r["统一社会信用代码"], r["政策编号"], r["期次"], r["金额（元）"], "2026-12-06"]
         for r in pay_csv5]))
@@ -414,14 +481,14 @@ def test_lifecycle_over_five_nights(nightly_dag, warehouse_url, alert_hook, tmp_
 
     # ------------------------------------------------------------ the end state
     final = w.ledger()
-    assert w.statuses(walked) == {**dict.fromkeys([*a_ok, b, c, *h], "paid"),
+    assert w.statuses(walked) == {**dict.fromkeys([a_listed, b, c, *h], "paid"), a_pay: "recovered",
                                   a_no: "rejected", a_decl: "declined"}
     assert all(final[k]["status"] == "notified" for k in untouched)
-    assert w.moves("paid") == Counter([*first_wave, b])
-    assert w.moves("scheduled") == Counter([*first_wave, b])
+    assert w.moves("paid") == Counter([*first_wave, a_listed, b, c])      # each exactly once
+    assert w.moves("scheduled") == Counter([*first_wave, a_listed, b, c])
     assert sorted(w.query(sa.select(payout_batches.c.batch_id, payout_batches.c.status))) == [
         (batch1, "paid"), (batch2, "paid")]
-    # only the amounts fixed at notification were ever listed and paid
     assert all(final[k]["amount"] == ledger1[k]["amount"] for k in walked)
+    assert len(w.query(sa.select(payout_items))) == len(first_wave) + 3
     print(f"\nlifecycle on {warehouse_url.split(':')[0]}: {round(time.perf_counter() - began, 1)} s; "
           f"nights: {w.timings}")

@@ -16,7 +16,8 @@ The modules, by what they make: `vocabulary` (names, places, industries,
 sizes), `world` (one row per enterprise, registered or not), `feeds` (each
 feed's delivery as row arrays + a renderer), `defects` (the planted defects
 and normalisable spellings), `writers` (CSV/xlsx files and `_SUCCESS`),
-`name_lists` (inbox workbooks); `codes`, `dates` and `arrays` are their small
+`name_lists` (inbox workbooks), `answers` (the confirmations and reviews that
+answer a night's lists); `codes`, `dates` and `arrays` are their small
 vectorised helpers. This module strings them together.
 
 Same arguments -> byte-identical files (xlsx included: the zip timestamps and
@@ -33,6 +34,7 @@ from typing import Sequence
 import numpy as np
 
 from pipelines.contracts import FEED_ORDER, FEEDS
+from pipelines.demo_data.answers import write_answers  # noqa: F401  (mianshen demo-data --answers)
 from pipelines.demo_data.arrays import _rng
 from pipelines.demo_data.codes import uscc_check_indices, uscc_text
 from pipelines.demo_data.dates import _month_index, delivery_dates
