@@ -140,6 +140,18 @@ def day(value: object) -> date | None:
     raise ValueError(t)
 
 
+class Unreadable(ValueError):
+    """A cell that is not what its column needs; its message is the Chinese reason."""
+
+
+def cell(values: dict, header: str, parse: Callable[[object], object]):
+    """One cell parsed (money, day), or Unreadable naming the column and the value as sent."""
+    try:
+        return parse(values.get(header))
+    except ValueError:
+        raise Unreadable(f"{header}“{text(values.get(header))}”无法识别") from None
+
+
 # ---------------------------------------------------------------- the common loop
 
 @dataclass
@@ -387,13 +399,9 @@ def _payment(conn, values: dict, source: Source) -> Applied:
     if not batch:
         return Applied("批次号为空")
     try:
-        amount = money(values.get("实付金额"))
-    except ValueError:
-        return Applied(f"实付金额“{text(values.get('实付金额'))}”无法识别")
-    try:
-        paid_on = day(values.get("支付日期"))
-    except ValueError:
-        return Applied(f"支付日期“{text(values.get('支付日期'))}”无法识别")
+        amount, paid_on = cell(values, "实付金额", money), cell(values, "支付日期", day)
+    except Unreadable as exc:
+        return Applied(str(exc))
     reason = ledger.record_payment(conn, key, batch, amount, paid_on, source, FINANCE)
     return Applied(reason, amount)
 
@@ -411,9 +419,9 @@ def _recovery(conn, values: dict, source: Source) -> Applied:
     if (missing := _missing_key(key)):
         return Applied(missing)
     try:
-        amount = money(values.get("追回金额"))
-    except ValueError:
-        return Applied(f"追回金额“{text(values.get('追回金额'))}”无法识别")
+        amount = cell(values, "追回金额", money)
+    except Unreadable as exc:
+        return Applied(str(exc))
     reason = text(values.get("追回原因"))
     if not reason:
         return Applied("追回原因为空")
@@ -432,13 +440,9 @@ def _recovery_receipt(conn, values: dict, source: Source) -> Applied:
     if (missing := _missing_key(key)):
         return Applied(missing)
     try:
-        amount = money(values.get("实收金额"))
-    except ValueError:
-        return Applied(f"实收金额“{text(values.get('实收金额'))}”无法识别")
-    try:
-        received_on = day(values.get("到账日期"))
-    except ValueError:
-        return Applied(f"到账日期“{text(values.get('到账日期'))}”无法识别")
+        amount, received_on = cell(values, "实收金额", money), cell(values, "到账日期", day)
+    except Unreadable as exc:
+        return Applied(str(exc))
     return Applied(ledger.record_recovery_receipt(conn, key, amount, received_on, source, FINANCE), amount)
 
 

@@ -320,7 +320,7 @@ def test_lifecycle_over_five_nights(nightly_dag, warehouse_url, alert_hook, tmp_
     bad = [payee(k) for k in refused]
     bad[0][0] = ""                                   # no 信用承诺
     bad[1][1] = "南阳市卧龙区代收服务有限公司"           # not the registered name
-    bad[2][3] = "6222-0214-12"                       # too short
+    bad[2][3] = "6222-02"                            # too short
     answers += [[k[2], k[0], k[1], "确认申领", "2026-11-26 12:00:00", *p] for k, p in zip(refused, bad)]
     w.drop("_confirmations", "意愿确认结果_20261126.xlsx", xlsx_bytes("企业申领意愿确认结果", CONFIRM_HEADER, answers,
                                                                 tmp_path / "confirm.xlsx"))
@@ -332,7 +332,7 @@ def test_lifecycle_over_five_nights(nightly_dag, warehouse_url, alert_hook, tmp_
     answer = [list(r) for r in load_workbook(settings.inbox / done[0]["answer"]).active.iter_rows(values_only=True)]
     reasons = {r[1]: r[-1] for r in answer[2:]}
     assert "未签署信用承诺" in reasons[refused[0][2]]
-    assert "与企业登记名称" in reasons[refused[1][2]] and reasons[refused[2][2]] == "银行账号应为8至32位数字（尾号0412）"
+    assert "与企业登记名称" in reasons[refused[1][2]] and reasons[refused[2][2]] == "银行账号应为8至32位数字（尾号2202）"
     assert not any(account(k) in str(cell) for k in confirmed for row in answer for cell in row)   # masked
 
     # ------------------------------------------------------------ night 2: H released, its SMS go out; review workbooks

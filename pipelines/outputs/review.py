@@ -16,7 +16,7 @@ RESULT, OPINION = "审核结果", "审核意见"
 APPROVE, REJECT = "通过", "不通过"
 KEY_HEADERS = ("policy_id", "period", "uscc")   # hidden machine keys
 
-COLUMNS = (
+RESULT_FOR = (    # the result the department decides on, as both workbooks show it
     Col("序号", "seq", "int"),
     Col("统一社会信用代码", "uscc"),
     Col("企业名称", "name"),
@@ -24,29 +24,18 @@ COLUMNS = (
     Col("政策名称", "policy_name"),
     Col("期次", "period"),
     Col("兑现金额（元）", "amount", "money"),
+)
+DECISION = (Col(RESULT, "review_result", choices=(APPROVE, REJECT)), Col(OPINION, "review_opinion", max_width=40))
+HIDDEN_KEYS = tuple(Col(k, k, hidden=True) for k in KEY_HEADERS)
+
+COLUMNS = RESULT_FOR + (
     Col("比对依据", "evidence_text", wrap=True, max_width=70),
     Col("信用承诺", "commitment"),
     Col("收款户名", "payee_name"),
     Col("开户银行", "bank_name"),
     Col("银行账号", "bank_account"),
-    Col(RESULT, "review_result", choices=(APPROVE, REJECT)),
-    Col(OPINION, "review_opinion", max_width=40),
-)
-HIDDEN_KEYS = tuple(Col(k, k, hidden=True) for k in KEY_HEADERS)
-COLUMNS += HIDDEN_KEYS
-
-RECHECK_COLUMNS = (
-    Col("序号", "seq", "int"),
-    Col("统一社会信用代码", "uscc"),
-    Col("企业名称", "name"),
-    Col("政策编号", "policy_id"),
-    Col("政策名称", "policy_name"),
-    Col("期次", "period"),
-    Col("兑现金额（元）", "amount", "money"),
-    Col("暂缓拨付原因", "recheck_reason", wrap=True, max_width=60),
-    Col(RESULT, "review_result", choices=(APPROVE, REJECT)),
-    Col(OPINION, "review_opinion", max_width=40),
-) + HIDDEN_KEYS
+) + DECISION + HIDDEN_KEYS
+RECHECK_COLUMNS = RESULT_FOR + (Col("暂缓拨付原因", "recheck_reason", wrap=True, max_width=60),) + DECISION + HIDDEN_KEYS
 
 
 def safe_name(text: str) -> str:
