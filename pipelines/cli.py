@@ -157,6 +157,7 @@ def cmd_where(args) -> int:
     for path, label in ((settings.quality_dir(args.as_of), "数据质量"), (settings.matches_path(args.as_of), "政策匹配结果"),
                         (run_dir / "sms", "短信待发清单"), (run_dir / "review", "部门审核表"),
                         (run_dir / "publicity", "公示名单"), (run_dir / "payout", "拨付清单"),
+                        (run_dir / "supervision", "事后监管清单"),
                         (settings.reminders_dir(args.as_of), "提醒清单（应享未享、差一项、数据缺口）"),
                         (settings.lists_dir(args.as_of), "惠企政策清单、办事指南清单"), (settings.report_path(args.as_of), "运行报告")):
         # review, publicity and payout lists appear once enterprises confirm and departments approve
