@@ -175,18 +175,26 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
     payout_files = payout.write(run_dir, as_of, items, UNIT, policies)
     clear_stale(run_dir / "payout", payout_files)
 
-    with engine.connect() as conn:
-        unanswered = ledger.rows_in(conn, "notified")
-        paid = ledger.paid_since(conn, supervision.since(as_of))
-        conn.rollback()
-    watched = supervision.rows(paid, recheck.enterprise_facts(settings, as_of, (r["uscc"] for r in paid)))
-    supervision_files = supervision.write(run_dir, as_of, watched, UNIT)
-    clear_stale(run_dir / "supervision", supervision_files)
-
     loaded, policy_errors = load_dir(settings.policies)
-    reminder = reminders.write(settings.reminders_dir(as_of), as_of, results, settings.portrait_path(as_of),
-                               unanswered, loaded, UNIT)
-    clear_stale(settings.reminders_dir(as_of), reminder.paths)
+    if recorded is None:
+        # The lists that show the ledger's state tonight; a backfill keeps what the date's run wrote.
+        with engine.connect() as conn:
+            unanswered = ledger.rows_in(conn, "notified")
+            paid = ledger.paid_since(conn, supervision.since(as_of))
+            conn.rollback()
+        watched = supervision.rows(paid, recheck.enterprise_facts(settings, as_of, (r["uscc"] for r in paid)))
+        supervision_files = supervision.write(run_dir, as_of, watched, UNIT)
+        clear_stale(run_dir / "supervision", supervision_files)
+        reminder = reminders.write(settings.reminders_dir(as_of), as_of, results, settings.portrait_path(as_of),
+                                   unanswered, loaded, UNIT)
+        clear_stale(settings.reminders_dir(as_of), reminder.paths)
+        watched_rows, reminder_paths = len(watched), reminder.paths
+        unclaimed, reminder_summary = reminder.unclaimed_rows, reminder.summary
+    else:
+        supervision_files, reminder_paths = _listed(run_dir / "supervision"), _listed(settings.reminders_dir(as_of))
+        watched_rows = int(recorded.get(REPORT_LABELS["supervision_rows"], 0))
+        unclaimed = int(recorded.get(REPORT_LABELS["reminders"], 0))
+        reminder_summary = read_json(settings.reminder_summary_path(as_of)) or {}
     list_files = published.publish(settings, as_of, loaded, policy_errors, UNIT)
 
     total = sum((r["amount"] for r in items), Decimal("0.00"))
@@ -212,12 +220,12 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
         "payout_total": str(total),
         "held_over_budget": len(held),
         "held_policies": sorted({f"{r['policy_id']}:{r['period']}" for r in held}),
-        "reminders": reminder.unclaimed_rows,
-        "reminder_lists": reminder.summary,
-        "supervision_rows": len(watched),
+        "reminders": unclaimed,
+        "reminder_lists": reminder_summary,
+        "supervision_rows": watched_rows,
         "files": [str(Path(p).relative_to(run_dir))
                   for p in sms_files + review_files + publicity_files + payout_files
-                  + supervision_files + reminder.paths + list_files],
+                  + supervision_files + reminder_paths + list_files],
     }
     # The run report shows ledger.json's scalar entries as they are: Chinese labels.
     shown = {label: summary[key] for key, label in REPORT_LABELS.items()}
