@@ -138,6 +138,19 @@ def cmd_ledger_status(args) -> int:
     return 0
 
 
+def cmd_supervision(args) -> int:
+    import json
+
+    from pipelines import oversight
+
+    result = oversight.command(load_settings(), args.as_of)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+    else:
+        print(oversight.table(result))
+    return 0
+
+
 def cmd_simulate(args) -> int:
     from pipelines import sandbox
 
@@ -239,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--uscc", help="统一社会信用代码")
     c.add_argument("--json", action="store_true", help="以 JSON 输出（供脚本使用）")
     c.set_defaults(fn=cmd_ledger_status)
+
+    p = sub.add_parser("supervision", help="督导统计：按台账及其变更记录重算某日的统计")
+    p.add_argument("--as-of", type=_date, required=True, help="统计截止日期 YYYY-MM-DD")
+    p.add_argument("--json", action="store_true", help="输出 JSON（与当日运行写出的 oversight/督导统计.json 相同）")
+    p.set_defaults(fn=cmd_supervision)
 
     p = sub.add_parser("simulate", help="政策沙盘：测算政策草案的覆盖面与成本")
     p.add_argument("draft", help="政策草案 YAML 文件")

@@ -20,9 +20,10 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 import yaml
 
-from pipelines import alerts, ledger, recheck, warehouse
+from pipelines import alerts, deadlines, ledger, oversight, recheck, warehouse
 from pipelines import policies as policies_mod
 from pipelines.config import Settings
+from pipelines.outputs import oversight as oversight_sheet
 from pipelines.outputs import payout, publicity, published, reminders, review, sms, supervision
 from pipelines.policies import load_dir
 from pipelines.files import atomic_write_bytes, read_json
@@ -128,9 +129,17 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
         synced = ledger.date_counts(conn, as_of, run_id)
         released = len(_requested(release_holds) & ledger.released_holds(conn))
 
+    days_of = deadlines.days_of(policies)
     with engine.begin() as conn:
+        if not backfill:   # 催办 and 逾期未确认 before tonight's new SMS (a result told tonight owes nothing yet)
+            ledger.remind_and_expire(conn, as_of, run_id, calendar, days_of)
         notified = ledger.notified_on(conn, as_of) if backfill else ledger.notify(conn, as_of, run_id)
-    sms_files = sms.write(run_dir, as_of, notified, tel, UNIT, policies, calendar) if notified else []
+        reminded = ledger.reminded_on(conn, as_of)
+        expired = conn.execute(sa.select(sa.func.count()).select_from(warehouse.ledger_transitions).where(
+            warehouse.ledger_transitions.c.to_status == "expired",
+            warehouse.ledger_transitions.c.as_of == as_of)).scalar_one()
+    sms_files = (sms.write(run_dir, as_of, notified, tel, UNIT, policies, calendar, reminded)
+                 if notified or reminded else [])
     clear_stale(run_dir / "sms", sms_files)
 
     recorded = read_json(settings.ledger_summary_path(as_of)) if backfill else None
@@ -146,7 +155,7 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
         review_files = review.write(run_dir, as_of, confirmed, UNIT)
 
         with engine.begin() as conn:
-            in_window = ledger.in_publicity(conn, as_of) if backfill else ledger.start_publicity(conn, as_of)
+            in_window = ledger.in_publicity(conn, as_of) if backfill else ledger.start_publicity(conn, as_of, calendar)
         publicity_files = publicity.write(run_dir, as_of, in_window, UNIT)
         clear_stale(run_dir / "publicity", publicity_files)
 
@@ -161,7 +170,7 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
             log.warning("ledger %s: no portrait to re-check against; nothing is scheduled tonight", as_of)
         else:
             with engine.begin() as conn:
-                rechecked = ledger.apply_recheck(conn, run_id, findings)
+                rechecked = ledger.apply_recheck(conn, run_id, findings, as_of)
                 new_batch = ledger.schedule_payout(conn, as_of, run_id)
     if recorded is None:
         with engine.connect() as conn:
@@ -186,7 +195,7 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
         supervision_files = supervision.write(run_dir, as_of, watched, UNIT)
         clear_stale(run_dir / "supervision", supervision_files)
         reminder = reminders.write(settings.reminders_dir(as_of), as_of, results, settings.portrait_path(as_of),
-                                   unanswered, loaded, UNIT)
+                                   unanswered, loaded, UNIT, calendar)
         clear_stale(settings.reminders_dir(as_of), reminder.paths)
         watched_rows, reminder_paths = len(watched), reminder.paths
         unclaimed, reminder_summary = reminder.unclaimed_rows, reminder.summary
@@ -197,6 +206,14 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
         reminder_summary = read_json(settings.reminder_summary_path(as_of)) or {}
     list_files = published.publish(settings, as_of, loaded, policy_errors, UNIT)
 
+    # 督导统计: replayed from the ledger's log up to as_of, after every move of the night
+    with engine.connect() as conn:
+        figures = oversight.compute(conn, as_of, calendar, days_of)
+        conn.rollback()
+    oversight_files = oversight_sheet.write(run_dir, as_of, figures, UNIT)
+    overdue = {label: sum(f[f"overdue_{k}"] for f in figures["figures"])
+               for k, label in deadlines.OVERDUE_KINDS.items()}
+
     total = sum((r["amount"] for r in items), Decimal("0.00"))
     summary = {
         "as_of": str(as_of),
@@ -206,6 +223,9 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
         "ledger_amount_changed": synced["amount_changed"],
         "holds_released": released,
         "sms": len(notified),
+        "sms_reminders": len(reminded),
+        "expired": expired,
+        "overdue": sum(overdue.values()),
         "review_rows": len(confirmed),
         "recheck_suspended": rechecked["suspended"],
         "recheck_resumed": rechecked["resumed"],
@@ -225,12 +245,13 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
         "supervision_rows": watched_rows,
         "files": [str(Path(p).relative_to(run_dir))
                   for p in sms_files + review_files + publicity_files + payout_files
-                  + supervision_files + reminder_paths + list_files],
+                  + supervision_files + reminder_paths + list_files + oversight_files],
     }
     # The run report shows ledger.json's scalar entries as they are: Chinese labels.
     shown = {label: summary[key] for key, label in REPORT_LABELS.items()}
     shown["拨付批次"] = summary["payout_batches"]
     shown["超预算暂停的政策"] = summary["held_policies"]
+    shown["逾期事项（按类别）"] = overdue
     if calendar.warnings:   # a deadline counted without the year's holiday arrangement
         summary["calendar_warnings"] = calendar.warnings
         shown["工作日历提示"] = "；".join(calendar.warnings)
@@ -252,6 +273,9 @@ REPORT_LABELS = {
     "ledger_new": "新增台账（新符合条件）",
     "ledger_amount_changed": "待通知结果金额调整",
     "sms": "短信待发（转为已通知）",
+    "sms_reminders": "催办短信",
+    "expired": "本次逾期未确认",
+    "overdue": "逾期事项（审核、公示、拨付、确认）",
     "review_rows": "待部门审核",
     "recheck_suspended": "再确认未通过（本次暂缓拨付）",
     "recheck_resumed": "再确认恢复（暂缓转审核通过）",

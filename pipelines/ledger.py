@@ -2,7 +2,8 @@
 moved only along the transitions of lifecycle.md.
 
     eligible -> notified -> confirmed -> approved -> scheduled -> paid -> recovering -> recovered
-                notified -> declined;  confirmed -> rejected
+                notified -> declined | expired;  confirmed -> rejected
+    (an online application of a manual policy) -> confirmed
                 approved -> objected -> approved (dismissed) | rejected (upheld)
                 approved -> suspended -> approved (re-check passes, or overridden) | rejected
 
@@ -13,8 +14,9 @@ processes cannot both move the same row, and the database's triggers
 (sql/ledger_guards_*.sql) refuse any move not in `allowed_transitions`.
 
 Decisions (the spec is silent):
-- `manual` policies never enter the ledger: their pre-screened enterprises go
-  to the reminder list only (there is no amount and nothing to pay).
+- A `manual` policy's pre-screened results never enter the ledger (they go to the
+  reminder list: there is no amount); its accepted online applications do, at
+  `confirmed` (`apply_online`).
 - A key that is already in the ledger is never re-inserted: a later run only
   refreshes last_run/last_as_of/last_match_amount and the over-budget flag,
   and, while the row is still `eligible` (nobody has been told an amount),
@@ -24,7 +26,8 @@ Decisions (the spec is silent):
 - A declined or rejected key stays final for its period.
 - The publicity window of a policy with publicity_days = N starts on the
   as_of of the first nightly run that lists the approved result on the
-  publicity list, and covers N calendar days including that day; the result is
+  publicity list, and covers N working days including that day when it is one
+  (pipelines/workdays.py); the result is
   payable from the run whose as_of is after the window's last day, provided it
   is `approved` then (an open objection keeps it `objected`). A dismissed
   objection does not restart the window.
@@ -48,8 +51,10 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from pipelines import deadlines
 from pipelines import warehouse as wh
 from pipelines.warehouse import ledger, ledger_transitions, payout_batches, payout_items, to_money
+from pipelines.workdays import WorkCalendar
 
 Key = tuple[str, str, str]  # (policy_id, period, uscc)
 
@@ -102,11 +107,23 @@ def _insert_ignore(conn: Connection, table: sa.Table, keys: list[str]):
 
 def _log(conn: Connection, ledger_id: int, from_status: str | None, to_status: str,
          source: Source, department: str | None, amount: Decimal | None = None,
-         note: str | None = None, at: datetime | None = None) -> None:
+         note: str | None = None, at: datetime | None = None, as_of: date | None = None) -> None:
     conn.execute(ledger_transitions.insert().values(
         ledger_id=ledger_id, from_status=from_status, to_status=to_status, at=at or wh.utcnow(),
         run_id=source.run_id, source_file=source.file, source_sha256=source.sha256,
-        department=department, amount=amount, note=note))
+        department=department, amount=amount, note=note, as_of=as_of or business_day(conn)))
+
+
+def business_day(conn: Connection) -> date:
+    """The business date of a move made outside a nightly run (a returned file): the day
+    after the newest run's as_of, i.e. the night that first sees it. The supervision
+    figures of a date then count exactly the moves that date's run could see."""
+    from pipelines.inbox import local_day
+
+    newest = conn.execute(sa.select(sa.func.max(wh.matches.c.as_of))).scalar()
+    if newest is None:
+        return date.fromisoformat(local_day(datetime.now(timezone.utc)))
+    return newest + timedelta(days=1)
 
 
 def get(conn: Connection, key: Key) -> dict | None:
@@ -191,13 +208,14 @@ def _sync(conn: Connection, as_of: date, run_id: str, src: sa.Table) -> dict:
     # Amount adjustments first (they compare with the ledger's amount before this run).
     t = ledger_transitions.c
     log_cols = [t.ledger_id, t.from_status, t.to_status, t.at, t.run_id, t.source_file, t.source_sha256,
-                t.department, t.amount, t.note]
+                t.department, t.amount, t.note, t.as_of]
     adjust = sa.and_(keys, ledger.c.status == "eligible", ledger.c.amount != src.c.amount)
     changed = conn.execute(ledger_transitions.insert().from_select(log_cols, sa.select(
         ledger.c.id, sa.literal("eligible", sa.String), sa.literal("eligible", sa.String),
         sa.literal(now, sa.DateTime), sa.literal(run_id, sa.String), sa.null(), sa.null(), ledger.c.department,
         src.c.amount, sa.literal("金额调整：", sa.Text) + sa.cast(ledger.c.amount, sa.Text)
-        + sa.literal(" → ", sa.Text) + sa.cast(src.c.amount, sa.Text)).where(adjust))).rowcount
+        + sa.literal(" → ", sa.Text) + sa.cast(src.c.amount, sa.Text), sa.literal(as_of, sa.Date))
+        .where(adjust))).rowcount
     if changed:
         conn.execute(ledger.update().where(adjust).values(amount=src.c.amount, evidence=src.c.evidence,
                                                           updated_at=now))
@@ -226,7 +244,7 @@ def _sync(conn: Connection, as_of: date, run_id: str, src: sa.Table) -> dict:
         conn.execute(ledger_transitions.insert().from_select(log_cols, sa.select(
             ledger.c.id, sa.null(), sa.literal("eligible", sa.String), sa.literal(now, sa.DateTime),
             sa.literal(run_id, sa.String), sa.null(), sa.null(), ledger.c.department, ledger.c.amount,
-            sa.literal(f"数据比对符合（{as_of}）", sa.Text)).where(
+            sa.literal(f"数据比对符合（{as_of}）", sa.Text), sa.literal(as_of, sa.Date)).where(
                 ledger.c.first_run == run_id, ledger.c.first_as_of == as_of, ~logged)))
     return {"new": new, "amount_changed": changed, "seen": seen}
 
@@ -271,6 +289,9 @@ def transition(conn: Connection, key: Key, to: str, source: Source | str | None,
             return f"金额“{amount}”无法识别"
         if given != row["amount"]:
             return f"金额 {given:,.2f} 元与台账金额 {_fmt(row['amount'])} 元不一致"
+    if current == "expired" and to in ("confirmed", "declined"):
+        return (f"逾期未确认：该结果已超过确认期限（{row['notified_as_of']} 短信通知），不再受理确认申领或放弃"
+                f"（{_key_text(key)}）")
     values = {**values, "status": to, "updated_at": wh.utcnow()}
     if to == "notified":
         values["notified_as_of"] = as_of or date.today()
@@ -279,7 +300,7 @@ def transition(conn: Connection, key: Key, to: str, source: Source | str | None,
                         .values(**values))
     if done.rowcount != 1:
         return "该结果的状态已被同时处理的其他文件或任务更改，本行未处理，请核对后重新报送"
-    _log(conn, row["id"], current, to, _source(source), department, row["amount"], note, at)
+    _log(conn, row["id"], current, to, _source(source), department, row["amount"], note, at, as_of)
     return None
 
 
@@ -297,7 +318,8 @@ def _done_by_file(conn: Connection, ledger_id: int, to: str, source: Source) -> 
 
 
 def move_all(conn: Connection, current: str, to: str, source: Source | str | None,
-             note: str | None = None, where: sa.ColumnElement[bool] | None = None, **values) -> int:
+             note: str | None = None, where: sa.ColumnElement[bool] | None = None,
+             as_of: date | None = None, **values) -> int:
     """The nightly run's bulk move of every row in `current` (all eligible rows to notified):
     the transition log and the status change as two set-based statements, not a statement
     per row, with the same check as `transition` that nothing else moved them meanwhile.
@@ -309,11 +331,12 @@ def move_all(conn: Connection, current: str, to: str, source: Source | str | Non
     t = ledger_transitions.c
     logged = conn.execute(ledger_transitions.insert().from_select(
         [t.ledger_id, t.from_status, t.to_status, t.at, t.run_id, t.source_file, t.source_sha256,
-         t.department, t.amount, t.note],
+         t.department, t.amount, t.note, t.as_of],
         sa.select(ledger.c.id, sa.literal(current, sa.String), sa.literal(to, sa.String),
                   sa.literal(now, sa.DateTime), sa.literal(src.run_id, sa.String),
                   sa.literal(src.file, sa.Text), sa.literal(src.sha256, sa.String), ledger.c.department,
-                  ledger.c.amount, sa.literal(note, sa.Text)).where(which))).rowcount
+                  ledger.c.amount, sa.literal(note, sa.Text),
+                  sa.literal(as_of or business_day(conn), sa.Date)).where(which))).rowcount
     moved = conn.execute(ledger.update().where(which).values(status=to, updated_at=now, **values)).rowcount
     if moved != logged:
         raise RuntimeError("台账状态已被同时运行的其他任务更改，本次夜间处理已回滚，请重跑")
@@ -372,7 +395,7 @@ def notify(conn: Connection, as_of: date, run_id: str) -> list[dict]:
     money the budget cannot pay): its rows stay `eligible` until the night the
     hold is released."""
     move_all(conn, "eligible", "notified", run_id, note="短信待发清单已生成", where=~held_over_budget(),
-             notified_as_of=as_of)
+             as_of=as_of, notified_as_of=as_of)
     return notified_on(conn, as_of)
 
 
@@ -392,18 +415,80 @@ def in_publicity(conn: Connection, as_of: date) -> list[dict]:
     return [dict(r._mapping) for r in rows]
 
 
-def start_publicity(conn: Connection, as_of: date) -> list[dict]:
-    """Open the publicity window of approved rows listed for the first time, and
-    return every row whose window contains as_of (approved or under objection)."""
+def start_publicity(conn: Connection, as_of: date, calendar: WorkCalendar) -> list[dict]:
+    """Open the publicity window (publicity_days working days, deadlines.publicity_to) of
+    approved rows listed for the first time, and return every row whose window contains
+    as_of (approved or under objection)."""
     now = wh.utcnow()
     for row in rows_in(conn, "approved"):
         days = row["publicity_days"] or 0
         if days > 0 and row["publicity_from"] is None:
             conn.execute(ledger.update().where(ledger.c.id == row["id"],
                                                ledger.c.publicity_from.is_(None))
-                         .values(publicity_from=as_of,
-                                 publicity_to=as_of + timedelta(days=days - 1), updated_at=now))
+                         .values(publicity_from=as_of, publicity_to=deadlines.publicity_to(calendar, as_of, days),
+                                 updated_at=now))
     return in_publicity(conn, as_of)
+
+
+def remind_and_expire(conn: Connection, as_of: date, run_id: str, calendar: WorkCalendar,
+                      days: Mapping[str, deadlines.Days]) -> dict:
+    """催办 and 逾期未确认 for the unanswered (`notified`) rows: past half of confirm_days a
+    row gets its one reminder (reminded_as_of, set once: a rerun sends none again); past
+    confirm_days it becomes `expired`. Returns counts: reminded, expired."""
+    counts = {"reminded": 0, "expired": 0}
+    for row in rows_in(conn, "notified"):
+        if row["notified_as_of"] is None:
+            continue
+        policy_days = days.get(row["policy_id"], deadlines.Days())
+        deadline = deadlines.confirm_by(calendar, row["notified_as_of"], policy_days)
+        key = (row["policy_id"], row["period"], row["uscc"])
+        if as_of > deadline:
+            _must(transition(conn, key, "expired", run_id, row["department"], as_of=as_of,
+                             note=f"逾期未确认：确认截止日期 {deadline} 前未确认申领意愿"))
+            counts["expired"] += 1
+        elif row["reminded_as_of"] is None and as_of >= deadlines.remind_on(calendar, row["notified_as_of"],
+                                                                             policy_days):
+            conn.execute(ledger.update().where(ledger.c.id == row["id"], ledger.c.reminded_as_of.is_(None))
+                         .values(reminded_as_of=as_of, updated_at=wh.utcnow()))
+            counts["reminded"] += 1
+    return counts
+
+
+def reminded_on(conn: Connection, as_of: date) -> list[dict]:
+    """The rows the run of as_of sent a 催办 to (what its SMS outbox listed); reads only."""
+    rows = conn.execute(sa.select(ledger).where(ledger.c.reminded_as_of == as_of)
+                        .order_by(ledger.c.department, ledger.c.policy_id, ledger.c.uscc)).all()
+    return [dict(r._mapping) for r in rows]
+
+
+def apply_online(conn: Connection, key: Key, amount: Decimal, applied_on: date, source: Source,
+                 policy_name: str, department: str, name: str | None, payee: Mapping[str, object],
+                 publicity_days: int | None) -> str | None:
+    """An accepted online application of a `manual` policy: a new row straight at `confirmed`
+    with the applied amount and payee account (the database lets a row start there only with
+    its application date). Refused when the key is already in the ledger (one application
+    per enterprise, policy and period)."""
+    existing = get(conn, key)
+    if existing is not None:
+        if _done_by_file(conn, existing["id"], "confirmed", source):
+            return None
+        return (f"重复申请：该企业已于 {existing['applied_on'] or existing['first_as_of']} 申请本政策本期次"
+                f"（当前状态“{STATUS_LABELS[existing['status']]}”），同一期次只能申请一次")
+    policy_id, period, uscc = key
+    run = f"online:{source.file}"
+    now = wh.utcnow()
+    new = conn.execute(_insert_ignore(conn, ledger, ["policy_id", "period", "uscc"]).values(
+        policy_id=policy_id, period=period, uscc=uscc, status="confirmed", amount=amount,
+        last_match_amount=amount, policy_name=policy_name, department=department, name=name,
+        publicity_days=publicity_days or None, applied_on=applied_on, first_run=run, last_run=run,
+        first_as_of=applied_on, last_as_of=applied_on, updated_at=now, **payee))
+    if new.rowcount != 1:
+        return "该结果已被同时处理的其他文件写入台账，本行未处理，请核对后重新报送"
+    row = get(conn, key)
+    _log(conn, row["id"], None, "confirmed", source, department, amount,
+         f"在线申请 {amount:,.2f} 元（{applied_on}）；已签署信用承诺；收款账号尾号{payee['bank_account'][-4:]}",
+         as_of=applied_on)
+    return None
 
 
 def payable(conn: Connection, as_of: date) -> tuple[list[dict], list[dict]]:
@@ -423,7 +508,8 @@ def payable(conn: Connection, as_of: date) -> tuple[list[dict], list[dict]]:
     return pay, held
 
 
-def apply_recheck(conn: Connection, run_id: str, findings: Mapping[int, str | None]) -> dict:
+def apply_recheck(conn: Connection, run_id: str, findings: Mapping[int, str | None],
+                  as_of: date | None = None) -> dict:
     """再确认: move rows by tonight's findings (ledger id -> Chinese finding, None: passes).
 
     A suspended row whose re-check passes (or finds only what its department
@@ -438,11 +524,12 @@ def apply_recheck(conn: Connection, run_id: str, findings: Mapping[int, str | No
         key = (row["policy_id"], row["period"], row["uscc"])
         if row["status"] == "suspended" and passes:
             note = "再确认通过，恢复审核通过" if finding is None else f"再确认：{finding}（部门已复核通过）"
-            _must(transition(conn, key, "approved", run_id, row["department"], note=note, recheck_reason=None))
+            _must(transition(conn, key, "approved", run_id, row["department"], note=note, as_of=as_of,
+                             recheck_reason=None))
             counts["resumed"] += 1
         elif row["status"] == "approved" and not passes:
             _must(transition(conn, key, "suspended", run_id, row["department"],
-                             note=f"再确认未通过，暂缓拨付：{finding}", recheck_reason=finding))
+                             note=f"再确认未通过，暂缓拨付：{finding}", as_of=as_of, recheck_reason=finding))
             counts["suspended"] += 1
         elif row["status"] == "suspended" and finding != row["recheck_reason"]:
             # still failing, for another reason tonight: the 复核 workbook shows the current one
@@ -480,7 +567,7 @@ def schedule_payout(conn: Connection, as_of: date, run_id: str) -> str | None:
          "department": r["department"]} for r in rows])
     for r in rows:   # a concurrent move gives the whole batch up rather than half of it
         _must(transition(conn, (r["policy_id"], r["period"], r["uscc"]), "scheduled", run_id,
-                         r["department"], note=f"列入拨付批次 {batch_id}"))
+                         r["department"], note=f"列入拨付批次 {batch_id}", as_of=as_of))
     return batch_id
 
 

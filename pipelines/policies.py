@@ -37,6 +37,7 @@ REQUIRED_KEYS = ("id", "name", "department", "kind", "period", "valid_from", "va
 TOP_KEYS = REQUIRED_KEYS + (
     "basis", "conditions", "benefit", "exclusive_group", "budget", "budget_rule",
     "guards", "publicity_days", "guide", "repealed_on", "confirm_days", "review_days", "pay_days", "fund_source",
+    "max_amount",
 )
 # Deadlines in working days (lifecycle.md), when the policy file does not say.
 DEADLINE_DEFAULTS = {"confirm_days": 15, "review_days": 10, "pay_days": 20}
@@ -148,6 +149,7 @@ class Policy:
     confirm_days: int = DEADLINE_DEFAULTS["confirm_days"]
     review_days: int = DEADLINE_DEFAULTS["review_days"]
     pay_days: int = DEADLINE_DEFAULTS["pay_days"]
+    max_amount: Decimal | None = None    # manual only: the most one online application may claim
     file: str = ""
     file_hash: str = ""                  # sha256 of the file's bytes (audit)
     repealed_on: dt.date | None = None   # 废止: out of force from this date on
@@ -696,6 +698,16 @@ class _Checker:
         else:
             benefit = self.benefit(raw_benefit, kind or "", doc.lines["benefit"])
 
+        max_amount = None
+        if doc.get("max_amount") is not None:
+            if kind != "manual":
+                self.err(doc.lines["max_amount"], "max_amount", "max_amount（单户申请上限）只适用于人工类（manual）政策")
+            else:
+                max_amount = self.money(doc, "max_amount", "")
+                if max_amount is not None and max_amount <= 0:
+                    self.err(doc.lines["max_amount"], "max_amount", f"单户申请上限应大于零，而不是 {max_amount}")
+                    max_amount = None
+
         guards = GUARDS
         raw_guards = doc.get("guards")
         if raw_guards is not None:
@@ -744,7 +756,8 @@ class _Checker:
             id=pid, name=name, department=department, kind=kind, period=period,
             valid_from=valid_from, valid_to=valid_to, conditions=conditions, benefit=benefit,
             guards=guards, budget=budget, budget_rule=budget_rule, exclusive_group=group,
-            publicity_days=publicity, guide=guide, basis=basis, fund_source=fund_source, **deadlines,
+            publicity_days=publicity, guide=guide, basis=basis, fund_source=fund_source, max_amount=max_amount,
+            **deadlines,
             file=self.file, file_hash=file_hash, repealed_on=repealed_on,
         )
 

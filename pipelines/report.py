@@ -137,8 +137,38 @@ def lists_section(settings: Settings, as_of: date, reminder_lists: dict) -> str:
                                                     for dept, counts in sorted(reminder_lists.items())], " 条")
 
 
+def oversight_section(result: dict | None) -> str:
+    """督导统计 (the run's oversight/督导统计.json): per department and policy, departments with
+    overdue items first, and a chart of the median working days from eligible to paid."""
+    from pipelines.oversight import COUNTED, LABELS, OVERDUE_KEYS
+
+    if not result or not result.get("figures"):
+        return "<p>台账中尚无记录，暂无督导统计。</p>"
+    keys = COUNTED + ("paid_amount", "median_days_to_paid") + OVERDUE_KEYS
+    head = "".join(f"<th>{esc(LABELS[k])}</th>" for k in ("department", "policy_id", "period") + keys)
+
+    def cell(f: dict, k: str) -> str:
+        v = f[k]
+        if k == "paid_amount":
+            return f'<td class="num">{yuan(Decimal(v))}</td>'
+        if v is None:
+            return '<td class="num">—</td>'
+        late = k in OVERDUE_KEYS and v
+        return f'<td class="num{" bad" if late else ""}">{v:g}</td>'
+
+    rows = "".join(f"<tr><td>{esc(f['department'])}</td><td>{esc(f['policy_id'])}</td><td>{esc(f['period'])}</td>"
+                   + "".join(cell(f, k) for k in keys) + "</tr>" for f in result["figures"])
+    waits = [(f"{f['policy_id']} {f['policy_name']}", Decimal(str(f["median_days_to_paid"])))
+             for f in result["figures"] if f["median_days_to_paid"] is not None]
+    late = len(result.get("overdue", []))
+    return (f'<p>截至 {esc(result["as_of"])} 的累计数（按部门、政策、期次；有逾期事项的部门排在前面）；'
+            f'逾期事项 <b id="overdue-items">{late:,d}</b> 项，明细见本次运行目录 oversight/督导统计.xlsx。</p>'
+            f'<table id="oversight"><tr>{head}</tr>{rows}</table>'
+            + bar_chart("各政策从符合条件到拨付的中位工作日", waits, " 个工作日"))
+
+
 def render(as_of: date, run_id: str, verdicts, policies, figures, previous, ledger, data_docs: Path | None,
-           lists_html: str = "") -> str:
+           lists_html: str = "", oversight_html: str = "") -> str:
     gate_open = all(v["status"] == "accepted" for v in verdicts)
     feed_rows = "".join(
         f'<tr class="{"ok" if v["status"] == "accepted" else "bad"}"><td>{esc(v["title"])}</td><td>{esc(v["department"])}</td>'
@@ -202,7 +232,8 @@ def render(as_of: date, run_id: str, verdicts, policies, figures, previous, ledg
 <h2>三、与上一次运行相比</h2>{change}
 <h2>四、超预算政策</h2>{over_html}
 <h2>五、台账变动</h2>{ledger_html}
-<h2>六、发布清单与提醒清单</h2>{lists_html}"""
+<h2>六、发布清单与提醒清单</h2>{lists_html}
+<h2>七、督导统计</h2>{oversight_html or "<p>本次运行没有督导统计。</p>"}"""
     return page(f"免申即享夜间运行报告 {as_of}", body, "本报告由免申即享数据流水线自动生成，不含企业联系电话及个人姓名。")
 
 
@@ -213,8 +244,11 @@ def write(settings: Settings, as_of: date, run_id: str) -> Path:
     figures = key_figures(verdicts, policies, ledger)
     data_docs = settings.data_docs_dir(as_of) / "index.html"
     lists_html = lists_section(settings, as_of, read_json(settings.reminder_summary_path(as_of)) or {})
+    from pipelines.outputs.oversight import figures_path
+
+    oversight_html = oversight_section(read_json(figures_path(settings.run_dir(as_of))))
     text = render(as_of, run_id, verdicts, policies, figures, previous_figures(settings, as_of), ledger, data_docs,
-                  lists_html)
+                  lists_html, oversight_html)
     path = settings.report_path(as_of)
     atomic_write_text(path, text)
     atomic_write_text(settings.report_figures_path(as_of), json.dumps(figures, ensure_ascii=False, indent=2))

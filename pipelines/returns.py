@@ -449,3 +449,77 @@ def _recovery_receipt(conn, values: dict, source: Source) -> Applied:
 @intake.handles("_recovery_receipts")
 def handle_recovery_receipts(settings: Settings, path: Path, sha256: str, folder: str) -> IntakeResult:
     return _run(settings, path, sha256, KEY + ("实收金额", "到账日期"), _recovery_receipt, department=FINANCE)
+
+
+# ---------------------------------------------------------------- _applications (在线申请, manual policies)
+
+APPLY_AMOUNT, APPLY_TIME = "申请金额", "申请时间"
+
+
+def registered_names(settings: Settings, usccs: set[str]) -> dict[str, str]:
+    """uscc -> registered name, from the newest night's portrait (an enterprise absent
+    or not registered there is not in the registry)."""
+    import pyarrow.parquet as pq
+    import sqlalchemy as sa
+
+    with warehouse.connect(settings.warehouse_url).connect() as conn:
+        newest = conn.execute(sa.select(sa.func.max(warehouse.matches.c.as_of))).scalar()
+    path = settings.portrait_path(newest) if newest else None
+    if not usccs or path is None or not path.exists():
+        return {}
+    rows = pq.read_table(path, columns=["uscc", "name", "registered"],
+                         filters=[("uscc", "in", sorted(usccs))]).to_pylist()
+    return {r["uscc"]: r["name"] for r in rows if r["registered"] and r["name"]}
+
+
+def _application(policies: dict, names: dict[str, str], conn, values: dict, source: Source) -> Applied:
+    key = _key(values)
+    if (missing := _missing_key(key)):
+        return Applied(missing)
+    policy_id, period, uscc = key
+    policy = policies.get(policy_id)
+    if policy is None:
+        return Applied(f"未知政策编号“{policy_id}”：政策条件库中没有该政策")
+    if policy.kind != "manual":
+        return Applied(f"政策 {policy_id}“{policy.name}”不是暂时难以数据化（人工核定）类政策，不受理在线申请："
+                       "符合条件的企业经数据比对后将收到短信通知", department=policy.department)
+    if period != str(policy.period):
+        return Applied(f"期次“{period}”与政策 {policy_id} 的期次“{policy.period}”不符", department=policy.department)
+    try:
+        amount = warehouse.to_money(cell(values, APPLY_AMOUNT, money))
+        applied_on = cell(values, APPLY_TIME, day)
+    except Unreadable as exc:
+        return Applied(str(exc), department=policy.department)
+    reasons = []
+    if applied_on is None:
+        reasons.append(f"{APPLY_TIME}为空")
+    if amount <= 0:
+        reasons.append(f"{APPLY_AMOUNT}应大于零")
+    elif policy.max_amount is not None and amount > policy.max_amount:
+        reasons.append(f"{APPLY_AMOUNT} {amount:,.2f} 元超过该政策单户申请上限 {policy.max_amount:,.2f} 元")
+    name = names.get(uscc)
+    if name is None:
+        reasons.append(f"统一社会信用代码 {uscc} 不在市场主体登记库中（或未登记），请核对")
+    refusals, payee = payee_refusals(values, name)
+    reasons += refusals
+    if reasons:
+        return Applied("；".join(reasons), department=policy.department)
+    reason = ledger.apply_online(conn, key, amount, applied_on, source, policy.name, policy.department, name,
+                                 payee, policy.publicity_days)
+    return Applied(reason, None if reason else amount, policy.department)
+
+
+@intake.handles("_applications")
+def handle_applications(settings: Settings, path: Path, sha256: str, folder: str) -> IntakeResult:
+    import functools
+
+    from pipelines.policies import load_dir
+
+    policies = {p.id: p for p in load_dir(settings.policies)[0]}
+    usccs = set()
+    try:
+        usccs = {_key(v)[2] for _, v in read_table(Path(path), KEY, (), settings).rows}
+    except Refused:
+        pass   # _run refuses the file with the reason
+    names = registered_names(settings, usccs)
+    return _run(settings, path, sha256, KEY + (APPLY_AMOUNT, APPLY_TIME), functools.partial(_application, policies, names))

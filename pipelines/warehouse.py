@@ -31,10 +31,10 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 # The ledger's statuses and the only transitions allowed (lifecycle.md).
 # The database holds the same pairs in `allowed_transitions`, seeded by the
-# migrations (0001, then 0003 for 再确认 and 追回), and a trigger refuses any
+# migrations (0001, then 0003 for 再确认 and 追回, 0004 for 逾期未确认), and a trigger refuses any
 # other status change. The migrations keep their own frozen copies of these lists.
 STATUSES = ("eligible", "notified", "confirmed", "declined", "approved", "rejected",
-            "objected", "scheduled", "paid", "suspended", "recovering", "recovered")
+            "objected", "scheduled", "paid", "suspended", "recovering", "recovered", "expired")
 TRANSITIONS = (
     ("eligible", "notified"),
     ("notified", "confirmed"),
@@ -51,6 +51,7 @@ TRANSITIONS = (
     ("suspended", "rejected"),
     ("paid", "recovering"),
     ("recovering", "recovered"),
+    ("notified", "expired"),
 )
 
 
@@ -174,6 +175,10 @@ ledger = sa.Table(
     sa.Column("recheck_reason", sa.Text),
     sa.Column("recheck_override", sa.Text),
     sa.Column("paid_on", sa.Date),
+    # 0004: the 催办 night, and the date of a manual policy's online application (such a row
+    # enters at `confirmed`; the database lets no other row start past `eligible`).
+    sa.Column("reminded_as_of", sa.Date),
+    sa.Column("applied_on", sa.Date),
     sa.Column("first_run", sa.String(64), nullable=False),
     sa.Column("last_run", sa.String(64), nullable=False),
     sa.Column("first_as_of", sa.Date, nullable=False),
@@ -204,6 +209,7 @@ ledger_transitions = sa.Table(
     sa.Column("department", sa.Text),
     sa.Column("amount", Money),
     sa.Column("note", sa.Text),
+    sa.Column("as_of", sa.Date),                    # business date of the move (0004)
 )
 
 # An operator's release of an over-budget hold, per policy and period.

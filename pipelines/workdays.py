@@ -18,7 +18,8 @@ working days (调休) included. Each year is read from the first source that has
    wrong, and nothing stops for it.
 
 The API is small: `WorkCalendar(folder)` with `is_working_day(day)`,
-`add_working_days(start, n)` and `warnings`; `add_working_days(start, n,
+`add_working_days(start, n)`, `working_days_between(start, end)`,
+`window(first, n)` (publicity) and `warnings`; `add_working_days(start, n,
 folder)` returns `(date, warnings)` for a one-off call.
 """
 from __future__ import annotations
@@ -70,6 +71,21 @@ class WorkCalendar:
             if self.is_working_day(day):
                 n -= 1
         return day
+
+    def working_days_between(self, start: date, end: date) -> int:
+        """Working days after `start` up to and including `end` (0 when end is not after start)."""
+        n, day = 0, start
+        while day < end:
+            day += timedelta(days=1)
+            n += self.is_working_day(day)
+        return n
+
+    def window(self, first: date, n: int) -> date:
+        """The last day of a window of n working days that opens on `first` and counts it
+        when it is a working day (a 公示 opened on a Saturday starts on Monday)."""
+        if n <= 0:
+            raise ValueError("a window has at least one working day")
+        return self.add_working_days(first, n - 1 if self.is_working_day(first) else n)
 
     def _year(self, year: int) -> tuple[str, frozenset[date], frozenset[date]]:
         if year not in self._years:

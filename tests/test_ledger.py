@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from h5_support import code, db_url, engine, match, table  # noqa: F401  (fixtures)
 from pipelines import ledger, warehouse
 from pipelines.warehouse import ledger as ledger_t, ledger_transitions
+from pipelines.workdays import WorkCalendar
 
 D1 = date(2026, 11, 26)
 KEY = ("WL-RS-2026-01", "2026", code(1))
@@ -125,18 +126,19 @@ def test_payout_respects_publicity_objections_and_budget_holds(engine):
         walk_to_approved(engine, ("WL-RS-2026-01", "2026", code(n)))
     walk_to_approved(engine, ("WL-B-01", "2026", code(3)))
     with engine.begin() as conn:
-        listed = ledger.start_publicity(conn, D1)
-    assert [(r["publicity_from"], r["publicity_to"]) for r in listed] == [(D1, D1 + timedelta(days=4))] * 2
+        listed = ledger.start_publicity(conn, D1, WorkCalendar())
+    last = date(2026, 12, 2)   # five working days from Thursday 11-26, the weekend not counted
+    assert [(r["publicity_from"], r["publicity_to"]) for r in listed] == [(D1, last)] * 2
     with engine.begin() as conn:  # objection on one during the window
         assert ledger.transition(conn, ("WL-RS-2026-01", "2026", code(2)), "objected", "f", None) is None
-        pay, held = ledger.payable(conn, D1 + timedelta(days=4))
+        pay, held = ledger.payable(conn, last)
     assert pay == [] and [r["uscc"] for r in held] == [code(3)]
     with engine.begin() as conn:
-        pay, held = ledger.payable(conn, D1 + timedelta(days=5))
+        pay, held = ledger.payable(conn, last + timedelta(days=1))
         assert [r["uscc"] for r in pay] == [code(1)]
         assert ledger.release_budget_hold(conn, "WL-B-01", "2026", "张科长") is True
         assert ledger.release_budget_hold(conn, "WL-B-01", "2026", "张科长") is False
-        pay, held = ledger.payable(conn, D1 + timedelta(days=5))
+        pay, held = ledger.payable(conn, last + timedelta(days=1))
     assert sorted(r["uscc"] for r in pay) == [code(1), code(3)] and held == []
 
 

@@ -108,7 +108,7 @@ def test_publicity_list_carries_no_phone_or_personal_name(settings):
     cells = [str(c) for row in ws.iter_rows(values_only=True) for c in row if c is not None]
     assert any("南阳市卧龙区示范1有限公司" in c for c in cells)
     assert not any("13812345678" in c or "王建国" in c for c in cells)
-    assert any("2026年11月27日至2026年12月01日" in c for c in cells)
+    assert any("2026年11月27日至2026年12月03日" in c for c in cells)
     # the SMS outbox of day 1 does carry the phone
     sms_csv = (settings.run_dir(D1) / "sms" / "短信待发清单.csv").read_text(encoding="utf-8-sig")
     assert "13812345678" in sms_csv and "预计可享受 5,000.00 元" in sms_csv

@@ -202,6 +202,10 @@ def test_clerks_values():
     (dt.date(2026, 11, 26), dt.date(2026, 12, 18), 0),
 ])
 def test_days_left_count_working_days(confirm_from, as_of, left):
-    deadline = reminders.add_workdays(confirm_from, reminders.DEFAULT_CONFIRM_DAYS)
+    from pipelines import deadlines
+    from pipelines.workdays import WorkCalendar
+
+    calendar = WorkCalendar()
+    deadline = deadlines.confirm_by(calendar, confirm_from, deadlines.Days())
     assert deadline == dt.date(2026, 12, 17)
-    assert reminders.workdays_between(as_of, deadline) == left
+    assert calendar.working_days_between(as_of, deadline) == left

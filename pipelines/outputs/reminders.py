@@ -23,24 +23,24 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines import contracts, engine
+from pipelines import contracts, deadlines, engine
 from pipelines.evidence import MISSING_BENEFIT_BASE, failing, missing_fields, top_item
 from pipelines.files import atomic_write_bytes
 from pipelines.outputs.review import safe_name
 from pipelines.outputs.workbook import Col, cn_date, csv_table_bytes, write_list, write_workbook
 from pipelines.policies import Policy
+from pipelines.workdays import WorkCalendar
 
 UNCLAIMED, NEAR_MISS, DATA_GAPS = "应享未享提醒", "差一项清单", "数据缺口清单"
 NEAR_MISS_XLSX_ROWS = 2_000
 UNNAMED = "名称未登记"
-DEFAULT_CONFIRM_DAYS = 15   # lifecycle.md: confirm_days, in working days
 SUMMARY = "summary.json"
 TOP_GAPS = 5
 
@@ -265,47 +265,21 @@ def gap_summary(detail: pa.Table) -> pa.Table:
 
 # ---------------------------------------------------------------- 应享未享提醒
 
-def _workday(day: date) -> bool:
-    import chinese_calendar
-
-    try:
-        return chinese_calendar.is_workday(day)
-    except NotImplementedError:   # a year the library does not know yet: Monday to Friday
-        return day.weekday() < 5
-
-
-def add_workdays(start: date, days: int) -> date:
-    day = start
-    while days > 0:
-        day += timedelta(days=1)
-        days -= _workday(day)
-    return day
-
-
-def workdays_between(start: date, end: date) -> int:
-    """Working days after `start` up to and including `end` (0 when end is not after start)."""
-    n, day = 0, start
-    while day < end:
-        day += timedelta(days=1)
-        n += _workday(day)
-    return n
-
-
 def unclaimed(notified: list[dict], manual: pa.Table, portrait: pa.Table, policies: dict[str, Policy],
-              as_of: date) -> list[dict]:
+              as_of: date, calendar: WorkCalendar) -> list[dict]:
     """Notified results not yet answered (soonest deadline first), then manual policies' pre-screened enterprises."""
     codes = pa.array([r["uscc"] for r in notified] + manual.column("uscc").to_pylist(), pa.string())
     who = _lookup(portrait, codes)
     names, phones = registry_names(who).to_pylist(), pc.fill_null(who.column("phone"), "").to_pylist()
+    days = deadlines.days_of(policies)
     out = []
     for i, r in enumerate(notified):
         sent = r.get("notified_as_of") or as_of
-        days = getattr(policies.get(r["policy_id"]), "confirm_days", None) or DEFAULT_CONFIRM_DAYS
-        deadline = add_workdays(sent, days)
+        deadline = deadlines.confirm_by(calendar, sent, days.get(r["policy_id"], deadlines.Days()))
         out.append({"department": r["department"], "uscc": r["uscc"], "name": names[i], "phone": phones[i],
                     "policy_id": r["policy_id"], "policy_name": r["policy_name"], "period": r["period"],
                     "amount": r.get("amount"), "notified_on": cn_date(sent), "deadline": cn_date(deadline),
-                    "days_left": workdays_between(as_of, deadline), "_deadline": deadline,
+                    "days_left": calendar.working_days_between(as_of, deadline), "_deadline": deadline,
                     "action": "已短信告知，企业尚未确认申领，请提醒企业在截止日期前确认"})
     out.sort(key=lambda r: (r["department"], r["_deadline"], r["policy_id"], r["uscc"]))
     for j, r in enumerate(manual.to_pylist(), start=len(notified)):
@@ -332,14 +306,14 @@ def _numbered(table: pa.Table) -> pa.Table:
 
 
 def write(folder: Path, as_of: date, matches: pa.Table | Path, portrait_path: Path | None,
-          notified: list[dict], policies: list[Policy], unit: str) -> Written:
+          notified: list[dict], policies: list[Policy], unit: str, calendar: WorkCalendar | None = None) -> Written:
     """Write every department's lists into `folder` and SUMMARY beside them."""
     by_id = {p.id: p for p in policies}
     bases = {p.benefit.base for p in policies if p.benefit is not None and p.benefit.base}
     portrait = read_portrait(portrait_path, bases)
     manual, _ = _results(matches, lambda t: pc.and_(pc.equal(t.column("kind"), "manual"),
                                                     pc.equal(t.column("outcome"), "eligible")))
-    first = unclaimed(notified, manual, portrait, by_id, as_of)
+    first = unclaimed(notified, manual, portrait, by_id, as_of, calendar or WorkCalendar())
     near = near_misses(matches, portrait, by_id)
     detail = gaps(matches, by_id, portrait)
     summary_table = gap_summary(detail)
