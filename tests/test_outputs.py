@@ -112,10 +112,10 @@ def test_publicity_list_carries_no_phone_or_personal_name(settings):
     # the SMS outbox of day 1 does carry the phone
     sms_csv = (settings.run_dir(D1) / "sms" / "短信待发清单.csv").read_text(encoding="utf-8-sig")
     assert "13812345678" in sms_csv and "预计可享受 5,000.00 元" in sms_csv
-    # paid only once the five days 11-27..12-01 are over
-    assert run(settings, date(2026, 12, 1), [], "r3")["payout_items"] == 0
-    write_portrait(settings, date(2026, 12, 2), {code(1): ("13812345678", "王建国")})
-    assert run(settings, date(2026, 12, 2), [], "r4")["payout_batches"] == ["PB-20261202-01"]
+    # paid only once the five working days 11-27..12-03 are over
+    assert run(settings, date(2026, 12, 3), [], "r3")["payout_items"] == 0
+    write_portrait(settings, date(2026, 12, 4), {code(1): ("13812345678", "王建国")})
+    assert run(settings, date(2026, 12, 4), [], "r4")["payout_batches"] == ["PB-20261204-01"]
 
 
 @pytest.mark.parametrize("crash_in", ["payout", "reminders"])

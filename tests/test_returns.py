@@ -263,18 +263,18 @@ def test_one_full_lifecycle_from_match_to_paid(settings, tmp_path):
     assert [o.error for o in result.rows] == [None, None]
     assert set(statuses(settings).values()) == {"approved"}
 
-    # night 3: publicity window opens (3 days: 11-28..11-30); nothing paid yet
+    # night 3: publicity window opens on Saturday 11-28 (3 working days: 11-30..12-02); nothing paid yet
     d3 = D1 + timedelta(days=2)
     write_matches(settings, d3, rows)
     out = handoff.ledger_and_outputs(settings, d3, "r3")
     assert out["publicity_rows"] == 2 and out["payout_items"] == 0
 
-    # night 6 (12-01): the window has passed without objection -> payout list, scheduled
-    d6 = date(2026, 12, 1)
+    # night 6 (12-03): the window has passed without objection -> payout list, scheduled
+    d6 = date(2026, 12, 3)
     write_portrait(settings, d6, people)    # the re-check before payout reads the night's portrait
     write_matches(settings, d6, rows)
     out = handoff.ledger_and_outputs(settings, d6, "r6")
-    assert out["payout_batches"] == ["PB-20261201-01"] and out["payout_total"] == "7500.50"
+    assert out["payout_batches"] == ["PB-20261203-01"] and out["payout_total"] == "7500.50"
     assert set(statuses(settings).values()) == {"scheduled"}
     with open(settings.run_dir(d6) / "payout" / "payout.csv", encoding="utf-8-sig") as fh:
         listed = list(csv.DictReader(fh))
