@@ -71,6 +71,7 @@ STATUS_LABELS = {
     "suspended": "暂缓拨付",
     "recovering": "追回中",
     "recovered": "已追回",
+    "expired": "逾期未确认",
 }
 ALLOWED = frozenset(wh.TRANSITIONS)
 # Past the point where the newest run's over-budget flag matters.
@@ -279,6 +280,9 @@ def transition(conn: Connection, key: Key, to: str, source: Source | str | None,
     if _done_by_file(conn, row["id"], to, _source(source)):
         return None   # this very file already made this move: a pass that died midway, replayed
     current = row["status"]
+    if current == "expired" and to in ("confirmed", "declined"):
+        return (f"逾期未确认：该结果已超过确认期限（{row['notified_as_of']} 短信通知），不再受理确认申领或放弃"
+                f"（{_key_text(key)}）")
     if (current, to) not in ALLOWED:
         return (f"当前状态为“{STATUS_LABELS[current]}”，不能变更为“{STATUS_LABELS[to]}”"
                 f"（{_key_text(key)}）")
@@ -289,9 +293,6 @@ def transition(conn: Connection, key: Key, to: str, source: Source | str | None,
             return f"金额“{amount}”无法识别"
         if given != row["amount"]:
             return f"金额 {given:,.2f} 元与台账金额 {_fmt(row['amount'])} 元不一致"
-    if current == "expired" and to in ("confirmed", "declined"):
-        return (f"逾期未确认：该结果已超过确认期限（{row['notified_as_of']} 短信通知），不再受理确认申领或放弃"
-                f"（{_key_text(key)}）")
     values = {**values, "status": to, "updated_at": wh.utcnow()}
     if to == "notified":
         values["notified_as_of"] = as_of or date.today()

@@ -80,7 +80,9 @@ def finding(policy_id: str, key: tuple[str, str, str], night: Night) -> str | No
     """The re-check of one result: None when it passes, else the Chinese finding."""
     policy = night.policies.get(policy_id)
     reasons = guard_findings(policy.guards if policy else GUARDS, night.enterprises.get(key[2]))
-    if policy_id in night.evaluated:
+    # A manual policy's conditions are only a pre-screen: its applications, reviewed by the
+    # department, are re-checked on the guards alone.
+    if policy_id in night.evaluated and (policy is None or policy.kind != "manual"):
         result = night.results.get(key)
         if result is None:
             if policy is not None and policy.kind == "name_list":

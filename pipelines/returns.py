@@ -472,10 +472,13 @@ def registered_names(settings: Settings, usccs: set[str]) -> dict[str, str]:
     return {r["uscc"]: r["name"] for r in rows if r["registered"] and r["name"]}
 
 
-def _application(policies: dict, names: dict[str, str], conn, values: dict, source: Source) -> Applied:
+def _application(policies: dict, names: dict[str, str], seen: set, conn, values: dict, source: Source) -> Applied:
     key = _key(values)
     if (missing := _missing_key(key)):
         return Applied(missing)
+    if key in seen:   # (a replayed file is recognised by its hash: only a second row needs this)
+        return Applied("重复申请：同一文件中已有该企业本政策本期次的申请，同一期次只能申请一次")
+    seen.add(key)
     policy_id, period, uscc = key
     policy = policies.get(policy_id)
     if policy is None:
@@ -522,4 +525,4 @@ def handle_applications(settings: Settings, path: Path, sha256: str, folder: str
     except Refused:
         pass   # _run refuses the file with the reason
     names = registered_names(settings, usccs)
-    return _run(settings, path, sha256, KEY + (APPLY_AMOUNT, APPLY_TIME), functools.partial(_application, policies, names))
+    return _run(settings, path, sha256, KEY + (APPLY_AMOUNT, APPLY_TIME), functools.partial(_application, policies, names, set()))
