@@ -5,20 +5,21 @@ and on PostgreSQL (slow).
     night 1 (11-26)  matches → SMS outbox, every eligible result `notified`, except
                      the policy held over budget (H): no SMS, its results wait `eligible`
     inbox            _confirmations/ with 信用承诺 and payee accounts: 确认申领 ×n,
-                     放弃 ×1, and three rows refused (no commitment, another 户名, a bad account)
+                     放弃 ×1, and three rows refused (no commitment, another 户名, a bad account);
+                     _applications/: an online application of the manual policy MP (`confirmed`)
     night 2 (11-27)  the hold on H is released (release_holds): H's SMS go out tonight;
                      review workbooks (with the accounts) for the confirmed
     inbox            _reviews/: 通过, one 不通过 with 审核意见; H's confirmations
-    night 3 (11-28)  publicity lists open (5 and 7 days); H's review workbook
-    inbox            _reviews/ for H
-    night 4 (12-03)  再确认: A's second enterprise was listed as 失信 and C's is 注销
+    night 3 (11-28)  publicity lists open (5 and 7 working days, from Monday 11-30); H's review workbook
+    inbox            _reviews/ for H and for MP's application
+    night 4 (12-07)  再确认: A's second enterprise was listed as 失信 and C's is 注销
                      since approval: both `suspended`, on the 复核表 with the reason, not
-                     paid; payout list PB-20261203-01: A's first, H (no publicity);
-                     B is still in its window
+                     paid; payout list PB-20261207-01: A's first, H and MP (no publicity);
+                     B is still in its window (to 12-08)
     inbox            _payments/ → `paid` (the same bytes again pay nothing); the 复核表
                      of C returned 通过 with 审核意见 (an override); _recoveries/ and
                      _recovery_receipts/ take A's first back: `recovered`
-    night 5 (12-05)  the listing is gone: A's second is approved again and paid; C is paid
+    night 5 (12-09)  the listing is gone: A's second is approved again and paid; C is paid
                      by the override although still 注销; B's window has passed;
                      the recovered and paid rows are never listed again
 
@@ -48,12 +49,13 @@ from tests.conftest import ROOT, make_settings, postgres_schema
 pytestmark = pytest.mark.slow
 
 N1, N2, N3, N4, N5 = (date(2026, 11, 26), date(2026, 11, 27), date(2026, 11, 28),
-                      date(2026, 12, 3), date(2026, 12, 5))
+                      date(2026, 12, 7), date(2026, 12, 9))
 ENTERPRISES, SEED, DEFECTS = 200, 5, 0.005
 RS = "区人力资源和社会保障局"
 A = "WL-RS-2026-01"        # publicity 5 days (sample value)
 B = "WL-RS-2026-02"        # publicity 7 days (test edit)
 H = "WL-RS-2026-03"        # no publicity, budget 100: over budget, held (test edits)
+MP = "WL-FG-2026-02"       # manual: paid only through an online application (max_amount: test edit)
 PERIOD = "2026"
 CONFIRM_HEADER = ["统一社会信用代码", "政策编号", "期次", "确认结果", "确认时间", "信用承诺", "收款户名", "开户银行",
                   "银行账号"]
@@ -81,6 +83,8 @@ def _policies(folder: Path) -> Path:
     edit(B, "publicity_days: 5", "publicity_days: 7")
     edit(H, "budget: 500000\n", "budget: 100\n")
     edit(H, "publicity_days: 5\n", "")
+    path = folder / f"{MP}.yaml"
+    path.write_text(path.read_text(encoding="utf-8") + "max_amount: 80000\n", encoding="utf-8")
     return folder
 
 
@@ -314,10 +318,14 @@ def test_lifecycle_over_five_nights(nightly_dag, warehouse_url, alert_hook, tmp_
     refused = sorted(set(ledger1) - walked - set(h_all))[:3]
     assert len(refused) == 3
     untouched = set(ledger1) - walked - set(h_all)
+    # the applicant: an enterprise of the registry that none of the walked results is about
+    app = (MP, PERIOD, max(k[2] for k in untouched if k[2] not in {w[2] for w in walked | set(h_all)}))
+    names = {k[2]: r["name"] for k, r in ledger1.items()}
+    walked.add(app)
 
     def payee(key) -> list[str]:
-        n = sorted(ledger1).index(key)
-        return ["已承诺", ledger1[key]["name"], "中国工商银行南阳卧龙支行", f"6222 0214 {n:04d} 5678 901"]
+        n = sorted([*ledger1, app]).index(key)
+        return ["已承诺", names[key[2]], "中国工商银行南阳卧龙支行", f"6222 0214 {n:04d} 5678 901"]
 
     def account(key) -> str:
         return payee(key)[3].replace(" ", "")
@@ -343,15 +351,24 @@ def test_lifecycle_over_five_nights(nightly_dag, warehouse_url, alert_hook, tmp_
     assert "与企业登记名称" in reasons[refused[1][2]] and reasons[refused[2][2]] == "银行账号应为8至32位数字（尾号2202）"
     assert not any(account(k) in str(cell) for k in confirmed for row in answer for cell in row)   # masked
 
+    # ------------------------------------------------------------ an online application of the manual policy
+    w.drop("_applications", "在线申请_20261126.csv", csv_bytes(
+        ["统一社会信用代码", "政策编号", "期次", "申请金额", "申请时间", *CONFIRM_HEADER[5:]],
+        [[app[2], app[0], app[1], "60000", "2026-11-26 15:00", *payee(app)]]))
+    assert [(d["folder"], d["status"], d["errors"]) for d in w.process()] == [("_applications", "accepted", 0)]
+    assert (w.ledger()[app]["status"], w.ledger()[app]["amount"]) == ("confirmed", Decimal("60000.00"))
+
     # ------------------------------------------------------------ night 2: H released, its SMS go out; review workbooks
     s2 = w.night(N2, release_holds=[f"{H}:{PERIOD}"])
     assert s2["本次解除超预算暂停"] == 1 and H not in over_budget_alerts()
     assert w.query(sa.select(budget_releases.c.policy_id, budget_releases.c.period)) == [(H, PERIOD)]
     sms2 = read_csv(w.run_dir(N2) / "sms" / "短信待发清单.csv")
     assert {key_of(r) for r in sms2} == set(h_all)            # the night of the release
-    assert s2["待部门审核"] == len(confirmed)
+    assert s2["待部门审核"] == len(confirmed) + 1                 # and the application
     books = sorted((w.run_dir(N2) / "review").rglob("*_部门审核表.xlsx"))
-    assert len(books) == len({(w.ledger()[k]["department"], k[0]) for k in confirmed}) == 3
+    app_book = [b for b in books if b.name.startswith(MP)]
+    books = [b for b in books if not b.name.startswith(MP)]      # reviewed after night 3
+    assert len(books) == len({(w.ledger()[k]["department"], k[0]) for k in confirmed}) == 3 and len(app_book) == 1
     on_review = set()
     for book in books:
         header, body, total = sheet_rows(book)
@@ -363,6 +380,7 @@ def test_lifecycle_over_five_nights(nightly_dag, warehouse_url, alert_hook, tmp_
             key = (r[col["policy_id"]], r[col["period"]], r[col["uscc"]])
             assert (r[col["信用承诺"]], r[col["银行账号"]]) == ("已承诺", account(key))
     assert on_review == set(confirmed)              # not the declined one, not the unanswered
+    assert sheet_rows(app_book[0])[1][0][sheet_rows(app_book[0])[0].index("uscc")] == app[2]
     assert not {key_of(r) for r in sms2} & set(ledger1) - set(h_all)   # nobody is told twice
 
     def review(books, decide, stem):
@@ -406,11 +424,13 @@ def test_lifecycle_over_five_nights(nightly_dag, warehouse_url, alert_hook, tmp_
         for r in body:
             listed[(r[col["统一社会信用代码"]], p.name.split("_")[0])] = (
                 r[col["公示开始日期"]], r[col["公示截止日期"]])
-    assert listed == {(k[2], k[0]): ("2026-11-28", "2026-12-04" if k[0] == B else "2026-12-02") for k in approved}
+    # five (seven) working days from Saturday 11-28: 11-30 .. 12-04 (12-08)
+    assert listed == {(k[2], k[0]): ("2026-11-28", "2026-12-08" if k[0] == B else "2026-12-04") for k in approved}
     h_books = sorted((w.run_dir(N3) / "review").rglob(f"{H}_部门审核表.xlsx"))
-    assert len(h_books) == 1
-    assert [d["errors"] for d in review(h_books, lambda k: ("通过", None), "审核结果H")] == [0]
-    assert w.statuses(h) == dict.fromkeys(h, "approved")
+    app_books = sorted((w.run_dir(N3) / "review").rglob(f"{MP}_部门审核表.xlsx"))
+    assert len(h_books) == len(app_books) == 1
+    assert [d["errors"] for d in review(h_books + app_books, lambda k: ("通过", None), "审核结果H")] == [0, 0]
+    assert w.statuses([*h, app]) == dict.fromkeys([*h, app], "approved")
 
     # ------------------------------------------------------------ night 4: 再确认 suspends two; first payout
     w.before_night[N4] = lambda: (w.list_as_dishonest(N4, a_listed[2], date(2026, 12, 1)),
@@ -421,12 +441,12 @@ def test_lifecycle_over_five_nights(nightly_dag, warehouse_url, alert_hook, tmp_
     assert suspended == {a_listed: "列入失信被执行人名单（2026-12-01）", c: "登记状态为注销"}
     assert s4["拨付批次"] == [batch1] and s4["再确认未通过（本次暂缓拨付）"] == 2
     assert w.statuses([a_listed, c]) == {a_listed: "suspended", c: "suspended"}
-    first_wave = [a_pay, *h]
+    first_wave = [a_pay, *h, app]
     payout_dir = w.run_dir(N4) / "payout"
     pay_csv = read_csv(payout_dir / "payout.csv")
     assert sorted(key_of(r) for r in pay_csv) == sorted(first_wave)     # not the suspended, not B
     assert {r["批次号"] for r in pay_csv} == {batch1}
-    assert all((r["银行账号"], r["收款户名"]) == (account(key_of(r)), ledger1[key_of(r)]["name"]) for r in pay_csv)
+    assert all((r["银行账号"], r["收款户名"]) == (account(key_of(r)), names[key_of(r)[2]]) for r in pay_csv)
     parquet = pq.read_table(payout_dir / "payout.parquet").to_pylist()
     assert sorted((r["policy_id"], r["period"], r["uscc"], r["amount"], r["batch_id"]) for r in parquet) == \
         sorted((*key_of(r), money(r["金额（元）"]), r["批次号"]) for r in pay_csv)
@@ -451,7 +471,7 @@ def test_lifecycle_over_five_nights(nightly_dag, warehouse_url, alert_hook, tmp_
     # ------------------------------------------------------------ payments (once), the override, a recovery
     payments = csv_bytes(PAY_HEADER, [[r["批次号"], r["统一社会信用代码"], r["政策编号"], r["期次"],
                                        r["金额（元）"], "2026-12-04"] for r in pay_csv])
-    w.drop("_payments", "拨付回单_PB-20261203-01.csv", payments)
+    w.drop("_payments", f"拨付回单_{batch1}.csv", payments)
     assert [(d["status"], d["rows"], d["errors"]) for d in w.process()] == [("accepted", len(first_wave), 0)]
     assert w.statuses(first_wave) == dict.fromkeys(first_wave, "paid")
     w.drop("_payments", "拨付回单（重发）.csv", payments)        # same bytes, another name
@@ -484,21 +504,21 @@ def test_lifecycle_over_five_nights(nightly_dag, warehouse_url, alert_hook, tmp_
     pay_csv5 = read_csv(w.run_dir(N5) / "payout" / "payout.csv")
     assert sorted(key_of(r) for r in pay_csv5) == sorted([a_listed, b, c])
     assert w.statuses([a_listed, b, c]) == dict.fromkeys([a_listed, b, c], "scheduled")
-    w.drop("_payments", "拨付回单_PB-20261205-01.csv", csv_bytes(PAY_HEADER, [
+    w.drop("_payments", f"拨付回单_{batch2}.csv", csv_bytes(PAY_HEADER, [
         [r["批次号"], r["统一社会信用代码"], r["政策编号"], r["期次"], r["金额（元）"], "2026-12-06"]
         for r in pay_csv5]))
     assert [d["status"] for d in w.process()] == ["accepted"]
 
     # ------------------------------------------------------------ the end state
     final = w.ledger()
-    assert w.statuses(walked) == {**dict.fromkeys([a_listed, b, c, *h], "paid"), a_pay: "recovered",
+    assert w.statuses(walked) == {**dict.fromkeys([a_listed, b, c, *h, app], "paid"), a_pay: "recovered",
                                   a_no: "rejected", a_decl: "declined"}
     assert all(final[k]["status"] == "notified" for k in untouched)
     assert w.moves("paid") == Counter([*first_wave, a_listed, b, c])      # each exactly once
     assert w.moves("scheduled") == Counter([*first_wave, a_listed, b, c])
     assert sorted(w.query(sa.select(payout_batches.c.batch_id, payout_batches.c.status))) == [
         (batch1, "paid"), (batch2, "paid")]
-    assert all(final[k]["amount"] == ledger1[k]["amount"] for k in walked)
+    assert all(final[k]["amount"] == ledger1[k]["amount"] for k in walked - {app})
     assert len(w.query(sa.select(payout_items))) == len(first_wave) + 3
     print(f"\nlifecycle on {warehouse_url.split(':')[0]}: {round(time.perf_counter() - began, 1)} s; "
           f"nights: {w.timings}")
