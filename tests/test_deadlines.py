@@ -69,7 +69,7 @@ def test_publicity_and_confirmation_deadlines_over_the_national_day_holidays():
     assert deadlines.publicity_to(cal, date(2026, 10, 8), 1) == date(2026, 10, 8)
 
 
-def test_the_lifecycle_from_mid_autumn_to_october_20(settings):
+def test_the_lifecycle_from_mid_autumn_to_october_20(settings, monkeypatch, capsys):
     (settings.policies / f"{P}.yaml").write_text(POLICY, encoding="utf-8")
     rows = [match(n=n) for n in range(1, 5)]
     s = night(settings, date(2026, 9, 24), rows)
@@ -121,6 +121,18 @@ def test_the_lifecycle_from_mid_autumn_to_october_20(settings):
         written = json.loads(figures_path(settings.run_dir(day)).read_text(encoding="utf-8"))
         rebuilt = json.loads(json.dumps(oversight.command(settings, day), ensure_ascii=False))
         assert rebuilt == written, day
+    # the same through the command line
+    from pipelines import cli
+
+    for name, value in (("MIANSHEN_WAREHOUSE_URL", settings.warehouse_url), ("MIANSHEN_POLICIES", settings.policies),
+                        ("MIANSHEN_CALENDAR", settings.calendar)):
+        monkeypatch.setenv(name, str(value))
+    capsys.readouterr()
+    assert cli.main(["supervision", "--as-of", "2026-10-16", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(
+        figures_path(settings.run_dir(date(2026, 10, 16))).read_text(encoding="utf-8"))
+    assert cli.main(["supervision", "--as-of", "2026-10-16"]) == 0
+    assert "督导统计（截至 2026-10-16）" in capsys.readouterr().out
 
 
 def test_a_deadline_into_an_unknown_year_uses_the_operators_file_or_warns(settings, tmp_path):
@@ -263,3 +275,32 @@ def test_figures_equal_counts_taken_from_the_ledger(tmp_path_factory, histories,
     assert got == expected
     assert {f["policy_id"]: Decimal(f["paid_amount"]) for f in figures if f["paid"]} == paid_amounts
     assert all(f["department"] == (RS if f["policy_id"] == P else "区科学技术局") for f in figures)
+
+
+def test_the_database_lets_only_an_application_start_past_eligible(engine):
+    row = dict(policy_id=M, period="2026", uscc=code(1), status="confirmed", amount="100.00",
+               policy_name="x", department="区商务局", first_run="r", last_run="r", first_as_of=START,
+               last_as_of=START, updated_at=warehouse.utcnow())
+    with pytest.raises(sa.exc.DBAPIError):
+        with engine.begin() as conn:
+            conn.execute(warehouse.ledger.insert().values(**row))
+    with engine.begin() as conn:
+        conn.execute(warehouse.ledger.insert().values(**row, applied_on=START))
+    with pytest.raises(sa.exc.DBAPIError):
+        with engine.begin() as conn:
+            conn.execute(warehouse.ledger.insert().values(**{**row, "uscc": code(2), "status": "approved"},
+                                                          applied_on=START))
+
+
+def test_the_run_report_shows_the_figures_with_overdue_departments_first():
+    from pipelines import report
+
+    base = {k: 0 for k in oversight.COUNTED + oversight.OVERDUE_KEYS}
+    result = {"as_of": "2026-10-20", "overdue": [{}], "figures": [
+        {**base, "department": "区商务局", "policy_id": "B", "policy_name": "乙", "period": "2026",
+         "overdue_payment": 1, "paid_amount": "0.00", "median_days_to_paid": None},
+        {**base, "department": "区人社局", "policy_id": "A", "policy_name": "甲", "period": "2026", "paid": 2,
+         "paid_amount": "10000.00", "median_days_to_paid": 6.5}]}
+    html = report.oversight_section(result)
+    assert html.index("区商务局") < html.index("区人社局") and 'id="overdue-items">1<' in html
+    assert "各政策从符合条件到拨付的中位工作日" in html and "10,000.00" in html
