@@ -455,6 +455,13 @@ def remind_and_expire(conn: Connection, as_of: date, run_id: str, calendar: Work
     return counts
 
 
+def applications(conn: Connection) -> frozenset[Key]:
+    """The keys of every online application (rows that entered at `confirmed`)."""
+    rows = conn.execute(sa.select(ledger.c.policy_id, ledger.c.period, ledger.c.uscc)
+                        .where(ledger.c.applied_on.is_not(None)))
+    return frozenset(tuple(r) for r in rows)
+
+
 def reminded_on(conn: Connection, as_of: date) -> list[dict]:
     """The rows the run of as_of sent a 催办 to (what its SMS outbox listed); reads only."""
     rows = conn.execute(sa.select(ledger).where(ledger.c.reminded_as_of == as_of)

@@ -204,8 +204,9 @@ def test_an_online_application_goes_through_review_publicity_and_payout(settings
                                                  encoding="utf-8")
     night(settings, date(2026, 10, 8), PRESCREENED)
     assert [o.error for o in _apply(settings, tmp_path, [_application(1)]).rows] == [None]
-    s = night(settings, date(2026, 10, 9), PRESCREENED)
+    s = night(settings, date(2026, 10, 9), [*PRESCREENED, PRESCREENED[0] | {"uscc": code(1)}])
     assert s["review_rows"] == 1 and s["sms"] == 0
+    assert s["reminders"] == 1      # the pre-screened applicant is no longer told to apply; the other is
     assert moved(settings, 1, "approved", policy=M) is None
     night(settings, date(2026, 10, 12), PRESCREENED)         # publicity 10-12..10-14
     assert row(settings, 1, M)["publicity_to"] == date(2026, 10, 14)
@@ -221,6 +222,13 @@ def test_an_online_application_goes_through_review_publicity_and_payout(settings
     assert (f["eligible"], f["confirmed"], f["paid"], f["paid_amount"]) == (0, 1, 1, "20000.00")
     # from the application (10-09) to paid (dated 10-16, the night after the receipt): 10-10 (调休), 10-12..16
     assert f["median_days_to_paid"] == 6
+    from openpyxl import load_workbook
+
+    book = load_workbook(settings.run_dir(date(2026, 10, 16)) / "oversight" / "督导统计.xlsx")
+    assert book.sheetnames == ["督导统计", "逾期事项", "拨付时长"] and len(book["拨付时长"]._charts) == 1
+    header = [c.value for c in book["督导统计"][3]]
+    line = dict(zip(header, [c.value for c in book["督导统计"][4]]))
+    assert (line["政策编号"], line["已拨付"], line["已拨付金额（元）"], line["符合条件至拨付中位工作日"]) == (M, 1, 20000, "6")
 
 
 # ---------------------------------------------------------------- the figures against the ledger itself

@@ -306,13 +306,18 @@ def _numbered(table: pa.Table) -> pa.Table:
 
 
 def write(folder: Path, as_of: date, matches: pa.Table | Path, portrait_path: Path | None,
-          notified: list[dict], policies: list[Policy], unit: str, calendar: WorkCalendar | None = None) -> Written:
-    """Write every department's lists into `folder` and SUMMARY beside them."""
+          notified: list[dict], policies: list[Policy], unit: str, calendar: WorkCalendar | None = None,
+          applied: frozenset[tuple[str, str, str]] = frozenset()) -> Written:
+    """Write every department's lists into `folder` and SUMMARY beside them. `applied`: the
+    (policy id, period, uscc) of manual policies' online applications, not to be reminded again."""
     by_id = {p.id: p for p in policies}
     bases = {p.benefit.base for p in policies if p.benefit is not None and p.benefit.base}
     portrait = read_portrait(portrait_path, bases)
     manual, _ = _results(matches, lambda t: pc.and_(pc.equal(t.column("kind"), "manual"),
                                                     pc.equal(t.column("outcome"), "eligible")))
+    if applied:
+        keys = zip(*(manual.column(c).to_pylist() for c in ("policy_id", "period", "uscc")))
+        manual = manual.filter(pa.array([k not in applied for k in keys], pa.bool_()))
     first = unclaimed(notified, manual, portrait, by_id, as_of, calendar or WorkCalendar())
     near = near_misses(matches, portrait, by_id)
     detail = gaps(matches, by_id, portrait)
