@@ -209,3 +209,20 @@ def test_fund_source_and_deadlines_are_optional_keys_with_defaults():
     assert errors == [] and (policy.fund_source, policy.confirm_days) == ("区级惠企政策专项资金", 5)
     policy, errors = load_text(base + "confirm_days: 0\n")
     assert policy is None and "confirm_days" in str(errors[0])
+
+
+def test_max_amount_is_a_positive_amount_of_a_manual_policy_only():
+    from pipelines.policies import load_text
+
+    manual = ("id: M\nname: 测试\ndepartment: 区商务局\nkind: manual\nperiod: '2026'\nvalid_from: 2026-01-01\n"
+              "valid_to: 2026-12-31\nconditions: [{field: arrears, op: is_false}]\n")
+    policy, errors = load_text(manual)
+    assert errors == [] and policy.max_amount is None
+    policy, errors = load_text(manual + "max_amount: 50000.50\n")
+    assert errors == [] and policy.max_amount == Decimal("50000.50")
+    for bad, words in (("max_amount: 0\n", "应大于零"), ("max_amount: 五万\n", "应为数值")):
+        policy, errors = load_text(manual + bad)
+        assert policy is None and errors[0].key == "max_amount" and words in errors[0].message, bad
+    condition = manual.replace("kind: manual", "kind: condition") + "benefit: {type: fixed, amount: 1000}\n"
+    policy, errors = load_text(condition + "max_amount: 50000\n")
+    assert policy is None and "只适用于人工类（manual）政策" in errors[0].message
