@@ -109,6 +109,7 @@ ALLOWED_WRITERS = {
     ("pipelines/files.py", None),                 # the one atomic writer
     ("pipelines/demo_data/", None),               # sample data for tests and `make run`, not pipeline output
     ("pipelines/outputs/workbook.py", "wb.save(buf)"),          # into memory
+    ("pipelines/outputs/oversight.py", "wb.save(buf)"),         # into memory (the chart sheet added)
     ("pipelines/inbox.py", "wb.save(path)"),                    # into the temporary of inbox._atomic_write
     ("pipelines/inbox.py", "tmp.write_text("),                  # the same
     ("pipelines/ingest.py", 'open(out, "w"'),                   # a pulled snapshot in a private temp folder
