@@ -1,9 +1,10 @@
 """The ledger-and-lists stage: what a nightly run hands on.
 
 `ledger_and_outputs` runs after matching: it stores the run's matches, syncs
-the ledger, and writes under output/<as_of>/ the SMS outbox, the review
-workbooks, the publicity lists, the payout lists, the three reminder lists
-per department and the published 惠企政策清单 / 办事指南清单 (lists/). Each
+the ledger (催办 and 逾期未确认 included), and writes under output/<as_of>/ the
+SMS outbox, the review workbooks, the publicity lists, the payout lists, the
+three reminder lists per department, the published 惠企政策清单 / 办事指南清单
+(lists/) and the 督导统计 (oversight/). Each
 list is built from the database after its state moves are committed, so a
 rerun of the same date (after a crash anywhere) writes the same files.
 """
