@@ -102,8 +102,13 @@ def test_the_lifecycle_from_mid_autumn_to_october_20(settings, monkeypatch, caps
     # 10-16: past 10-15, the unanswered are expired; a confirmation now is refused
     s = night(settings, date(2026, 10, 16), rows)
     assert s["expired"] == 2 and row(settings, 2)["status"] == row(settings, 3)["status"] == "expired"
-    refused = moved(settings, 3, "confirmed")
-    assert refused.startswith("逾期未确认") and row(settings, 3)["status"] == "expired"
+    late = write_csv(settings.inbox / "_confirmations" / "late.csv",
+                     ["统一社会信用代码", "政策编号", "期次", "确认结果", "确认时间", "信用承诺", "收款户名", "开户银行", "银行账号"],
+                     [[code(3), P, "2026", "确认申领", "2026-10-16 09:00", "已承诺", "南阳市卧龙区示范3有限公司",
+                       "中国银行卧龙支行", "6217000012340003"]])
+    [answer] = handle(settings, "_confirmations", late).rows
+    assert answer.error.startswith("逾期未确认：该结果已超过确认期限（2026-09-24 短信通知）")
+    assert row(settings, 3)["status"] == "expired"
     # 10-20: the payment (due 2 working days after the window: 10-15) is overdue, listed for the department
     night(settings, date(2026, 10, 20), rows)
     figures = json.loads(figures_path(settings.run_dir(date(2026, 10, 20))).read_text(encoding="utf-8"))
