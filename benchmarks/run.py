@@ -1,10 +1,14 @@
 """`make bench`: the nightly pipeline from 10k to 1M enterprises and from 20 to 200 policies.
 
 Each scale gets seeded demo deliveries and a policy set made by varying the
-sample policies; then `mianshen run --timings` runs the nightly pipeline and
-records each stage's wall time and peak memory (resident set, sampled), and
-`mianshen simulate` times the sandbox (process start included). The Markdown table is written to
-benchmarks/RESULTS.md and printed; the README carries it.
+sample policies; then, on each warehouse asked for (SQLite, PostgreSQL), `mianshen
+run --timings` runs the nightly pipeline twice on the same data (the first night
+with an empty ledger, the second with nothing new for it) and records each stage's
+wall time and peak memory (resident set, sampled). Between the nights the DuckDB
+SQL formulation of the policies (benchmarks/duckdb_reference.py) runs on the
+night's portrait, timed like the match stage and compared with its results; and
+`mianshen simulate` times the sandbox (process start included). The Markdown
+table is written to benchmarks/RESULTS.md and printed; the README carries it.
 """
 from __future__ import annotations
 
@@ -110,9 +114,37 @@ def fresh_schema(admin_url: str, name: str) -> str:
     return f"{admin_url}?options=-csearch_path%3D{name}"
 
 
-def bench_scale(enterprises: int, policies: int | str, workdir: Path, warehouse: str | None = None) -> dict:
+def night(env: dict, timings: Path) -> dict:
+    """One `mianshen run` of the benchmark's date: each stage timed in that process, the whole run."""
+    wall = mianshen(["run", "--as-of", AS_OF.isoformat(), "--accept-drift", "--timings", str(timings)], env)
+    measured = json.loads(timings.read_text(encoding="utf-8"))
+    stages = measured["stages"]
+    stages["match"]["results"] = measured["match_results"]
+    return {"stages": stages, "run_seconds": round(wall, 1)}
+
+
+def reference(env: dict, data: Path, policies: Path) -> dict:
+    """The DuckDB SQL formulation of the policies on the portrait the night built, in its own
+    process (benchmarks/duckdb_reference.py), compared with the night's matches.parquet."""
+    report = data / "reference.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.duckdb_reference", "--portrait", str(data / "work" / "portrait" /
+         f"{AS_OF}.parquet"), "--policies", str(policies), "--as-of", AS_OF.isoformat(),
+         "--out", str(data / "reference.parquet"), "--matches", str(data / "output" / str(AS_OF) / "matches.parquet"),
+         "--report", str(report)], env=env, capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"duckdb_reference failed:\n{proc.stderr[-5000:]}")
+    return json.loads(report.read_text(encoding="utf-8"))
+
+
+def backend_name(warehouse: str | None) -> str:
+    return "PostgreSQL" if warehouse else "SQLite"
+
+
+def bench_scale(enterprises: int, policies: int | str, workdir: Path, warehouses: list[str | None]) -> list[dict]:
     """policies: a count of varied policies, or "sample" for data/policies as it is.
-    warehouse: a PostgreSQL URL (a fresh schema is made in it), or None for the SQLite default."""
+    warehouses: per item a PostgreSQL URL (a fresh schema is made in it), or None for the SQLite
+    default; each gets its own data folder over the same deliveries and policy files."""
     from pipelines import demo_data
 
     base = workdir / f"n{enterprises}_p{policies}"
@@ -126,22 +158,28 @@ def bench_scale(enterprises: int, policies: int | str, workdir: Path, warehouse:
         policies = len(list((base / "policies").glob("*.yaml")))
     else:
         vary_policies(ROOT / "data" / "policies", base / "policies", int(policies))
-    env = {**os.environ, "MIANSHEN_DATA": str(base), "MIANSHEN_LANDING": str(base / "landing"),
-           "MIANSHEN_POLICIES": str(base / "policies"), "PYTHONPATH": str(ROOT)}
-    if warehouse:
-        env["MIANSHEN_WAREHOUSE_URL"] = fresh_schema(warehouse, f"bench_n{enterprises}_p{policies}")
-    # The nightly pipeline as an operator runs it, each stage timed in that process.
-    timings = base / "timings.json"
-    wall = mianshen(["run", "--as-of", AS_OF.isoformat(), "--accept-drift", "--timings", str(timings)], env)
-    measured = json.loads(timings.read_text(encoding="utf-8"))
-    stages = measured["stages"]
-    stages["match"]["results"] = measured["match_results"]
-    # 政策沙盘: a draft with sensitivity for 3 thresholds over the same portrait
-    draft = ROOT / "benchmarks" / "drafts" / "WL-SW-2027-01.yaml"
-    sandbox = mianshen(["simulate", str(draft), "--as-of", AS_OF.isoformat(), "--json"], env)
-    return {"enterprises": enterprises, "policies": policies, "generate_seconds": round(generated, 1),
-            "warehouse": "PostgreSQL" if warehouse else "SQLite",
-            "stages": stages, "run_seconds": round(wall, 1), "sandbox_seconds": round(sandbox, 1)}
+    runs = []
+    for warehouse in warehouses:
+        backend = backend_name(warehouse)
+        data = base / backend.lower()
+        env = {**os.environ, "MIANSHEN_DATA": str(data), "MIANSHEN_LANDING": str(base / "landing"),
+               "MIANSHEN_POLICIES": str(base / "policies"), "PYTHONPATH": str(ROOT)}
+        if warehouse:
+            env["MIANSHEN_WAREHOUSE_URL"] = fresh_schema(warehouse, f"bench_n{enterprises}_p{policies}")
+        print(f"  {backend}: first night …", flush=True)
+        first = night(env, data / "timings.json")
+        print(f"  {backend}: DuckDB reference …", flush=True)
+        ref = reference(env, data, base / "policies")
+        # The same data again on the same warehouse and landing: nothing new for the ledger.
+        print(f"  {backend}: second night …", flush=True)
+        second = night(env, data / "timings-2.json")
+        # 政策沙盘: a draft with sensitivity for 3 thresholds over the same portrait
+        draft = ROOT / "benchmarks" / "drafts" / "WL-SW-2027-01.yaml"
+        sandbox = mianshen(["simulate", str(draft), "--as-of", AS_OF.isoformat(), "--json"], env)
+        runs.append({"enterprises": enterprises, "policies": policies, "generate_seconds": round(generated, 1),
+                     "warehouse": backend, **first, "second_night": second, "reference": ref,
+                     "sandbox_seconds": round(sandbox, 1), "measured_on": date.today().isoformat()})
+    return runs
 
 
 def machine() -> str:
@@ -157,19 +195,44 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {mem_gib:.0f} GiB RAM, Python {platform.python_version()}, {platform.system()}"
 
 
+def _night_cells(night: dict) -> str:
+    stages = night["stages"]
+    total = sum(stages[s]["seconds"] for s in STAGES)
+    match = stages["match"]
+    rate = f"{(match.get('results') or 0) / match['seconds']:,.0f}" if match["seconds"] else "—"
+    cells = " | ".join(f"{stages[s]['seconds']:.1f} / {stages[s]['peak_mib']:,}" for s in STAGES)
+    peak = max(stages[s]["peak_mib"] for s in STAGES)
+    return (f"{cells} | {total:.1f} | {night['run_seconds']:.1f} | {peak:,} | {match.get('results') or 0:,} | "
+            f"{rate}")
+
+
+def _reference_cells(r: dict) -> str:
+    """DuckDB s / MiB, engine match ÷ DuckDB, rows compared and whether they agree."""
+    ref = r.get("reference")
+    if not ref:
+        return "— | — | —"
+    ratio = r["stages"]["match"]["seconds"] / ref["seconds"] if ref["seconds"] else float("nan")
+    cmp = ref["comparison"]
+    agreement = "all agree" if cmp["agree"] else f"{cmp['only_engine']:,} + {cmp['only_reference']:,} differ"
+    return f"{ref['seconds']:.1f} / {ref['peak_mib']:,} | {ratio:.1f}× | {cmp['engine_rows']:,}: {agreement}"
+
+
 def table(results: list[dict]) -> str:
-    head = ("| enterprises | policies | warehouse | " + " | ".join(f"{s} s / MiB" for s in STAGES)
-            + " | stages total s | `mianshen run` s | peak MiB | stored results | match results/s | sandbox s |")
-    rows = [head, "|" + "---|" * (len(STAGES) + 9)]
+    """Two rows per run: the first night (empty ledger) and the second (the same data again);
+    the DuckDB reference on the first night's row (it ran on that night's portrait)."""
+    head = ("| enterprises | policies | warehouse | night | " + " | ".join(f"{s} s / MiB" for s in STAGES)
+            + " | stages total s | `mianshen run` s | peak MiB | stored results | match results/s"
+            " | DuckDB s / MiB | match ÷ DuckDB | rows compared | sandbox s | measured |")
+    rows = [head, "|" + "---|" * (len(STAGES) + 14)]
     for r in results:
-        total = sum(r["stages"][s]["seconds"] for s in STAGES)
-        match = r["stages"]["match"]
-        rate = f"{(match.get('results') or 0) / match['seconds']:,.0f}" if match["seconds"] else "—"
-        cells = " | ".join(f"{r['stages'][s]['seconds']:.1f} / {r['stages'][s]['peak_mib']:,}" for s in STAGES)
-        peak = max(r["stages"][s]["peak_mib"] for s in STAGES)
-        rows.append(f"| {r['enterprises']:,} | {r['policies']} | {r.get('warehouse', 'SQLite')} | {cells} | {total:.1f} | {r['run_seconds']:.1f} | "
-                    f"{peak:,} | {match.get('results') or 0:,} | {rate} | {r['sandbox_seconds']:.1f} |")
+        key = f"| {r['enterprises']:,} | {r['policies']} | {r.get('warehouse', 'SQLite')} |"
+        rows.append(f"{key} 1st | {_night_cells(r)} | {_reference_cells(r)} | {r['sandbox_seconds']:.1f} | {r['measured_on']} |")
+        if r.get("second_night"):
+            rows.append(f"{key} 2nd | {_night_cells(r['second_night'])} | — | — | — | — | {r['measured_on']} |")
     return "\n".join(rows)
+
+
+BOTH = "sqlite,postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 
 
 def main() -> None:
@@ -178,25 +241,28 @@ def main() -> None:
                         help='enterprises x policies, comma-separated: a count of varied policies, or "sample" '
                              f'for data/policies as it is (default {DEFAULT_RUNS})')
     parser.add_argument("--workdir", default=str(ROOT / "bench-out"))
-    parser.add_argument("--warehouse", default="sqlite",
-                        help='"sqlite" (the default file) or a PostgreSQL URL (a fresh schema per run)')
+    parser.add_argument("--warehouses", default="sqlite",
+                        help='comma-separated: "sqlite" (the default file) and/or PostgreSQL URLs (a fresh schema '
+                             'per run); every run is made on each')
+    parser.add_argument("--both", action="store_const", const=BOTH, dest="warehouses",
+                        help=f"SQLite and the local PostgreSQL: --warehouses {BOTH}")
     parser.add_argument("--append", action="store_true",
                         help="keep the runs recorded in benchmarks/results.json (a run of the same size and "
                              "warehouse is replaced) and print the table of all of them")
     args = parser.parse_args()
     workdir = Path(args.workdir)
     runs = [(int(n), p if p == "sample" else int(p)) for n, p in (spec.split("x") for spec in args.runs.split(","))]
+    warehouses = [None if w == "sqlite" else w for w in args.warehouses.split(",")]
     recorded = ROOT / "benchmarks" / "results.json"
     results = json.loads(recorded.read_text(encoding="utf-8")) if args.append and recorded.exists() else []
-    warehouse = None if args.warehouse == "sqlite" else args.warehouse
     for n, p in runs:
         print(f"benchmark: {n:,} enterprises × {p} policies …", flush=True)
-        run = bench_scale(n, p, workdir, warehouse)
-        print(json.dumps(run, ensure_ascii=False), flush=True)
-        key = (run["enterprises"], run["policies"], run["warehouse"])
-        results = [r for r in results if (r["enterprises"], r["policies"], r.get("warehouse")) != key] + [run]
-        recorded.write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
-    text = (f"Measured {date.today()} on {machine()}.\n\n" + table(results) + "\n")
+        for run in bench_scale(n, p, workdir, warehouses):
+            print(json.dumps(run, ensure_ascii=False), flush=True)
+            key = (run["enterprises"], run["policies"], run["warehouse"])
+            results = [r for r in results if (r["enterprises"], r["policies"], r.get("warehouse")) != key] + [run]
+            recorded.write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
+    text = (f"Measured on {machine()} (each run's date in the last column).\n\n" + table(results) + "\n")
     (ROOT / "benchmarks" / "RESULTS.md").write_text(text, encoding="utf-8")
     print(text)
 
