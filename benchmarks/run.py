@@ -115,12 +115,25 @@ def fresh_schema(admin_url: str, name: str) -> str:
 
 
 def night(env: dict, timings: Path) -> dict:
-    """One `mianshen run` of the benchmark's date: each stage timed in that process, the whole run."""
+    """One `mianshen run` of the benchmark's date: each stage timed in that process, the whole run,
+    and the ledger's size after it (the second night must leave it as the first did)."""
     wall = mianshen(["run", "--as-of", AS_OF.isoformat(), "--accept-drift", "--timings", str(timings)], env)
     measured = json.loads(timings.read_text(encoding="utf-8"))
     stages = measured["stages"]
     stages["match"]["results"] = measured["match_results"]
-    return {"stages": stages, "run_seconds": round(wall, 1)}
+    return {"stages": stages, "run_seconds": round(wall, 1), "ledger_rows": ledger_rows(env)}
+
+
+def ledger_rows(env: dict) -> int:
+    import sqlalchemy as sa
+
+    from pipelines.config import load_settings
+
+    engine = sa.create_engine(load_settings(env).warehouse_url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT count(*) FROM ledger")).scalar_one()
+    engine.dispose()
+    return rows
 
 
 def reference(env: dict, data: Path, policies: Path) -> dict:

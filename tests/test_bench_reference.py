@@ -11,20 +11,14 @@ import pytest
 
 from benchmarks import duckdb_reference as ref
 from pipelines import contracts, engine, policies as policy_lib
+from tests.test_match_shards import HEAD
 
 AS_OF = dt.date(2026, 11, 26)
 
-HEAD = """id: {id}
-name: 政策{id}
-department: 区财政局
-kind: {kind}
-period: "{period}"
-valid_from: 2026-01-01
-valid_to: 2026-12-31
-"""
 
-# Every operator, group and benefit type, guards narrowed, both budget rules (exceeded), two exclusive
-# groups with ties, a manual pre-screen, a policy out of force and one on a name list (not expressed).
+# Every operator, group and benefit type, guards narrowed, both budget rules (exceeded), two
+# exclusive groups (R-01 and R-10 tie), a manual pre-screen, a policy out of force and one on a name
+# list (not expressed).
 POLICIES = {
     "R-01": """conditions:
   - {field: division_code, op: eq, value: "411303"}
@@ -94,6 +88,11 @@ guards: [not_dishonest]
   - {field: new_hires_12m, op: not_null}
 benefit: {type: per_head, base: new_hires_12m, amount_each: 0.01}
 """,
+    "R-10": """conditions:
+  - {field: credit_rating, op: in, value: [A, B, M]}
+benefit: {type: fixed, amount: 1000}
+exclusive_group: G1
+""",
     "R-09": """conditions:
   - {field: division_code, op: eq, value: "411303"}
 benefit: {type: from_list}
@@ -106,11 +105,14 @@ PERIODS = {"R-06": "2025"}
 def load_policies(tmp_path) -> list[policy_lib.Policy]:
     folder = tmp_path / "policies"
     folder.mkdir()
+    def head(pid: str, period: str) -> str:
+        return f"id: {pid}\n" + HEAD.format(id=pid, kind=KINDS.get(pid, "condition")).replace(
+            'period: "2026"', f'period: "{period}"')
+
     for pid, body in POLICIES.items():
-        head = HEAD.format(id=pid, kind=KINDS.get(pid, "condition"), period=PERIODS.get(pid, "2026"))
-        (folder / f"{pid}.yaml").write_text(head + body, encoding="utf-8")
-    (folder / "R-00.yaml").write_text(HEAD.format(id="R-00", kind="condition", period="2025").replace(
-        "2026-12-31", "2026-01-31") + POLICIES["R-06"], encoding="utf-8")   # out of force
+        (folder / f"{pid}.yaml").write_text(head(pid, PERIODS.get(pid, "2026")) + body, encoding="utf-8")
+    (folder / "R-00.yaml").write_text(head("R-00", "2025").replace("2026-12-31", "2026-01-31") + POLICIES["R-06"],
+                                      encoding="utf-8")   # out of force
     loaded, errors = policy_lib.load_dir(folder)
     assert not [e for e in errors if not e.warning], errors
     return loaded
@@ -167,6 +169,9 @@ def test_the_fixture_exercises_every_outcome_groups_and_budgets(runs):
     outcomes = set(results.column("outcome").to_pylist())
     assert outcomes == {"eligible", "missing_data", "near_miss", "guard_failed", "excluded_by_group"}
     assert True in results.column("over_budget").to_pylist()   # R-01's flag budget
+    by_policy = results.group_by(["policy_id", "outcome"]).aggregate([("amount", "sum")]).to_pylist()
+    totals = {(r["policy_id"], r["outcome"]): r["amount_sum"] for r in by_policy}
+    assert totals[("R-10", "excluded_by_group")] > 0   # ties with R-01 go to the smaller id
 
 
 def test_the_reference_agrees_with_the_engine(runs):
