@@ -22,6 +22,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 
 from pipelines import contracts, policies as policy_lib
 from pipelines.policies import FIELD_KINDS, NUMERIC_KINDS, Leaf, Node, Policy
@@ -254,9 +255,9 @@ def run(portrait: Path, policies: list[Policy], as_of: dt.date, out: Path) -> di
     sql = reference_sql(chosen, _portrait_relation(con, portrait))
     out.parent.mkdir(parents=True, exist_ok=True)
     con.execute(f"COPY ({sql}) TO {_text(str(out))} (FORMAT PARQUET)")
-    rows = con.execute(f"SELECT count(*) FROM read_parquet({_text(str(out))})").fetchone()[0]
     con.close()
-    return {"policies": [p.id for p in chosen], "not_expressed": [p.id for p in left_out], "rows": rows}
+    return {"policies": [p.id for p in chosen], "not_expressed": [p.id for p in left_out],
+            "rows": pq.ParquetFile(out).metadata.num_rows}
 
 
 def compare(reference: Path, matches: Path, policy_ids: list[str], examples: int = 5) -> dict:
@@ -269,9 +270,11 @@ def compare(reference: Path, matches: Path, policy_ids: list[str], examples: int
     con.execute(f"CREATE TEMP VIEW engine AS SELECT {cols} FROM read_parquet({_text(str(matches))}) "
                 "WHERE policy_id IN (SELECT policy_id FROM ids)")
     con.execute(f"CREATE TEMP VIEW reference AS SELECT {cols} FROM read_parquet({_text(str(reference))})")
-    count = lambda sql: con.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]  # noqa: E731
-    only_engine = f"SELECT * FROM engine EXCEPT ALL SELECT * FROM reference"
-    only_reference = f"SELECT * FROM reference EXCEPT ALL SELECT * FROM engine"
+    only_engine = "SELECT * FROM engine EXCEPT ALL SELECT * FROM reference"
+    only_reference = "SELECT * FROM reference EXCEPT ALL SELECT * FROM engine"
+
+    def count(sql: str) -> int:
+        return con.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]
 
     def some(sql: str) -> list[dict]:
         rows = con.execute(f"{sql} ORDER BY ALL LIMIT {examples}").fetchall()
