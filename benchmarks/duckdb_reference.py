@@ -24,14 +24,15 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
-from pipelines import contracts, policies as policy_lib
+from pipelines import contracts, engine, policies as policy_lib
 from pipelines.policies import FIELD_KINDS, NUMERIC_KINDS, Leaf, Node, Policy
 
 COMPARED = ("policy_id", "uscc", "outcome", "amount")
 EXPRESSED_KINDS = ("condition", "manual")
-# A guard: the SQL that holds when it passes (a null field fails it, as in the engine).
-GUARD_SQL = {"registered": "coalesce(registered, false)", "active": "coalesce(active, false)",
-             "not_dishonest": "coalesce(NOT dishonest, false)"}
+# A guard: the SQL that holds when it passes; a null field fails it, as in the engine. (The portrait
+# the pipeline builds has `registered`.)
+GUARD_SQL = {guard: f"coalesce({field} = {str(passes).lower()}, false)"
+             for guard, (field, passes) in engine.GUARD_FIELDS.items()}
 
 
 # ---------------------------------------------------------------- literals and leaves
@@ -240,19 +241,24 @@ def expressed(policies: list[Policy], as_of: dt.date) -> tuple[list[Policy], lis
     return ([p for p in active if p.kind in EXPRESSED_KINDS], [p for p in active if p.kind not in EXPRESSED_KINDS])
 
 
-def _portrait_relation(con: duckdb.DuckDBPyConnection, portrait: Path) -> str:
-    """The portrait as the query reads it; one without `registered` takes it from `name`
-    (as the engine's with_registered)."""
-    source = f"read_parquet({_text(str(portrait))})"
-    columns = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
-    return source if "registered" in columns else f"(SELECT *, name IS NOT NULL AS registered FROM {source})"
+def load_portrait(con: duckdb.DuckDBPyConnection, portrait: Path, policies: list[Policy]) -> str:
+    """The portrait's columns the policies read (the guards' too), as a temporary table: the Parquet
+    file is scanned once rather than once per policy. Its name."""
+    wanted = {"uscc"} | {field for field, _ in engine.GUARD_FIELDS.values()}
+    for p in policies:
+        wanted |= {leaf.field for leaf in p.leaves()}
+        if p.kind != "manual" and p.benefit.base:
+            wanted.add(p.benefit.base)
+    con.execute(f"CREATE TEMP TABLE portrait AS SELECT {', '.join(sorted(wanted))} "
+                f"FROM read_parquet({_text(str(portrait))})")
+    return "portrait"
 
 
 def run(portrait: Path, policies: list[Policy], as_of: dt.date, out: Path) -> dict:
     """Write the reference results to `out` (Parquet); what it expressed and how many rows."""
     chosen, left_out = expressed(policies, as_of)
     con = duckdb.connect()
-    sql = reference_sql(chosen, _portrait_relation(con, portrait))
+    sql = reference_sql(chosen, load_portrait(con, portrait, chosen))
     out.parent.mkdir(parents=True, exist_ok=True)
     con.execute(f"COPY ({sql}) TO {_text(str(out))} (FORMAT PARQUET)")
     con.close()
