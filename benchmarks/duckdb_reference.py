@@ -268,7 +268,8 @@ def run(portrait: Path, policies: list[Policy], as_of: dt.date, out: Path) -> di
 
 def compare(reference: Path, matches: Path, policy_ids: list[str], examples: int = 5) -> dict:
     """(policy_id, uscc, outcome, amount) of the reference against the engine's results for the
-    same policies: rows on each side, rows only on one side, and a few of them."""
+    same policies: rows on each side, rows only on one side, and a few of them; and the engine's
+    rows of the policies left out."""
     con = duckdb.connect()
     cols = ", ".join(COMPARED)
     con.execute("CREATE TEMP TABLE ids(policy_id VARCHAR)")
@@ -288,6 +289,8 @@ def compare(reference: Path, matches: Path, policy_ids: list[str], examples: int
 
     result = {"columns": list(COMPARED), "policies": len(policy_ids),
               "engine_rows": count("SELECT * FROM engine"), "reference_rows": count("SELECT * FROM reference"),
+              "engine_rows_not_compared": count(f"SELECT * FROM read_parquet({_text(str(matches))}) "
+                                                "WHERE policy_id NOT IN (SELECT policy_id FROM ids)"),
               "only_engine": count(only_engine), "only_reference": count(only_reference),
               "only_engine_examples": some(only_engine), "only_reference_examples": some(only_reference)}
     result["agree"] = result["only_engine"] == 0 and result["only_reference"] == 0
