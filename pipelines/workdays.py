@@ -43,6 +43,11 @@ class WorkCalendar:
         self.folder = Path(folder) if folder else None
         self._years: dict[int, tuple[str, frozenset[date], frozenset[date]]] = {}
         self._warnings: dict[int, str] = {}
+        # A night asks about the same few hundred days for every ledger row, and the
+        # library's own check scans its whole holiday table on each call (about 20 µs):
+        # without these memos the deadlines of 100k rows took a minute.
+        self._days: dict[date, bool] = {}
+        self._added: dict[tuple[date, int], date] = {}
 
     @property
     def warnings(self) -> list[str]:
@@ -54,6 +59,12 @@ class WorkCalendar:
         return self._year(year)[0]
 
     def is_working_day(self, day: date) -> bool:
+        known = self._days.get(day)
+        if known is None:
+            known = self._days[day] = self._is_working_day(day)
+        return known
+
+    def _is_working_day(self, day: date) -> bool:
         source, holidays, workdays = self._year(day.year)
         if source == "library":
             return chinese_calendar.is_workday(day)
@@ -65,12 +76,15 @@ class WorkCalendar:
         """The n-th working day after `start` (start itself not counted; n = 0: start)."""
         if n < 0:
             raise ValueError("n must not be negative")
-        day = start
-        while n:
-            day += timedelta(days=1)
-            if self.is_working_day(day):
-                n -= 1
-        return day
+        key = (start, n)
+        if key not in self._added:
+            day = start
+            while n:
+                day += timedelta(days=1)
+                if self.is_working_day(day):
+                    n -= 1
+            self._added[key] = day
+        return self._added[key]
 
     def working_days_between(self, start: date, end: date) -> int:
         """Working days after `start` up to and including `end` (0 when end is not after start)."""

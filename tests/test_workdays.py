@@ -48,3 +48,17 @@ def test_without_a_file_the_fallback_is_weekdays_less_fixed_holidays_and_says_so
     cal = WorkCalendar(tmp_path)
     assert not cal.is_working_day(date(2031, 5, 2)) and cal.source(2031) == "fallback"
     assert "2031.yaml" in cal.warnings[0] and "无法使用" in cal.warnings[0]
+
+
+def test_the_library_is_asked_once_per_day(monkeypatch):
+    """A night counts the deadlines of every ledger row over the same few weeks: each day
+    is looked up in the library once (its check scans the whole holiday table)."""
+    asked = []
+    real = workdays.chinese_calendar.is_workday
+    monkeypatch.setattr(workdays.chinese_calendar, "is_workday", lambda day: asked.append(day) or real(day))
+    calendar = WorkCalendar()
+    first = [calendar.add_working_days(date(2026, 9, 25), n) for n in range(1, 16)]
+    again = [calendar.add_working_days(date(2026, 9, 25), n) for n in range(1, 16)]
+    assert first == again and first[-1] == date(2026, 10, 22)   # 10-10, a 调休 Saturday, counts
+    days = [d for d in asked if d.year == 2026 and d.month in (9, 10)]
+    assert len(days) == len(set(days))
