@@ -22,7 +22,6 @@ import sqlalchemy as sa
 import yaml
 
 from pipelines import alerts, deadlines, ledger, oversight, recheck, warehouse
-from pipelines import policies as policies_mod
 from pipelines.config import Settings
 from pipelines.outputs import oversight as oversight_sheet
 from pipelines.outputs import payout, publicity, published, reminders, review, sms, supervision
@@ -108,7 +107,8 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
     eligible = pq.read_table(results, filters=[("outcome", "==", "eligible"), ("kind", "!=", "manual")])
     days = publicity_days(settings.policies)
     tel = phones(settings, as_of)
-    policies = {p.id: p for p in policies_mod.load_dir(settings.policies)[0]}
+    loaded, policy_errors = load_dir(settings.policies)   # once: every list below reads these
+    policies = {p.id: p for p in loaded}
     calendar = WorkCalendar(settings.calendar)
 
     with engine.begin() as conn:
@@ -185,7 +185,6 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
     payout_files = payout.write(run_dir, as_of, items, UNIT, policies)
     clear_stale(run_dir / "payout", payout_files)
 
-    loaded, policy_errors = load_dir(settings.policies)
     if recorded is None:
         # The lists that show the ledger's state tonight; a backfill keeps what the date's run wrote.
         with engine.connect() as conn:
