@@ -12,13 +12,14 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 from functools import reduce
+from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines import contracts
 from pipelines import evidence as evidence_text
-from pipelines.evidence import json_bools, json_text, json_actual, json_value
+from pipelines.evidence import json_actual, json_value
 from pipelines.policies import FIELD_KINDS, NUMERIC_KINDS, Leaf, Node, Policy, in_force
 
 NUM = contracts.RATIO                 # decimal128(38, 18): every numeric comparison
@@ -48,7 +49,12 @@ RESULT_SCHEMA = pa.schema(
         ("excluded_by", pa.string()),
         ("exclusive_group", pa.string()),
         ("over_budget", pa.bool_()),
-        ("evidence", pa.string()),
+        # Evidence, normalised (policies.md): the policy version's template is stored once
+        # (`evidence_templates`); each result keeps its actual values as JSON text and its
+        # leaf and guard results, in the template's order. evidence.render makes the full text.
+        ("evidence_version", pa.string()),
+        ("evidence_actual", pa.list_(pa.string())),
+        ("evidence_result", pa.list_(pa.bool_())),
         # Why the result is not (yet) eligible, as the reminder list says it (Chinese):
         # made from the evidence column-wise here, because the reminder list of a
         # province-scale night has millions of rows (evidence.reasons).
@@ -248,58 +254,53 @@ def raw_amounts(cols: Columns, policy: Policy, list_amount: pa.Array | None,
 
 # ---------------------------------------------------------------- evidence
 
-class _Joiner:
-    """Builds one string per row from literal pieces and string arrays with a single join kernel."""
+def evidence_template(policy: Policy) -> list[dict]:
+    """What the evidence of every result of this policy version shares: its leaves (path,
+    field, operator, value, negated), its guards, and whether a name list pays."""
+    negated = policy.negated_paths()
+    out: list[dict] = []
+    for leaf in policy.leaves():
+        entry = {"path": leaf.path, "field": leaf.field, "op": leaf.op,
+                 "value": json_value(leaf.value, FIELD_KINDS[leaf.field])}
+        if leaf.path in negated:
+            entry["negated"] = True
+        out.append(entry)
+    out += [{"guard": g, "field": GUARD_FIELDS[g][0]} for g in policy.guards]
+    if policy.kind == "name_list":
+        out.append({"name_list": True})
+    return out
 
-    def __init__(self):
-        self.args: list = []
-        self.pending = ""
 
-    def lit(self, text: str) -> None:
-        self.pending += text
+def evidence_templates(policies: list[Policy]) -> dict[str, list[dict]]:
+    """version -> template, for the given policies (the footer of matches.parquet)."""
+    return {evidence_text.version_of(p.id, evidence_template(p)): evidence_template(p) for p in policies}
 
-    def arr(self, values: pa.Array) -> None:
-        self.args.append(self.pending)
-        self.pending = ""
-        self.args.append(values)
 
-    def join(self, m: int) -> pa.Array:
-        if not self.args:
-            return pa.array([self.pending] * m, pa.string()) if m else pa.array([], pa.string())
-        return pc.binary_join_element_wise(*self.args, self.pending, "")
+def _interleave(columns: list[pa.Array], m: int, type_: pa.DataType) -> pa.Array:
+    """k columns of m values as one list<type_> column of m lists of k (row i: columns 0..k-1 at i)."""
+    import numpy as np
+
+    k = len(columns)
+    offsets = pa.array(np.arange(m + 1, dtype=np.int32) * k)
+    if not k or not m:
+        return pa.ListArray.from_arrays(offsets, pa.array([], type_))
+    flat = pa.concat_arrays([c.cast(type_) for c in columns])
+    order = (np.arange(k, dtype=np.int64)[None, :] * m + np.arange(m, dtype=np.int64)[:, None]).ravel()
+    return pa.ListArray.from_arrays(offsets, flat.take(pa.array(order)))
 
 
 def stored_evidence(policy: Policy, cols: "Columns", rows: pa.Array, leaves: dict[str, pa.Array],
-                    guards: dict[str, pa.Array], list_amount: pa.Array | None) -> pa.Array:
-    """The JSON evidence list of the given rows; the same text as `evidence`, built from cached columns."""
-    j = _Joiner()
-    j.lit("[")
-    sep = ""
-    negated = policy.negated_paths()
-    for leaf in policy.leaves():
-        kind = FIELD_KINDS[leaf.field]
-        j.lit(f'{sep}{{"path": {json_text(leaf.path)}, "field": {json_text(leaf.field)}, "op": {json_text(leaf.op)}, '
-              f'"value": {json_text(json_value(leaf.value, kind))}, '
-              + ('"negated": true, ' if leaf.path in negated else "") + '"actual": ')
-        j.arr(cols.json(leaf.field).take(rows))
-        j.lit(', "result": ')
-        j.arr(json_bools(leaves[leaf.path].take(rows)))
-        j.lit("}")
-        sep = ", "
+                    guards: dict[str, pa.Array], list_amount: pa.Array | None) -> tuple[pa.Array, pa.Array]:
+    """(evidence_actual, evidence_result) of the given rows, in `evidence_template`'s order."""
+    actual = [cols.json(leaf.field).take(rows) for leaf in policy.leaves()]
+    result = [leaves[leaf.path].take(rows) for leaf in policy.leaves()]
     for g in policy.guards:
-        fname, _ = GUARD_FIELDS[g]
-        j.lit(f'{sep}{{"guard": {json_text(g)}, "field": {json_text(fname)}, "actual": ')
-        j.arr(cols.json(fname).take(rows))
-        j.lit(', "result": ')
-        j.arr(json_bools(guards[g].take(rows)))
-        j.lit("}")
-        sep = ", "
-    if policy.kind == "name_list" and list_amount is not None:
-        j.lit(f'{sep}{{"name_list": true, "amount": ')
-        j.arr(json_actual(list_amount.take(rows)))
-        j.lit("}")
-    j.lit("]")
-    return j.join(len(rows))
+        actual.append(cols.json(GUARD_FIELDS[g][0]).take(rows))
+        result.append(guards[g].take(rows))
+    if policy.kind == "name_list":
+        amounts = list_amount if list_amount is not None else pa.nulls(cols.n, contracts.MONEY)
+        actual.append(json_actual(amounts.take(rows)))
+    return _interleave(actual, len(rows), pa.string()), _interleave(result, len(rows), pa.bool_())
 
 
 # ---------------------------------------------------------------- one policy
@@ -336,10 +337,17 @@ def _dedupe_list(lst: pa.Table) -> pa.Table:
     return lst.take(pc.take(last, pc.sort_indices(last)))
 
 
-def evaluate_policy(portrait: pa.Table, policy: Policy, as_of: dt.date,
-                    name_lists: dict[str, pa.Table] | None = None, keep_all: bool = False,
-                    cols: Columns | None = None) -> pa.Table:
-    """One policy, before exclusive groups and budgets. keep_all also returns not_eligible rows."""
+class Decision:
+    """One policy over its population: each enterprise's outcome code and amount, and what
+    the stored rows' evidence and reasons are made from."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+def decide(portrait: pa.Table, policy: Policy, name_lists: dict[str, pa.Table] | None = None,
+           cols: Columns | None = None) -> Decision:
+    """Conditions, guards and amounts of one policy for its whole population (no evidence)."""
     portrait = with_registered(portrait)
     table, list_amount = _population(portrait, policy, name_lists)
     if cols is None or policy.kind == "name_list":
@@ -391,7 +399,18 @@ def evaluate_policy(portrait: pa.Table, policy: Policy, as_of: dt.date,
     code = pc.if_else(pc.and_(cond_true, pc.invert(guard_ok)), pa.scalar(_CODE["guard_failed"], pa.int8()), code)
     code = pc.if_else(pc.and_(cond_false, near), pa.scalar(_CODE["near_miss"], pa.int8()), code)
     code = pc.if_else(cond_unknown, pa.scalar(_CODE["missing_data"], pa.int8()), code)
+    return Decision(cols=cols, list_amount=list_amount, leaves=leaves, guards=guards, code=code,
+                    amount=amount, failed_at=failed_at, failed_guard=failed_guard)
 
+
+def evaluate_policy(portrait: pa.Table, policy: Policy, as_of: dt.date,
+                    name_lists: dict[str, pa.Table] | None = None, keep_all: bool = False,
+                    cols: Columns | None = None) -> pa.Table:
+    """One policy, before exclusive groups and budgets. keep_all also returns not_eligible rows."""
+    d = decide(portrait, policy, name_lists, cols)
+    cols, list_amount, leaves, guards = d.cols, d.list_amount, d.leaves, d.guards
+    code, amount, failed_at, failed_guard = d.code, d.amount, d.failed_at, d.failed_guard
+    n = cols.n
     if keep_all:
         rows = pa.array(range(n), pa.int64())
     else:
@@ -402,7 +421,7 @@ def evaluate_policy(portrait: pa.Table, policy: Policy, as_of: dt.date,
     outcome = _OUTCOME_TEXT.take(code.take(rows))
     m = len(rows)
     is_eligible = pc.equal(outcome, pa.scalar("eligible"))
-    ev = stored_evidence(policy, cols, rows, leaves, guards, list_amount)
+    actual, result = stored_evidence(policy, cols, rows, leaves, guards, list_amount)
     failed_item = pc.if_else(pc.equal(outcome, pa.scalar("near_miss")), failed_at.take(rows),
                              pa.scalar(None, pa.int64()))
     failed_guard = pc.if_else(pc.equal(outcome, pa.scalar("guard_failed")), failed_guard.take(rows),
@@ -436,7 +455,9 @@ def evaluate_policy(portrait: pa.Table, policy: Policy, as_of: dt.date,
             "excluded_by": pa.nulls(m, pa.string()),
             "exclusive_group": const(group, pa.string()),
             "over_budget": const(False, pa.bool_()),
-            "evidence": ev,
+            "evidence_version": const(evidence_text.version_of(policy.id, evidence_template(policy)), pa.string()),
+            "evidence_actual": actual,
+            "evidence_result": result,
             "reason": reason,
         },
         schema=RESULT_SCHEMA,
@@ -508,31 +529,6 @@ def apply_budget(part: pa.Table, policy: Policy) -> pa.Table:
     return part.set_column(part.schema.get_field_index("over_budget"), "over_budget", eligible)
 
 
-def budget_all(table: pa.Table, policies: list[Policy]) -> pa.Table:
-    """`apply_budget` for every policy of a result table whose rows are grouped by policy_id
-    (as `evaluate` and the shard merge order them). Only the small columns are touched."""
-    if table.num_rows == 0:
-        return table
-    by_id = {p.id: p for p in policies}
-    ids = table.column("policy_id").combine_chunks()
-    n = table.num_rows
-    changes = pc.indices_nonzero(pc.not_equal(ids.slice(1), ids.slice(0, n - 1))).to_pylist()
-    starts = [0] + [i + 1 for i in changes]   # the first row of each policy's run
-    core = table.select(["outcome", "amount", "over_budget"])
-    amounts, flags = [], []
-    for lo, hi in zip(starts, starts[1:] + [n]):
-        part = core.slice(lo, hi - lo)
-        policy = by_id.get(ids[lo].as_py())
-        if policy is not None:
-            part = apply_budget(part, policy)
-        amounts.append(part.column("amount"))
-        flags.append(part.column("over_budget"))
-    amount = pa.chunked_array([c for a in amounts for c in a.chunks], AMOUNT)
-    over = pa.chunked_array([c for f in flags for c in f.chunks], pa.bool_())
-    table = table.set_column(table.schema.get_field_index("amount"), "amount", amount)
-    return table.set_column(table.schema.get_field_index("over_budget"), "over_budget", over)
-
-
 # ---------------------------------------------------------------- all policies
 
 def with_registered(portrait: pa.Table) -> pa.Table:
@@ -547,45 +543,106 @@ def with_registered(portrait: pa.Table) -> pa.Table:
     return portrait.append_column("registered", pc.is_valid(name))
 
 
-def evaluate(portrait: pa.Table, policies: list[Policy], as_of: dt.date,
-             name_lists: dict[str, pa.Table] | None = None, errors: list | None = None,
-             apply_budgets: bool = True) -> pa.Table:
-    """Every policy in force on `as_of` against the portrait: the stored results (RESULT_SCHEMA).
+def _eligible_core(policy: Policy, d: Decision) -> pa.Table:
+    """The eligible rows of one decision, with what 就高不重复 ranks them by."""
+    rows = pc.indices_nonzero(pc.equal(d.code, pa.scalar(_CODE["eligible"], pa.int8())))
+    m = len(rows)
+    return pa.table({"uscc": d.cols.raw("uscc").take(rows).cast(pa.string()),
+                     "exclusive_group": pa.repeat(pa.scalar(policy.exclusive_group, pa.string()), m),
+                     "period": pa.repeat(pa.scalar(policy.period, pa.string()), m),
+                     "amount": d.amount.take(rows),
+                     "policy_id": pa.repeat(pa.scalar(policy.id, pa.string()), m),
+                     "outcome": pa.repeat(pa.scalar("eligible"), m),
+                     "excluded_by": pa.nulls(m, pa.string())})
 
-    apply_budgets=False leaves budgets out (a shard of the enterprises: a budget is over all of
-    them, so the merge applies it with `budget_all`); groups are per enterprise and stay.
 
-    A policy that fails at run time is skipped and, when `errors` is given, reported there as a
-    PolicyError (file, line 0, key = the policy id); it never stops the other policies.
+def group_losers(portrait: pa.Table, active: list[Policy], name_lists, cols: Columns,
+                 on_error) -> dict[str, pa.Table]:
+    """就高不重复 decided before any evidence is made: policy id -> its results that another
+    policy of its group outranks (uscc, excluded_by). Only policies that share an
+    exclusive group and period with another are evaluated here (without evidence); a
+    policy that fails is passed to on_error and left out, as the main pass leaves it out."""
+    by_group: dict[tuple, list[Policy]] = {}
+    for p in active:
+        if p.kind != "manual" and p.exclusive_group is not None:
+            by_group.setdefault((p.exclusive_group, p.period), []).append(p)
+    cores = []
+    for group in by_group.values():
+        if len(group) < 2:
+            continue
+        for p in group:
+            try:
+                cores.append(_eligible_core(p, decide(portrait, p, name_lists, cols)))
+            except Exception as exc:  # noqa: BLE001 - one bad policy never stops the others
+                on_error(p, exc)
+    if not cores:
+        return {}
+    ranked = apply_groups(pa.concat_tables(cores))
+    lost = ranked.filter(pc.equal(ranked.column("outcome"), "excluded_by_group"))
+    ids = lost.column("policy_id")
+    return {pid: lost.filter(pc.equal(ids, pid)).select(["uscc", "excluded_by"])
+            for pid in pc.unique(ids).to_pylist()}
+
+
+def mark_excluded(part: pa.Table, lost: pa.Table | None) -> pa.Table:
+    """One policy's results with the rows `group_losers` found set to excluded_by_group."""
+    if lost is None or lost.num_rows == 0 or part.num_rows == 0:
+        return part
+    where = pc.index_in(part.column("uscc"), value_set=lost.column("uscc"))
+    hit = pc.is_valid(where)
+    outcome = pc.if_else(hit, pa.scalar("excluded_by_group"), part.column("outcome"))
+    by = pc.if_else(hit, lost.column("excluded_by").combine_chunks().take(where), part.column("excluded_by"))
+    part = part.set_column(part.schema.get_field_index("outcome"), "outcome", outcome)
+    return part.set_column(part.schema.get_field_index("excluded_by"), "excluded_by", by)
+
+
+def evaluate_stream(portrait: pa.Table, policies: list[Policy], as_of: dt.date,
+                    name_lists: dict[str, pa.Table] | None = None, errors: list | None = None,
+                    apply_budgets: bool = True) -> Iterator[tuple[Policy, pa.Table]]:
+    """Every policy in force on `as_of`, one at a time in id order: (policy, its final results).
+
+    Nothing holds the night's results at once: exclusive groups are decided first from the
+    grouped policies' eligible rows alone (`group_losers`), so each policy's results are
+    final when made; its budget is over its own rows. apply_budgets=False leaves budgets
+    out (a shard of the enterprises: the merge applies them).
+
+    A policy that fails at run time is skipped and, when `errors` is given, reported there as
+    a PolicyError (file, line 0, key = the policy id); it never stops the other policies.
     """
     from pipelines.policies import PolicyError
 
     portrait = with_registered(portrait)
     active = sorted(in_force(policies, as_of), key=lambda p: p.id)
     cols = Columns(portrait)
-    parts, kept = [], []
+    failed: set[str] = set()
+
+    def on_error(p: Policy, exc: Exception) -> None:
+        if p.id not in failed and errors is not None:
+            errors.append(PolicyError(p.file or p.id, 0, p.id, f"政策运行出错，已跳过：{type(exc).__name__}: {exc}"))
+        failed.add(p.id)
+
+    losers = group_losers(portrait, active, name_lists, cols, on_error)
     for p in active:
+        if p.id in failed:
+            continue
         try:
             part = evaluate_policy(portrait, p, as_of, name_lists, cols=cols)
         except Exception as exc:  # noqa: BLE001 - one bad policy never stops the others
-            if errors is not None:
-                errors.append(PolicyError(p.file or p.id, 0, p.id, f"政策运行出错，已跳过：{type(exc).__name__}: {exc}"))
+            on_error(p, exc)
             continue
+        part = mark_excluded(part, losers.get(p.id))
+        yield p, (apply_budget(part, p) if apply_budgets else part)
+
+
+def evaluate(portrait: pa.Table, policies: list[Policy], as_of: dt.date,
+             name_lists: dict[str, pa.Table] | None = None, errors: list | None = None,
+             apply_budgets: bool = True) -> pa.Table:
+    """`evaluate_stream`'s results as one table (RESULT_SCHEMA): policies in id order, each
+    policy's rows in code order. For a district, a test or the sandbox; the nightly match
+    stage writes the stream to Parquet policy by policy instead."""
+    parts, ran = [], []
+    for policy, part in evaluate_stream(portrait, policies, as_of, name_lists, errors, apply_budgets):
         parts.append(part)
-        kept.append(p)
-    active = kept
-    if not parts:
-        return RESULT_SCHEMA.empty_table()
-    # Groups and budgets need only a few small columns: the evidence is never copied.
-    core_cols = ["uscc", "exclusive_group", "period", "amount", "policy_id", "outcome", "excluded_by"]
-    core = apply_groups(pa.concat_tables([t.select(core_cols) for t in parts]))
-    outcome, excluded_by = core.column("outcome"), core.column("excluded_by")
-    out, offset = [], 0
-    for policy, part in zip(active, parts):
-        k = part.num_rows
-        part = part.set_column(part.schema.get_field_index("outcome"), "outcome", outcome.slice(offset, k))
-        part = part.set_column(part.schema.get_field_index("excluded_by"), "excluded_by", excluded_by.slice(offset, k))
-        out.append(apply_budget(part, policy) if apply_budgets else part)
-        offset += k
-    # Policies in id order, each policy's rows in uscc order: the result is already sorted.
-    return pa.concat_tables(out)
+        ran.append(policy)
+    table = pa.concat_tables(parts) if parts else RESULT_SCHEMA.empty_table()
+    return evidence_text.with_templates(table, evidence_templates(ran))

@@ -116,6 +116,130 @@ def json_bools(arr: pa.Array) -> pa.Array:
     return pc.fill_null(arr.cast(pa.string()), "null")
 
 
+# ---------------------------------------------------------------- evidence normalised per policy version
+#
+# What is constant for a policy version (each leaf's path, field, operator and value,
+# each guard, whether a name list pays) is a *template*, stored once per version (in
+# matches.parquet's footer and the warehouse's evidence_versions table). Each result
+# keeps only its actual values (JSON text per entry) and leaf/guard results. `render`
+# puts the two together into the full evidence JSON, the text the engine wrote per
+# result before the lean model (tests/test_evidence_fixture.py holds it to that).
+
+TEMPLATES_META = b"mianshen.evidence_templates"   # version -> template, in a result table's schema metadata
+
+
+def templates_of(schema: pa.Schema) -> dict[str, list[dict]]:
+    """The templates a result table or matches.parquet carries (empty when it carries none)."""
+    raw = (schema.metadata or {}).get(TEMPLATES_META)
+    return json.loads(raw) if raw else {}
+
+
+def with_templates(table: pa.Table, templates: dict[str, list[dict]]) -> pa.Table:
+    meta = dict(table.schema.metadata or {})
+    meta[TEMPLATES_META] = json.dumps(templates, ensure_ascii=False)
+    return table.replace_schema_metadata(meta)
+
+
+def version_of(policy_id: str, template: list[dict]) -> str:
+    """A policy version's key: a short hash of the policy id and its template's canonical JSON."""
+    import hashlib
+
+    canonical = json.dumps([policy_id, template], ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def _prefix(entry: dict) -> str:
+    """The literal text of one evidence entry up to its actual value."""
+    if entry.get("name_list"):
+        return '{"name_list": true, "amount": '
+    if "guard" in entry:
+        return f'{{"guard": {json_text(entry["guard"])}, "field": {json_text(entry["field"])}, "actual": '
+    return (f'{{"path": {json_text(entry["path"])}, "field": {json_text(entry["field"])}, '
+            f'"op": {json_text(entry["op"])}, "value": {json_text(entry["value"])}, '
+            + ('"negated": true, ' if entry.get("negated") else "") + '"actual": ')
+
+
+def has_result(entry: dict) -> bool:
+    return not entry.get("name_list")
+
+
+def render(template: list[dict], actual: list[str], result: list) -> str:
+    """One result's full evidence JSON: `actual` holds each entry's value as JSON text,
+    `result` each leaf's and guard's result (True / False / None), in template order."""
+    parts, k = [], 0
+    for entry, value in zip(template, actual):
+        text = _prefix(entry) + value
+        if has_result(entry):
+            text += ', "result": ' + json_text(result[k])
+            k += 1
+        parts.append(text + "}")
+    return "[" + ", ".join(parts) + "]"
+
+
+def split(entries: list[dict]) -> tuple[list[dict], list[str], list]:
+    """`render`'s inverse: full evidence entries -> (template, actual values as JSON text,
+    leaf and guard results)."""
+    template, actual, result = [], [], []
+    for e in entries:
+        template.append({k: v for k, v in e.items() if k not in ("actual", "result", "amount")}
+                        if not e.get("name_list") else {"name_list": True})
+        actual.append(json_text(e.get("amount") if e.get("name_list") else e.get("actual")))
+        if has_result(e):
+            result.append(e.get("result"))
+    return template, actual, result
+
+
+def render_column(template: list[dict], actual: pa.Array, result: pa.Array) -> pa.Array:
+    """`render` for a whole column of results of one version (list arrays), column-wise."""
+    m = len(actual)
+    if not m:
+        return pa.array([], pa.string())
+    args, pending, k = [], "[", 0
+    for i, entry in enumerate(template):
+        args += [pending + (", " if i else "") + _prefix(entry), pc.list_element(actual, i)]
+        pending = ""
+        if has_result(entry):
+            args += [', "result": ', json_bools(pc.list_element(result, k))]
+            k += 1
+        pending = "}"
+    if not args:
+        return pa.array(["[]"] * m, pa.string())
+    return pc.binary_join_element_wise(*args, pending + "]", "")
+
+
+def full_evidence(table: pa.Table, templates: dict[str, list[dict]] | None = None) -> pa.Array:
+    """The full evidence JSON of every row of a result table (columns evidence_version,
+    evidence_actual, evidence_result), with the templates of its versions (by default
+    those the table carries)."""
+    templates = templates_of(table.schema) if templates is None else templates
+    versions = table.column("evidence_version").combine_chunks()
+    out = pa.nulls(table.num_rows, pa.string())
+    for version in pc.unique(versions).drop_null().to_pylist():
+        mask = pc.fill_null(pc.equal(versions, version), False)
+        rows = pc.indices_nonzero(mask)
+        text = render_column(templates[version], table.column("evidence_actual").take(rows).combine_chunks(),
+                             table.column("evidence_result").take(rows).combine_chunks())
+        out = pc.replace_with_mask(out, mask, text)
+    return out
+
+
+def compact_actual(actual: pa.Array) -> pa.Array:
+    """A list<string> column of JSON texts as one JSON array text per row (the ledger's column)."""
+    return pc.binary_join_element_wise("[", pc.binary_join(actual, ", "), "]", "")
+
+
+def compact_result(result: pa.Array) -> pa.Array:
+    """A list<bool> column as one JSON array text per row (the ledger's column)."""
+    result = result.combine_chunks() if isinstance(result, pa.ChunkedArray) else result
+    texts = pa.ListArray.from_arrays(result.offsets, json_bools(result.flatten()))
+    return pc.binary_join_element_wise("[", pc.binary_join(texts, ", "), "]", "")
+
+
+def render_compact(template: list[dict], actual_json: str, result_json: str) -> str:
+    """`render` from the ledger's compact columns (JSON arrays)."""
+    return render(template, [json_text(v) for v in json.loads(actual_json)], json.loads(result_json))
+
+
 # ---------------------------------------------------------------- values as a clerk writes them
 
 PERCENT_FIELDS = frozenset({"tax_growth", "rd_ratio"})

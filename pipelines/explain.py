@@ -168,7 +168,8 @@ def explain(portrait: pa.Table, policy: Policy, uscc: str, as_of: dt.date,
         lines.append(f"结论：不符合（{why}）。")
         return "\n".join(lines)
     row0 = base.to_pylist()[0]
-    stored = json.loads(row0["evidence"])
+    stored = json.loads(evidence.render(engine.evidence_template(policy), row0["evidence_actual"],
+                                        row0["evidence_result"]))
     leaf_results = {e["path"]: e["result"] for e in stored if "path" in e}
     guard_results = {e["guard"]: e["result"] for e in stored if "guard" in e}
     list_amount = next((e["amount"] for e in stored if "name_list" in e), None)
@@ -255,7 +256,10 @@ def explain_command(settings, uscc: str, policy_id: str, as_of: dt.date | None =
     if policy is None:
         return f"未找到政策 {policy_id}（或该政策文件有错误，请运行 mianshen policies check）。"
     matches_path = settings.matches_path(as_of)
-    matches = pq.read_table(matches_path) if matches_path.exists() else None
+    code = normalise_code(uscc)
+    # Only this result's row: a province's night holds tens of millions.
+    matches = pq.read_table(matches_path, filters=[("policy_id", "==", policy.id), ("uscc", "==", code)]) \
+        if matches_path.exists() else None
     name_lists = match.load_name_lists(settings, [policy.id]) if policy.kind == "name_list" else None
-    return explain(pq.read_table(path), policy, normalise_code(uscc), as_of, name_lists,
+    return explain(pq.read_table(path), policy, code, as_of, name_lists,
                    all_policies=loaded, matches=matches)

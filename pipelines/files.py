@@ -54,8 +54,9 @@ def restrict_umask() -> int:
     return new
 
 
-def atomic_write(path: Path, write: Callable[[Any], None]) -> Path:
-    """Call write(binary file object) on a temporary file beside `path`, then publish it."""
+def atomic_write(path: Path, write: Callable[[Any], None], before_publish: Callable[[], Any] | None = None) -> Path:
+    """Call write(binary file object) on a temporary file beside `path`, then publish it
+    (after `before_publish()`, when given: what must be on disk before the file is)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
@@ -64,6 +65,8 @@ def atomic_write(path: Path, write: Callable[[Any], None]) -> Path:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        if before_publish is not None:
+            before_publish()
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -91,6 +94,18 @@ def atomic_write_parquet(path: Path, table, row_group_size: int | None = None) -
     import pyarrow.parquet as pq
 
     return atomic_write(path, lambda fh: pq.write_table(table, fh, row_group_size=row_group_size))
+
+
+def atomic_write_parquet_stream(path: Path, schema, tables, before_publish: Callable[[], Any] | None = None) -> Path:
+    """Parquet written table by table (each its own row groups), so nothing holds them all."""
+    import pyarrow.parquet as pq
+
+    def write(fh):
+        with pq.ParquetWriter(fh, schema) as writer:
+            for table in tables:
+                writer.write_table(table)
+
+    return atomic_write(path, write, before_publish)
 
 
 def read_json(path: Path) -> Any:

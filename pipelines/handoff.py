@@ -100,11 +100,14 @@ def ledger_and_outputs(settings: Settings, as_of: date, run_id: str,
 def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_holds: Iterable,
                         engine) -> dict:
     run_dir = settings.run_dir(as_of)
-    # The night's results are read piece by piece, never whole: at province scale their
-    # evidence alone is gigabytes. The warehouse gets every row in batches, the ledger
-    # only the eligible rows, the reminder lists every column but the evidence.
+    # The night's results stay in matches.parquet (the warehouse registers it) and are read
+    # piece by piece, never whole: the ledger gets only the eligible rows, the reminder
+    # lists the columns they show.
     results = settings.matches_path(as_of)
-    eligible = pq.read_table(results, filters=[("outcome", "==", "eligible"), ("kind", "!=", "manual")])
+    eligible = pq.read_table(results, filters=[("outcome", "==", "eligible"), ("kind", "!=", "manual")],
+                             columns=["policy_id", "period", "uscc", "amount", "evidence_version",
+                                      "evidence_actual", "evidence_result", "policy_name", "department",
+                                      "name", "over_budget", "outcome", "kind"])
     days = publicity_days(settings.policies)
     tel = phones(settings, as_of)
     loaded, policy_errors = load_dir(settings.policies)   # once: every list below reads these
@@ -118,10 +121,9 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
         # lists from what was recorded for it (SMS by notified_as_of, payout by
         # batch date); the lists that show the ledger's state at the time
         # (review, publicity) and ledger.json stay as the date's run wrote them.
-        newest = conn.execute(sa.select(sa.func.max(warehouse.matches.c.as_of))
-                              .where(warehouse.matches.c.as_of != as_of)).scalar()
+        newest = warehouse.newest_night(conn, other_than=as_of)
         backfill = newest is not None and newest > as_of
-        warehouse.store_matches(conn, as_of, results, run_id)
+        warehouse.register_matches(conn, as_of, results, run_id)
         _release(conn, release_holds)
         if not backfill:
             ledger.sync_from_matches(conn, as_of, eligible, run_id, days)
@@ -151,7 +153,7 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
         in_window = [None] * int(recorded.get(REPORT_LABELS["publicity_rows"], 0))
     else:
         with engine.connect() as conn:
-            confirmed = ledger.rows_in(conn, "confirmed")
+            confirmed = ledger.with_evidence(conn, ledger.rows_in(conn, "confirmed"))
             conn.rollback()
         review_files = review.write(run_dir, as_of, confirmed, UNIT)
 
@@ -175,7 +177,7 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
                 new_batch = ledger.schedule_payout(conn, as_of, run_id)
     if recorded is None:
         with engine.connect() as conn:
-            suspended = ledger.rows_in(conn, "suspended")
+            suspended = ledger.with_evidence(conn, ledger.rows_in(conn, "suspended"))
             conn.rollback()
         review_files += review.write_recheck(run_dir, as_of, suspended, UNIT)
         clear_stale(run_dir / "review", review_files)

@@ -53,6 +53,7 @@ from sqlalchemy.engine import Connection
 
 from pipelines import deadlines
 from pipelines import warehouse as wh
+from pipelines.evidence import compact_actual, compact_result, render_compact
 from pipelines.warehouse import ledger, ledger_transitions, payout_batches, payout_items, to_money
 from pipelines.workdays import WorkCalendar
 
@@ -121,7 +122,7 @@ def business_day(conn: Connection) -> date:
     figures of a date then count exactly the moves that date's run could see."""
     from pipelines.inbox import local_day
 
-    newest = conn.execute(sa.select(sa.func.max(wh.matches.c.as_of))).scalar()
+    newest = wh.newest_night(conn)
     if newest is None:
         return date.fromisoformat(local_day(datetime.now(timezone.utc)))
     return newest + timedelta(days=1)
@@ -152,7 +153,9 @@ _SYNC_SOURCE = sa.Table(
     sa.Column("period", sa.String(32), primary_key=True),
     sa.Column("uscc", sa.String(18), primary_key=True),
     sa.Column("amount", wh.Money),
-    sa.Column("evidence", sa.Text),
+    sa.Column("evidence_version", sa.String(16)),
+    sa.Column("evidence_actual", sa.Text),
+    sa.Column("evidence_result", sa.Text),
     sa.Column("policy_name", sa.Text),
     sa.Column("department", sa.Text),
     sa.Column("name", sa.Text),
@@ -185,8 +188,11 @@ def sync_from_matches(conn: Connection, as_of: date, matches: pa.Table, run_id: 
     ids = eligible.column("policy_id")
     known = pa.array(list(days), pa.string())
     given = pa.array([days[k] for k in days], pa.int64())
-    source = eligible.select(["policy_id", "period", "uscc", "amount", "evidence", "policy_name", "department",
-                              "name", "over_budget"])
+    source = eligible.select(["policy_id", "period", "uscc", "amount", "evidence_version", "policy_name",
+                              "department", "name", "over_budget"])
+    # The evidence as its values (the policy version's template is in evidence_versions).
+    source = source.add_column(5, "evidence_actual", compact_actual(eligible.column("evidence_actual").combine_chunks()))
+    source = source.add_column(6, "evidence_result", compact_result(eligible.column("evidence_result").combine_chunks()))
     source = source.append_column("days", pc.take(given, pc.index_in(ids, value_set=known)))
     source = source.append_column("has_days", pc.is_in(ids, value_set=known))
     # (Creating the temporary table is part of the transaction on both databases: a failed
@@ -218,7 +224,10 @@ def _sync(conn: Connection, as_of: date, run_id: str, src: sa.Table) -> dict:
         + sa.literal(" → ", sa.Text) + sa.cast(src.c.amount, sa.Text), sa.literal(as_of, sa.Date))
         .where(adjust))).rowcount
     if changed:
-        conn.execute(ledger.update().where(adjust).values(amount=src.c.amount, evidence=src.c.evidence,
+        conn.execute(ledger.update().where(adjust).values(amount=src.c.amount, evidence=None,
+                                                          evidence_version=src.c.evidence_version,
+                                                          evidence_actual=src.c.evidence_actual,
+                                                          evidence_result=src.c.evidence_result,
                                                           updated_at=now))
 
     # The newest run's figures on every row it found.
@@ -232,11 +241,13 @@ def _sync(conn: Connection, as_of: date, run_id: str, src: sa.Table) -> dict:
     # New rows, and the transition that created each.
     l = ledger.c
     new = conn.execute(_insert_ignore(conn, ledger, ["policy_id", "period", "uscc"]).from_select(
-        [l.policy_id, l.period, l.uscc, l.status, l.amount, l.last_match_amount, l.evidence, l.policy_name,
+        [l.policy_id, l.period, l.uscc, l.status, l.amount, l.last_match_amount, l.evidence_version,
+         l.evidence_actual, l.evidence_result, l.policy_name,
          l.department, l.name, l.over_budget, l.publicity_days, l.first_run, l.last_run, l.first_as_of,
          l.last_as_of, l.updated_at],
         sa.select(src.c.policy_id, src.c.period, src.c.uscc, sa.literal("eligible", sa.String), src.c.amount,
-                  src.c.amount, src.c.evidence, src.c.policy_name, src.c.department, src.c.name,
+                  src.c.amount, src.c.evidence_version, src.c.evidence_actual, src.c.evidence_result,
+                  src.c.policy_name, src.c.department, src.c.name,
                   src.c.over_budget, src.c.days, sa.literal(run_id, sa.String), sa.literal(run_id, sa.String),
                   sa.literal(as_of, sa.Date), sa.literal(as_of, sa.Date), sa.literal(now, sa.DateTime))
         .where(sa.true()))).rowcount
@@ -377,6 +388,18 @@ def rows_in(conn: Connection, *statuses: str) -> list[dict]:
                         .order_by(ledger.c.department, ledger.c.policy_id, ledger.c.period,
                                   ledger.c.uscc)).all()
     return [dict(r._mapping) for r in rows]
+
+
+def with_evidence(conn: Connection, rows: list[dict]) -> list[dict]:
+    """The rows, each with its full evidence JSON under "evidence": kept as it was stored
+    (rows stored before 0005), or put together from its policy version's template and
+    its own values."""
+    versions = wh.templates(conn, (r.get("evidence_version") for r in rows if not r.get("evidence")))
+    for r in rows:
+        if not r.get("evidence") and r.get("evidence_version") in versions:
+            r["evidence"] = render_compact(versions[r["evidence_version"]], r["evidence_actual"],
+                                           r["evidence_result"])
+    return rows
 
 
 def held_over_budget() -> sa.ColumnElement[bool]:

@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from pipelines import engine, files as files_lib, policies as policy_lib
+from pipelines import engine, evidence as evidence_lib, files as files_lib, policies as policy_lib
 from pipelines.config import Settings
 
 NAME_LIST_COLUMNS = ("uscc", "name", "amount", "note", "source")
@@ -73,38 +73,56 @@ def _normalise_list(table: pa.Table) -> pa.Table:
     return pa.table(cols)
 
 
-def write_atomic(table: pa.Table, path: Path) -> None:
-    files_lib.atomic_write_parquet(path, table)
-
-
 def write_json_atomic(data, path: Path) -> None:
     files_lib.atomic_write_json(path, data)
 
 
-def summarise(results: pa.Table, active: list[policy_lib.Policy]) -> list[dict]:
-    """Per policy in force: counts per outcome, eligible total (string, 元), over budget.
-    Aggregated in one pass over the results, not one filter per policy (200 policies)."""
-    counts: dict[str, dict[str, int]] = {p.id: {o: 0 for o in engine.STORED} for p in active}
-    for row in results.group_by(["policy_id", "outcome"]).aggregate([("outcome", "count")]).to_pylist():
-        if row["policy_id"] in counts:
-            counts[row["policy_id"]][row["outcome"]] = row["outcome_count"]
-    eligible = results.filter(pc.equal(results.column("outcome"), "eligible"))
-    totals = {r["policy_id"]: r["amount_sum"]
-              for r in eligible.group_by("policy_id").aggregate([("amount", "sum")]).to_pylist()}
-    over = {r["policy_id"]: r["over_budget_any"]
-            for r in results.group_by("policy_id").aggregate([("over_budget", "any")]).to_pylist()}
-    out = []
-    for p in active:
-        total = totals.get(p.id)
-        out.append({
-            "policy_id": p.id, "name": p.name, "department": p.department, "kind": p.kind,
-            "period": p.period, "counts": counts[p.id],
-            "eligible_amount": str(total if total is not None else Decimal("0.00")),
-            "budget": None if p.budget is None else str(p.budget),
-            "budget_rule": p.budget_rule if p.budget is not None else None,
-            "over_budget": bool(over.get(p.id) or False),
-        })
-    return out
+class Tally:
+    """Per policy: counts per outcome, eligible total, over budget; added to one policy's
+    results at a time as they are written (the night's results are never held together)."""
+
+    def __init__(self):
+        self.counts: dict[str, dict[str, int]] = {}
+        self.totals: dict[str, Decimal] = {}
+        self.over: dict[str, bool] = {}
+        self.rows = 0
+
+    def add(self, policy_id: str, part: pa.Table) -> pa.Table:
+        counts = self.counts.setdefault(policy_id, {o: 0 for o in engine.STORED})
+        for row in part.group_by("outcome").aggregate([("outcome", "count")]).to_pylist():
+            counts[row["outcome"]] = counts.get(row["outcome"], 0) + row["outcome_count"]
+        eligible = pc.equal(part.column("outcome"), "eligible")
+        total = pc.sum(pc.if_else(eligible, part.column("amount"), pa.scalar(None, engine.AMOUNT))).as_py()
+        self.totals[policy_id] = self.totals.get(policy_id, Decimal("0.00")) + (total or Decimal("0.00"))
+        self.over[policy_id] = self.over.get(policy_id, False) or bool(pc.any(part.column("over_budget")).as_py())
+        self.rows += part.num_rows
+        return part
+
+    def summary(self, active: list[policy_lib.Policy]) -> list[dict]:
+        out = []
+        for p in active:
+            out.append({
+                "policy_id": p.id, "name": p.name, "department": p.department, "kind": p.kind,
+                "period": p.period, "counts": self.counts.get(p.id, {o: 0 for o in engine.STORED}),
+                "eligible_amount": str(self.totals.get(p.id, Decimal("0.00"))),
+                "budget": None if p.budget is None else str(p.budget),
+                "budget_rule": p.budget_rule if p.budget is not None else None,
+                "over_budget": self.over.get(p.id, False),
+            })
+        return out
+
+
+def write_results(path: Path, stream, templates: dict, meta: dict[bytes, str], before_publish=None) -> Tally:
+    """Write (policy id, results) pairs to `path` as they come, one row group per policy, with
+    the evidence templates and `meta` in the footer; their tally. `before_publish(tally)` runs
+    when every row is written, before the file is published."""
+    tally = Tally()
+    schema = evidence_lib.with_templates(engine.RESULT_SCHEMA.empty_table(), templates).schema
+    schema = schema.with_metadata({**schema.metadata, **{k: v.encode("utf-8") for k, v in meta.items()}})
+    tallied = (tally.add(pid, part) for pid, part in stream)
+    files_lib.atomic_write_parquet_stream(path, schema, (part for part in tallied if part.num_rows),
+                                          (lambda: before_publish(tally)) if before_publish else None)
+    return tally
 
 
 def _active(settings: Settings, as_of: dt.date):
@@ -118,23 +136,28 @@ def _errors_json(errors) -> list[dict]:
             for e in errors]
 
 
-def _finish(settings: Settings, as_of: dt.date, results: pa.Table, loaded, errors, active, run_errors,
+def _finish(settings: Settings, as_of: dt.date, stream, loaded, errors, active, run_errors: list,
             enterprises: int, name_list_rows: dict[str, int], name_lists_used: list[dict]) -> dict:
-    """Write policy_errors.json and matches.parquet (carrying the name-list files it used, for
-    the run's audit); the summary the DAG and the report read."""
+    """Write policy_errors.json and matches.parquet from the stream of (policy id, results)
+    (carrying the evidence templates and the name-list files it used, for the run's audit);
+    the summary the DAG and the report read. `run_errors` fills while the stream runs, so
+    the errors file is written when the last row is, and matches.parquet is published last."""
+    out = settings.matches_path(as_of)
     errors_path = settings.policy_errors_path(as_of)
-    # A policy that failed at run time is skipped and reported with the load errors.
+
+    def write_errors(_tally):
+        # A policy that failed at run time is skipped and reported with the load errors.
+        write_json_atomic(_errors_json(list(errors) + list(run_errors)), errors_path)
+
+    tally = write_results(out, stream, engine.evidence_templates(active),
+                          {NAME_LISTS_META: json.dumps(name_lists_used, ensure_ascii=False)}, write_errors)
     errors = list(errors) + list(run_errors)
     failed = {e.key for e in run_errors}
     ran = [p for p in active if p.id not in failed]
-    write_json_atomic(_errors_json(errors), errors_path)
-    out = settings.matches_path(as_of)
-    meta = {NAME_LISTS_META: json.dumps(name_lists_used, ensure_ascii=False)}
-    write_atomic(results.replace_schema_metadata(meta), out)
     return {
         "as_of": str(as_of),
         "matches": str(out),
-        "rows": results.num_rows,
+        "rows": tally.rows,
         "enterprises": enterprises,
         "policies_loaded": len(loaded),
         "policies_in_force": len(active),
@@ -143,7 +166,7 @@ def _finish(settings: Settings, as_of: dt.date, results: pa.Table, loaded, error
         "bad_policy_files": sorted({Path(e.file).name for e in errors if not e.warning}),
         "policy_errors_file": str(errors_path),
         "name_lists": name_list_rows,
-        "policies": summarise(results, ran),
+        "policies": tally.summary(ran),
     }
 
 
@@ -154,8 +177,9 @@ def run(settings: Settings, as_of: dt.date) -> dict:
     list_files = name_list_files(settings, [p.id for p in active if p.kind == "name_list"])
     name_lists = read_name_lists(list_files)
     run_errors: list[policy_lib.PolicyError] = []
-    results = engine.evaluate(portrait, active, as_of, name_lists, errors=run_errors)
-    return _finish(settings, as_of, results, loaded, errors, active, run_errors,
+    stream = ((p.id, part) for p, part in engine.evaluate_stream(portrait, active, as_of, name_lists,
+                                                                  errors=run_errors))
+    return _finish(settings, as_of, stream, loaded, errors, active, run_errors,
                    portrait.num_rows, {k: v.num_rows for k, v in name_lists.items()},
                    name_list_manifest(list_files))
 
@@ -225,49 +249,52 @@ def run_shard(settings: Settings, as_of: dt.date, shard: int, shards: int) -> st
     list_files = name_list_files(settings, [p.id for p in active if p.kind == "name_list"])
     name_lists = {k: _in_range(v, lo, hi) for k, v in read_name_lists(list_files).items()}
     run_errors: list[policy_lib.PolicyError] = []
-    results = engine.evaluate(portrait, active, as_of, name_lists, errors=run_errors, apply_budgets=False)
+    # Run first (its errors go into the footer), then written policy by policy.
+    scratch = settings.shard_path(as_of, shard, shards).with_suffix(".parts")
+    path = settings.shard_path(as_of, shard, shards)
+    stream = engine.evaluate_stream(portrait, active, as_of, name_lists, errors=run_errors, apply_budgets=False)
+    write_results(scratch, ((p.id, part) for p, part in stream), engine.evidence_templates(active), {})
     meta = {"as_of": str(as_of), "shard": shard, "shards": shards, "range": [lo, hi],
             "enterprises": portrait.num_rows,
             "policy_files": policy_lib.manifest(loaded), "run_errors": _errors_json(run_errors),
             "name_lists": {k: v.num_rows for k, v in name_lists.items()},
             "name_list_files": name_list_manifest(list_files)}
-    path = settings.shard_path(as_of, shard, shards)
-    write_atomic(results.replace_schema_metadata({SHARD_META: json.dumps(meta, ensure_ascii=False)}), path)
+    parts = pq.ParquetFile(scratch)
+    schema = parts.schema_arrow.with_metadata({**parts.schema_arrow.metadata,
+                                               SHARD_META: json.dumps(meta, ensure_ascii=False).encode("utf-8")})
+    files_lib.atomic_write_parquet_stream(path, schema, (parts.read_row_group(i) for i in range(parts.num_row_groups)))
+    scratch.unlink()
     return str(path)
 
 
-def _runs(ids: pa.ChunkedArray) -> dict[str, tuple[int, int]]:
-    """policy id -> (offset, length) of its rows in a table sorted by policy id."""
-    encoded = pc.run_end_encode(ids.combine_chunks())
-    ends = encoded.run_ends.to_pylist()
-    starts = [0] + ends[:-1]
-    return {v: (a, b - a) for v, a, b in zip(encoded.values.to_pylist(), starts, ends)}
-
-
-def _policy_major(tables: list[pa.Table]) -> pa.Table:
-    """The shards' rows in `evaluate`'s own order (policies in id order, each policy's rows
-    in code order), by slicing rather than sorting: each shard is in that order already and
-    holds a code range above the previous shard's. Slices are zero-copy, so no column is
-    ever concatenated (a province's evidence column is larger than one string array holds)."""
-    if len(tables) == 1:
-        return tables[0]
-    runs = [_runs(t.column("policy_id")) for t in tables]
-    parts = [t.slice(*r[pid]) for pid in sorted(set().union(*runs)) for t, r in zip(tables, runs) if pid in r]
-    return pa.concat_tables(parts) if parts else tables[0].slice(0, 0)
+def _policy_groups(parts: pq.ParquetFile) -> dict[str, list[int]]:
+    """policy id -> the row groups holding its results (a shard writes one or more per policy)."""
+    first = parts.metadata.row_group(0) if parts.num_row_groups else None
+    col = next((j for j in range(first.num_columns) if first.column(j).path_in_schema == "policy_id"), None) \
+        if first else None
+    out: dict[str, list[int]] = {}
+    for i in range(parts.num_row_groups):
+        stats = parts.metadata.row_group(i).column(col).statistics
+        if stats is None or not stats.has_min_max or stats.min != stats.max:
+            raise RuntimeError(f"{parts}: row group {i} is not one policy's results")
+        out.setdefault(stats.min, []).append(i)
+    return out
 
 
 def merge(settings: Settings, as_of: dt.date, shards: int) -> dict:
-    """Concatenate the shards' results, apply budgets per policy over all of them (as `evaluate`
-    does), write output/<as_of>/matches.parquet; the same summary as `run`."""
+    """The shards' results policy by policy, in `evaluate`'s order (policies in id order, each
+    policy's rows in code order: each shard holds a code range above the previous shard's),
+    with budgets applied per policy over all shards, written to output/<as_of>/matches.parquet;
+    the same summary as `run`. One policy's results are in memory at a time."""
     _check_shard(0, shards)
     loaded, errors, active = _active(settings, as_of)
     manifest = policy_lib.manifest(loaded)
-    tables, run_errors = [], {}
+    files, run_errors = [], {}
     enterprises, list_rows, used = 0, {}, {}
     for k in range(shards):
         path = settings.shard_path(as_of, k, shards)
-        table = pq.read_table(path)
-        raw = (table.schema.metadata or {}).get(SHARD_META)
+        parts = pq.ParquetFile(path)
+        raw = (parts.schema_arrow.metadata or {}).get(SHARD_META)
         meta = json.loads(raw) if raw else None
         if not meta or meta.get("as_of") != str(as_of) or meta.get("shards") != shards or meta.get("shard") != k:
             raise RuntimeError(f"{path}: not shard {k} of {shards} for {as_of}")
@@ -279,15 +306,20 @@ def merge(settings: Settings, as_of: dt.date, shards: int) -> dict:
             list_rows[name] = list_rows.get(name, 0) + rows
         for e in meta["run_errors"]:
             run_errors.setdefault(e["key"], policy_lib.PolicyError(e["file"], e["line"], e["key"], e["message"]))
-        tables.append(table.replace_schema_metadata(None))
+        files.append((parts, _policy_groups(parts)))
     # Errors in policy order, as `evaluate` reports them; a policy that failed in any shard is
     # skipped in all of them.
     order = {p.id: i for i, p in enumerate(active)}
     failed = sorted(run_errors.values(), key=lambda e: order.get(e.key, len(order)))
-    if failed:
-        skip = pa.array([e.key for e in failed])
-        tables = [t.filter(pc.invert(pc.is_in(t.column("policy_id"), value_set=skip))) for t in tables]
-    results = _policy_major(tables) if tables else engine.RESULT_SCHEMA.empty_table()
-    results = engine.budget_all(results, [p for p in active if p.id not in run_errors])
-    return _finish(settings, as_of, results, loaded, errors, active, failed, enterprises, list_rows,
+
+    def stream():
+        for policy in active:
+            if policy.id in run_errors:
+                continue
+            pieces = [parts.read_row_groups(groups[policy.id]).replace_schema_metadata(None)
+                      for parts, groups in files if policy.id in groups]
+            if pieces:
+                yield policy.id, engine.apply_budget(pa.concat_tables(pieces), policy)
+
+    return _finish(settings, as_of, stream(), loaded, errors, active, failed, enterprises, list_rows,
                    [used[name] for name in sorted(used)])

@@ -460,10 +460,9 @@ def registered_names(settings: Settings, usccs: set[str]) -> dict[str, str]:
     """uscc -> registered name, from the newest night's portrait (an enterprise absent
     or not registered there is not in the registry)."""
     import pyarrow.parquet as pq
-    import sqlalchemy as sa
 
     with warehouse.connect(settings.warehouse_url).connect() as conn:
-        newest = conn.execute(sa.select(sa.func.max(warehouse.matches.c.as_of))).scalar()
+        newest = warehouse.newest_night(conn)
     path = settings.portrait_path(newest) if newest else None
     if not usccs or path is None or not path.exists():
         return {}

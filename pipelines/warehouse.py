@@ -12,6 +12,7 @@ Timestamps are naive UTC.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 from datetime import date, datetime, timezone
@@ -20,7 +21,6 @@ from pathlib import Path
 from typing import Iterable
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -148,6 +148,38 @@ matches = sa.Table(
     sa.Column("run_id", sa.String(64)),
 )
 
+# The lean result model (0005): a night's results stay in its matches.parquet, registered
+# here by path, hash and counts. `matches` holds the nights stored row by row before 0005
+# (their rows keep their evidence) and is not written any more.
+match_files = sa.Table(
+    "match_files", metadata,
+    sa.Column("as_of", sa.Date, primary_key=True),
+    sa.Column("path", sa.Text),                 # null: a night stored before 0005, rows in `matches`
+    sa.Column("sha256", sa.String(64)),
+    sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("registered_at", sa.DateTime),
+)
+
+match_counts = sa.Table(
+    "match_counts", metadata,
+    sa.Column("as_of", sa.Date, primary_key=True),
+    sa.Column("policy_id", sa.String(100), primary_key=True),
+    sa.Column("period", sa.String(32), primary_key=True),
+    sa.Column("outcome", sa.String(24), primary_key=True),
+    sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.Column("amount", Money),
+)
+
+# Each policy version's evidence template, stored once (evidence.render puts a result together).
+evidence_versions = sa.Table(
+    "evidence_versions", metadata,
+    sa.Column("version", sa.String(16), primary_key=True),
+    sa.Column("policy_id", sa.String(100), nullable=False),
+    sa.Column("template", sa.Text, nullable=False),
+    sa.Column("first_as_of", sa.Date),
+)
+
 ledger = sa.Table(
     "ledger", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -157,7 +189,7 @@ ledger = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("amount", Money),
     sa.Column("last_match_amount", Money),   # newest run's amount (differs once past eligible)
-    sa.Column("evidence", sa.Text),
+    sa.Column("evidence", sa.Text),            # full evidence JSON: rows stored before 0005
     sa.Column("policy_name", sa.Text, nullable=False),
     sa.Column("department", sa.Text, nullable=False),
     sa.Column("name", sa.Text),
@@ -179,6 +211,11 @@ ledger = sa.Table(
     # enters at `confirmed`; the database lets no other row start past `eligible`).
     sa.Column("reminded_as_of", sa.Date),
     sa.Column("applied_on", sa.Date),
+    # 0005: the evidence as values of its policy version (evidence_versions): the actual
+    # values and the leaf and guard results, each a JSON array.
+    sa.Column("evidence_version", sa.String(16)),
+    sa.Column("evidence_actual", sa.Text),
+    sa.Column("evidence_result", sa.Text),
     sa.Column("first_run", sa.String(64), nullable=False),
     sa.Column("last_run", sa.String(64), nullable=False),
     sa.Column("first_as_of", sa.Date, nullable=False),
@@ -439,42 +476,85 @@ def record_portrait(conn: Connection, as_of: date, path: Path, rows: int,
 
 # ---------------------------------------------------------------- matches
 
-MATCH_COLUMNS = ("policy_id", "policy_name", "department", "kind", "period", "uscc", "name",
-                 "outcome", "amount", "failed_item", "failed_guard", "excluded_by",
-                 "exclusive_group", "over_budget", "evidence")
+def register_matches(conn: Connection, as_of: date, path: Path, run_id: str | None) -> int:
+    """Register the night's matches.parquet (inside the caller's transaction): its path,
+    sha256 and rows, the rows and amount per policy, period and outcome (read from the
+    file itself, not from the stage's summary), and the evidence templates it carries.
+    Replaces what was registered for the date. Returns the file's row count."""
+    import pyarrow.parquet as pq
+
+    from pipelines.evidence import templates_of
+
+    counts, owners = _counts(path)
+    rows = sum(r["rows"] for r in counts)
+    conn.execute(match_files.delete().where(match_files.c.as_of == as_of))
+    conn.execute(match_counts.delete().where(match_counts.c.as_of == as_of))
+    conn.execute(match_files.insert().values(as_of=as_of, path=str(path), sha256=sha256_file(path), rows=rows,
+                                             run_id=run_id, registered_at=datetime.now(timezone.utc)
+                                             .replace(tzinfo=None)))
+    if counts:
+        conn.execute(match_counts.insert(), [{"as_of": as_of, **r} for r in counts])
+    used = templates_of(pq.read_schema(path))
+    store_templates(conn, as_of, {v: used[v] for v in owners if v in used}, owners)
+    return rows
 
 
-def store_matches(conn: Connection, as_of: date, source: pa.Table | Path, run_id: str | None) -> int:
-    """Replace the date's match rows (inside the caller's transaction) with a match
-    table, or the rows of a matches.parquet read batch by batch.
+def _counts(path: Path) -> tuple[list[dict], dict[str, str]]:
+    """Rows and amount per policy, period and outcome of a matches.parquet, and the policy of
+    each evidence version in it (DuckDB: it reads only those columns, in parallel; amounts
+    stay exact decimals)."""
+    import duckdb
 
-    A night at province scale stores millions of rows, so they go in column-wise
-    and in bulk: PostgreSQL's COPY, SQLite's executemany on plain tuples. Both
-    write what the `matches` Core table would (money as exact text on SQLite)."""
-    conn.execute(matches.delete().where(matches.c.as_of == as_of))
-    if isinstance(source, pa.Table):
-        batches = [source]
-    else:
-        import pyarrow.parquet as pq
+    con = duckdb.connect()
+    try:
+        result = con.execute(
+            "SELECT policy_id, period, outcome, evidence_version, count(*), sum(amount) "
+            "FROM read_parquet(?) GROUP BY ALL ORDER BY ALL", [str(path)]).fetchall()
+    finally:
+        con.close()
+    counts: dict[tuple, dict] = {}
+    owners: dict[str, str] = {}
+    for policy_id, period, outcome, version, n, amount in result:
+        owners[version] = policy_id
+        row = counts.setdefault((policy_id, period, outcome), {"policy_id": policy_id, "period": period,
+                                                               "outcome": outcome, "rows": 0, "amount": None})
+        row["rows"] += n
+        if amount is not None:
+            row["amount"] = amount if row["amount"] is None else row["amount"] + amount
+    return list(counts.values()), owners
 
-        names = set(pq.read_schema(source).names)
-        batches = (pa.Table.from_batches([b]) for b in pq.ParquetFile(source).iter_batches(
-            batch_size=200_000, columns=[c for c in MATCH_COLUMNS if c in names]))
-    return sum(_store_batch(conn, as_of, table, run_id) for table in batches)
 
-
-def _store_batch(conn: Connection, as_of: date, table: pa.Table, run_id: str | None) -> int:
-    n = table.num_rows
-    if not n:
+def store_templates(conn: Connection, as_of: date, templates: dict[str, list[dict]],
+                    owners: dict[str, str]) -> int:
+    """Store the evidence templates not stored yet (a version never changes: its key is its hash)."""
+    if not templates:
         return 0
-    columns = ["as_of", *MATCH_COLUMNS, "run_id"]
-    cols = {c: table.column(c) if c in table.column_names else pa.nulls(n) for c in MATCH_COLUMNS}
-    cols["amount"] = cols["amount"].cast(pa.decimal128(38, 2)).cast(pa.string())
-    cols["over_budget"] = pc.fill_null(cols["over_budget"].cast(pa.bool_()), False)
-    cols["as_of"] = pa.repeat(pa.scalar(as_of, pa.date32()), n)
-    cols["run_id"] = pa.repeat(pa.scalar(run_id, pa.string()), n)
-    bulk_insert(conn, "matches", pa.table([cols[c] for c in columns], names=columns))
-    return n
+    known = {v for (v,) in conn.execute(sa.select(evidence_versions.c.version)
+                                         .where(evidence_versions.c.version.in_(list(templates))))}
+    new = [{"version": v, "policy_id": owners[v], "template": json.dumps(t, ensure_ascii=False), "first_as_of": as_of}
+           for v, t in templates.items() if v not in known]
+    if new:
+        conn.execute(evidence_versions.insert(), new)
+    return len(new)
+
+
+def templates(conn: Connection, versions) -> dict[str, list[dict]]:
+    """version -> template, for the given versions."""
+    versions = sorted({v for v in versions if v})
+    out = {}
+    for lo in range(0, len(versions), 500):
+        for v, t in conn.execute(sa.select(evidence_versions.c.version, evidence_versions.c.template)
+                                 .where(evidence_versions.c.version.in_(versions[lo:lo + 500]))):
+            out[v] = json.loads(t)
+    return out
+
+
+def newest_night(conn: Connection, other_than: date | None = None) -> date | None:
+    """The newest date whose results are registered (optionally: other than `other_than`)."""
+    query = sa.select(sa.func.max(match_files.c.as_of))
+    if other_than is not None:
+        query = query.where(match_files.c.as_of != other_than)
+    return conn.execute(query).scalar()
 
 
 def bulk_insert(conn: Connection, name: str, table: pa.Table) -> None:

@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from pipelines import uscc as uscc_mod
-from pipelines import warehouse
+from pipelines import evidence, warehouse
 from pipelines.config import Settings
 
 PG_ADMIN = os.environ.get("MIANSHEN_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
@@ -31,7 +31,8 @@ MATCH_SCHEMA = pa.schema([
     ("uscc", pa.string()), ("name", pa.string()), ("outcome", pa.string()),
     ("amount", pa.decimal128(38, 2)), ("failed_item", pa.int64()), ("failed_guard", pa.string()),
     ("excluded_by", pa.string()), ("exclusive_group", pa.string()), ("over_budget", pa.bool_()),
-    ("evidence", pa.string()),
+    ("evidence_version", pa.string()), ("evidence_actual", pa.list_(pa.string())),
+    ("evidence_result", pa.list_(pa.bool_())),
 ])
 
 _pg_state: dict[str, object] = {}
@@ -108,7 +109,16 @@ def match(policy_id="WL-RS-2026-01", uscc=None, outcome="eligible", amount="5000
 
 
 def table(rows: list[dict]) -> pa.Table:
-    return pa.Table.from_pylist(rows, schema=MATCH_SCHEMA)
+    """Result rows as the engine writes them: each row's evidence (a JSON list, as `match`
+    makes it) split into its policy version's template and its own values."""
+    templates, lean = {}, []
+    for r in rows:
+        r = dict(r)
+        template, actual, result = evidence.split(json.loads(r.pop("evidence")))
+        version = evidence.version_of(r["policy_id"], template)
+        templates[version] = template
+        lean.append({**r, "evidence_version": version, "evidence_actual": actual, "evidence_result": result})
+    return evidence.with_templates(pa.Table.from_pylist(lean, schema=MATCH_SCHEMA), templates)
 
 
 def write_matches(settings: Settings, as_of: date, rows: list[dict]) -> Path:

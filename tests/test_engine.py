@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from pipelines.evidence import failing
-from pipelines import contracts, engine
+from pipelines import contracts, engine, evidence
 from pipelines.policies import FIELD_KINDS, Benefit, Group, Leaf, Policy, Tier, load_text
 
 AS_OF = dt.date(2026, 11, 26)
@@ -50,6 +50,8 @@ def policy(pid="P1", conditions=(), benefit=Benefit("fixed", amount=D(1000)), **
 
 
 def rows_of(table):
+    """Result rows by (policy, code), each with its full evidence text put back together."""
+    table = table.append_column("evidence", evidence.full_evidence(table))
     return {(r["policy_id"], r["uscc"]): r for r in table.to_pylist()}
 
 

@@ -65,26 +65,85 @@ def test_migrated_schema_is_the_metadata_and_migrate_is_repeatable(db_url, engin
     assert pairs == set(warehouse.TRANSITIONS)
 
 
-def test_money_is_exact_on_both_databases(engine):
+def _night(tmp_path, name: str, rows) -> "Path":
+    import pyarrow.parquet as pq
+
+    path = tmp_path / name
+    pq.write_table(table(rows), path)
+    return path
+
+
+def test_money_is_exact_on_both_databases(engine, tmp_path):
     big = Decimal("123456789012345678.91")
+    night = _night(tmp_path, "m.parquet", [match(amount=str(big)), match(n=2, amount="0.09")])
     with engine.begin() as conn:
-        warehouse.store_matches(conn, AS_OF, table([match(amount=str(big))]), "r1")
+        assert warehouse.register_matches(conn, AS_OF, night, "r1") == 2
     with engine.connect() as conn:
-        assert conn.execute(sa.select(warehouse.matches.c.amount)).scalar_one() == big
+        assert conn.execute(sa.select(warehouse.match_counts.c.amount)).scalar_one() == big + Decimal("0.09")
     with pytest.raises(TypeError):
         warehouse.to_money(0.1)
 
 
-def test_storing_matches_again_replaces_the_date(engine):
+def test_the_warehouse_registers_the_nights_file_not_its_rows(engine, tmp_path):
+    """Path, hash and counts per policy and outcome; registering a date again replaces it."""
+    first = _night(tmp_path, "a.parquet", [match(n=1), match(n=2), match(n=3, outcome="near_miss", amount=None)])
     with engine.begin() as conn:
-        warehouse.store_matches(conn, AS_OF, table([match(n=1), match(n=2)]), "r1")
+        warehouse.register_matches(conn, AS_OF, first, "r1")
+    again = _night(tmp_path, "b.parquet", [match(n=3)])
+    other = _night(tmp_path, "c.parquet", [match(n=4, policy_id="WL-KJ-2026-01")])
     with engine.begin() as conn:
-        warehouse.store_matches(conn, AS_OF, table([match(n=3)]), "r2")
-        warehouse.store_matches(conn, date(2026, 11, 27),
-                                table([match(n=4)]), "r3")
+        warehouse.register_matches(conn, AS_OF, again, "r2")
+        warehouse.register_matches(conn, date(2026, 11, 27), other, "r3")
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(warehouse.matches.c.as_of, warehouse.matches.c.run_id)).all()
-    assert sorted(rows) == [(AS_OF, "r2"), (date(2026, 11, 27), "r3")]
+        files = conn.execute(sa.select(warehouse.match_files.c.as_of, warehouse.match_files.c.path,
+                                       warehouse.match_files.c.sha256, warehouse.match_files.c.rows,
+                                       warehouse.match_files.c.run_id).order_by("as_of")).all()
+        counts = conn.execute(sa.select(warehouse.match_counts).order_by("as_of")).all()
+        assert warehouse.newest_night(conn) == date(2026, 11, 27)
+        assert warehouse.newest_night(conn, other_than=date(2026, 11, 27)) == AS_OF
+        stored = conn.execute(sa.select(sa.func.count()).select_from(warehouse.matches)).scalar_one()
+        versions = conn.execute(sa.select(warehouse.evidence_versions.c.policy_id)).scalars().all()
+    assert files == [(AS_OF, str(again), sha256_file(again), 1, "r2"),
+                     (date(2026, 11, 27), str(other), sha256_file(other), 1, "r3")]
+    assert [(c.as_of, c.policy_id, c.outcome, c.rows, c.amount) for c in counts] == [
+        (AS_OF, "WL-RS-2026-01", "eligible", 1, Decimal("5000.00")),
+        (date(2026, 11, 27), "WL-KJ-2026-01", "eligible", 1, Decimal("5000.00"))]
+    assert stored == 0                       # no result row is copied into the warehouse
+    assert sorted(versions) == ["WL-KJ-2026-01", "WL-RS-2026-01"]   # one template per policy version
+
+
+def test_a_warehouse_with_stored_matches_upgrades_to_the_lean_model(tmp_path):
+    """0004 -> head: the nights stored row by row stay (with their evidence), are registered
+    and counted; a ledger row keeps its full evidence text and still shows it."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    warehouse.migrate(url, "0004")
+    old = sa.create_engine(url)
+    evidence = '[{"path": "0", "field": "employees", "op": "ge", "value": 10, "actual": 12, "result": true}]'
+    with old.begin() as conn:
+        for n, (outcome, amount) in enumerate([("eligible", "1000.10"), ("eligible", "2000.25"),
+                                               ("near_miss", None)]):
+            conn.execute(sa.text(
+                "INSERT INTO matches (as_of, policy_id, period, uscc, policy_name, department, kind, outcome, "
+                "amount, over_budget, evidence, run_id) VALUES ('2026-11-20', 'P1', '2026', :u, '政策', '部门', "
+                "'condition', :o, :a, 0, :e, 'r0')"), {"u": f"U{n}", "o": outcome, "a": amount, "e": evidence})
+        conn.execute(sa.text(
+            "INSERT INTO ledger (policy_id, period, uscc, status, amount, evidence, policy_name, department, "
+            "over_budget, first_run, last_run, first_as_of, last_as_of, updated_at) VALUES ('P1', '2026', 'U0', "
+            "'eligible', '1000.10', :e, '政策', '部门', 0, 'r0', 'r0', '2026-11-20', '2026-11-20', "
+            "'2026-11-20 02:00:00')"), {"e": evidence})
+    old.dispose()
+    warehouse.migrate(url)
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(warehouse.matches)).scalar_one() == 3
+        assert conn.execute(sa.select(warehouse.match_files.c.as_of, warehouse.match_files.c.path,
+                                      warehouse.match_files.c.rows)).all() == [(date(2026, 11, 20), None, 3)]
+        counts = {(c.outcome, c.rows, c.amount) for c in conn.execute(sa.select(warehouse.match_counts))}
+        assert counts == {("eligible", 2, Decimal("3000.35")), ("near_miss", 1, None)}
+        row = ledger.with_evidence(conn, ledger.rows_in(conn, "eligible"))[0]
+        assert row["evidence"] == evidence and row["evidence_version"] is None
+        assert warehouse.newest_night(conn) == date(2026, 11, 20)
+    engine.dispose()
 
 
 def _one_row(engine):

@@ -31,7 +31,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines import contracts, deadlines, engine
-from pipelines.evidence import MISSING_BENEFIT_BASE, failing, missing_fields, top_item
+from pipelines.evidence import (MISSING_BENEFIT_BASE, failing, full_evidence, missing_fields,
+                                top_item, templates_of)
 from pipelines.files import atomic_write_bytes
 from pipelines.outputs.review import safe_name
 from pipelines.outputs.workbook import Col, cn_date, csv_table_bytes, write_list, write_workbook
@@ -151,13 +152,22 @@ def _with_reasons(source: pa.Table | Path, part: pa.Table, rows: pa.Array) -> pa
     unexplained = pc.indices_nonzero(pc.is_null(reasons))
     if len(unexplained):
         # Results written without the engine's reason column (by hand, or by an older version).
-        few = part.take(unexplained).append_column(
-            "evidence", _columns(source, ["evidence"]).column("evidence").take(rows.take(unexplained)))
+        few = part.take(unexplained).append_column("evidence", _evidence(source, rows.take(unexplained)))
         made = [failing(*r) for r in zip(*(few.column(c).to_pylist()
                                           for c in ("outcome", "evidence", "failed_item", "failed_guard")))]
         mask = pc.is_in(pa.array(range(part.num_rows), pa.int64()), value_set=unexplained.cast(pa.int64()))
         reasons = pc.replace_with_mask(reasons, mask, pa.array(made, pa.string()))
     return reasons
+
+
+def _evidence(source: pa.Table | Path, rows: pa.Array) -> pa.Array:
+    """The full evidence text of the given rows: put together from the lean columns, or the
+    `evidence` column of results written before evidence was normalised."""
+    stored = _columns(source, ["evidence", "evidence_version", "evidence_actual", "evidence_result"])
+    if "evidence" in stored.column_names:
+        return stored.column("evidence").take(rows)
+    templates = templates_of(source.schema if isinstance(source, pa.Table) else pq.read_schema(source))
+    return full_evidence(stored.take(rows), templates)
 
 
 def _results(source: pa.Table | Path, wanted) -> tuple[pa.Table, pa.Array]:

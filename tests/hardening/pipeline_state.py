@@ -199,7 +199,8 @@ def temporaries(settings) -> list[str]:
 
 def warehouse_state(url: str) -> dict[str, object]:
     """The warehouse without surrogate ids and clock times: every ledger row by key,
-    every transition in order per key, matches, batches and their items, audit rows."""
+    every transition in order per key, the registered results (files and counts), batches and
+    their items, audit rows."""
     from pipelines import warehouse as wh
 
     engine = wh.connect(url)
@@ -215,7 +216,9 @@ def warehouse_state(url: str) -> dict[str, object]:
         state = {
             "ledger": ledger_rows,
             "transitions": moves,
-            "matches": sorted(tuple(r) for r in conn.execute(sa.select(wh.matches))),
+            "matches": sorted((r.as_of, r.path and Path(r.path).name, r.sha256, r.rows, r.run_id)
+                              for r in conn.execute(sa.select(wh.match_files)))
+            + sorted(tuple(r) for r in conn.execute(sa.select(wh.match_counts))),
             "batches": sorted((r.batch_id, r.as_of, r.run_id, r.status, r.items, r.total)
                               for r in conn.execute(sa.select(wh.payout_batches))),
             "items": sorted((r.batch_id, led[r.ledger_id], r.amount, r.department)

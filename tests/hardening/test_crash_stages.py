@@ -35,12 +35,12 @@ class WriteFault:
         self.n, self.pattern, self.seen, self.published = n, pattern, 0, []
         real = files.atomic_write
 
-        def fake(path, write):
+        def fake(path, write, before_publish=None):
             if fnmatch.fnmatch(str(path), self.pattern):
                 self.seen += 1
                 if self.seen == self.n:
                     raise Crash(f"worker killed before {Path(path).name} was published")
-            out = real(path, write)
+            out = real(path, write, before_publish)
             self.published.append(Path(path))
             return out
 
@@ -135,9 +135,21 @@ def test_portrait_dies_while_writing(ref, monkeypatch):
     assert after == before    # not a byte of a half portrait is visible
 
 
-def test_match_dies_after_the_policy_errors_file(ref, monkeypatch):
-    fault, _, after, _ = _crash_and_rerun(ref, monkeypatch, "match_policies", ps.N1, lambda m: WriteFault(m, 2))
-    assert [p.name for p in fault.published] == ["policy_errors.json"]
+def test_match_dies_after_the_policy_errors_file_before_the_results(ref, monkeypatch):
+    # matches.parquet is streamed to a temporary file, the errors file is published when its
+    # last row is written, and the results are published last: die between the two
+    from pipelines import match
+
+    def inject(m):
+        real = match.write_json_atomic
+
+        def then_die(data, path):
+            real(data, path)
+            raise Crash(f"worker killed after {Path(path).name} was published")
+        m.setattr(match, "write_json_atomic", then_die)
+
+    _, _, after, _ = _crash_and_rerun(ref, monkeypatch, "match_policies", ps.N1, inject)
+    assert any(k.endswith("policy_errors.json") and "2026-11-26" in k for k in after)
     assert not any(k.endswith("matches.parquet") and "2026-11-26" in k for k in after)
 
 
