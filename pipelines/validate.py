@@ -11,7 +11,9 @@ drift, the bad-row threshold and referential integrity against the registry
 are decided here, outside the suites, because they compare deliveries rather
 than rows. `check_delivery` decides all of it without I/O; `validate_feed`
 reads the staged delivery and what it is compared with, and writes the
-verdict, the quarantine list and the validated rows.
+verdict, the quarantine list and the validated rows. A delivery GX already
+validated under the same suite is not validated by GX again: its rule results
+come from `pipelines.gx_reuse`, and everything else is decided as always.
 """
 from __future__ import annotations
 
