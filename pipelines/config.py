@@ -63,6 +63,19 @@ class Settings:
     def gx_root(self) -> Path:
         return self.work / "gx"
 
+    def validation_cache_dir(self, feed: str) -> Path:
+        """GX results of deliveries already validated, kept so the same delivery under the
+        same suite is not validated again (pipelines/gx_reuse.py)."""
+        return self.work / "validation_cache" / feed
+
+    def validation_cache_path(self, feed: str, key: str) -> Path:
+        """One cached GX run: the rule results and what they were computed from."""
+        return self.validation_cache_dir(feed) / f"{key}.json"
+
+    def validation_cache_result_path(self, feed: str, key: str) -> Path:
+        """The cached run's GX validation result as its results store wrote it (Data Docs are rebuilt from it)."""
+        return self.validation_cache_dir(feed) / f"{key}.gx.json"
+
     def staged_path(self, feed: str, delivery) -> Path:
         return self.staged / feed / f"{delivery}.parquet"
 

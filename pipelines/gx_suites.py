@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.config import Settings
+from pipelines.files import atomic_write_bytes
 from pipelines.ingest import HELPER_COLUMNS
 
 
@@ -205,23 +206,84 @@ def _is_iso_date(text: str) -> bool:
         return False
 
 
-def run_suite(qdir: Path, feed: str, suite: dict, table: pa.Table, params: dict) -> list[dict]:
-    """Validate `table` against `suite`; per expectation: config, success and the failing staged row positions.
+def suite_parameter_names(suite: dict) -> set[str]:
+    """The run-time parameters the suite's rules read (`{"$PARAMETER": name}` anywhere in an
+    expectation's kwargs): the only parameters a GX run's outcome depends on."""
+    names: set[str] = set()
 
-    Also stores the result and rebuilds the Data Docs in the run's quality folder `qdir`.
-    """
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("$PARAMETER"), str):
+                names.add(node["$PARAMETER"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for e in suite["expectations"]:
+        walk(e.get("kwargs", {}))
+    return names
+
+
+def results_dir(qdir: Path, feed: str) -> Path:
+    """The feed's folder in the run's GX results store."""
+    return qdir / "gx_results" / feed
+
+
+def stored_result(qdir: Path, feed: str) -> Path | None:
+    """The file the results store holds for the feed's last GX run in `qdir` (run_suite keeps one)."""
+    found = sorted(results_dir(qdir, feed).rglob("*.json"))
+    return found[0] if len(found) == 1 else None
+
+
+def _clear_feed(qdir: Path, feed: str) -> None:
+    # A rerun replaces this feed's earlier result for the same run date.
+    shutil.rmtree(results_dir(qdir, feed), ignore_errors=True)
+    shutil.rmtree(qdir / "data_docs" / "validations" / feed, ignore_errors=True)
+
+
+def _context_with_suite(qdir: Path, feed: str, suite: dict):
     gx = _gx()
     from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
-    # A rerun replaces this feed's earlier result for the same run date.
-    shutil.rmtree(qdir / "gx_results" / feed, ignore_errors=True)
-    shutil.rmtree(qdir / "data_docs" / "validations" / feed, ignore_errors=True)
     ctx = gx_context(qdir)
     expectations = [
         ExpectationConfiguration(type=e["type"], kwargs=e["kwargs"], meta=e.get("meta", {})).to_domain_obj()
         for e in suite["expectations"]
     ]
     gx_suite = ctx.suites.add(gx.ExpectationSuite(name=feed, expectations=expectations, meta=suite.get("meta", {})))
+    return gx, ctx, gx_suite
+
+
+def rebuild_data_docs(qdir: Path, feed: str, suite: dict, relative: Path, result: bytes) -> None:
+    """Put a stored GX validation result back into the run's results store and build its Data Docs.
+
+    Does what the checkpoint's UpdateDataDocsAction does after a run (the result's
+    page, the suite's page, the index), for a result GX computed earlier for the
+    same delivery and suite; no rule is evaluated again."""
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    _clear_feed(qdir, feed)
+    target = qdir / "gx_results" / relative
+    if target.parent.parent.parent != results_dir(qdir, feed) or target.suffix != ".json":
+        raise ValueError(f"not a stored result of {feed}: {relative}")
+    atomic_write_bytes(target, result)
+    _gx_, ctx, _suite = _context_with_suite(qdir, feed, suite)
+    key = ValidationResultIdentifier.from_tuple((feed, *relative.with_suffix("").parts[1:]))
+    ctx.build_data_docs(resource_identifiers=[key, ExpectationSuiteIdentifier(name=feed)], build_index=True)
+
+
+def run_suite(qdir: Path, feed: str, suite: dict, table: pa.Table, params: dict) -> list[dict]:
+    """Validate `table` against `suite`; per expectation: config, success and the failing staged row positions.
+
+    Also stores the result and rebuilds the Data Docs in the run's quality folder `qdir`.
+    """
+    _clear_feed(qdir, feed)
+    gx, ctx, gx_suite = _context_with_suite(qdir, feed, suite)
     batch_def = ctx.data_sources.add_pandas("staged").add_dataframe_asset(feed).add_batch_definition_whole_dataframe("delivery")
     definition = ctx.validation_definitions.add(gx.ValidationDefinition(name=feed, data=batch_def, suite=gx_suite))
     checkpoint = ctx.checkpoints.add(

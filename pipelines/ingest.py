@@ -493,6 +493,24 @@ def _changed(before: pa.Array, after: pa.Array) -> int:
     return int(pc.sum(pc.not_equal(before, after)).as_py() or 0)
 
 
+def _nfkc(values: pa.Array) -> pa.Array:
+    """NFKC of each value; ASCII text is its own NFKC, so only the other values (a few
+    full-width codes in a column of ASCII ones) go through the normaliser."""
+    other = pc.invert(pc.string_is_ascii(values))
+    if not pc.any(other).as_py():
+        return values
+    return pc.replace_with_mask(values, other, pc.utf8_normalize(values.filter(other), "NFKC"))
+
+
+def _upper(values: pa.Array) -> pa.Array:
+    """utf8_upper, with the ASCII values (most codes) upper-cased by the much cheaper ASCII kernel."""
+    other = pc.invert(pc.string_is_ascii(values))
+    upper = pc.ascii_upper(values)
+    if not pc.any(other).as_py():
+        return upper
+    return pc.replace_with_mask(upper, other, pc.utf8_upper(values.filter(other)))
+
+
 def normalise_column(col: Column, values: pa.Array) -> tuple[pa.Array, dict[str, int]]:
     """Trim; for codes and numbers also NFKC (full width -> half width) and inner
     spaces removed; codes upper-cased. Returns the values and what was changed."""
@@ -501,16 +519,18 @@ def normalise_column(col: Column, values: pa.Array) -> tuple[pa.Array, dict[str,
     spaced = pc.not_equal(values, trimmed)
     code = is_code_column(col)
     if code or col.type in COMPACT_TYPES or col.type in ("date", "datetime"):
-        nfkc = pc.utf8_normalize(trimmed, "NFKC")
+        nfkc = _nfkc(trimmed)
         counts["full_width"] = _changed(trimmed, nfkc)
         trimmed = nfkc
     if code or col.type in COMPACT_TYPES:
-        compact = pc.replace_substring_regex(trimmed, r"\s+", "")
-        spaced = pc.or_(spaced, pc.not_equal(trimmed, compact))
-        trimmed = compact
+        # only the values with inner whitespace (few or none) go through the regex replacement
+        inner = pc.match_substring_regex(trimmed, r"\s")
+        if pc.any(inner).as_py():
+            trimmed = pc.replace_with_mask(trimmed, inner, pc.replace_substring_regex(trimmed.filter(inner), r"\s+", ""))
+            spaced = pc.or_(spaced, inner)
     counts["spaces"] = int(pc.sum(spaced).as_py() or 0)
     if code:
-        upper = pc.utf8_upper(trimmed)
+        upper = _upper(trimmed)
         counts["lower_case"] = _changed(trimmed, upper)
         trimmed = upper
     elif col.allowed:
@@ -559,12 +579,16 @@ def parse_decimal(text: str) -> Parsed:
     if not _DECIMAL.match(text):
         return None, "不是有效数值"
     value = Decimal(text)
-    if -value.as_tuple().exponent > MAX_FRACTION_DIGITS and value != value.quantize(Decimal(1).scaleb(-MAX_FRACTION_DIGITS)):
-        return None, f"小数位超过 {MAX_FRACTION_DIGITS} 位"
     try:
-        value = value.quantize(Decimal(1).scaleb(-MAX_FRACTION_DIGITS))
-    except InvalidOperation:  # more digits than the context holds (e.g. 60 nines)
+        # (more digits than the context holds, e.g. 60 nines: InvalidOperation either time)
+        quantized = value.quantize(Decimal(1).scaleb(-MAX_FRACTION_DIGITS))
+    except InvalidOperation:
+        quantized = None
+    if quantized is None:
         return None, "数值超出范围"
+    if -value.as_tuple().exponent > MAX_FRACTION_DIGITS and value != quantized:
+        return None, f"小数位超过 {MAX_FRACTION_DIGITS} 位"
+    value = quantized
     if len(value.as_tuple().digits) > 38:
         return None, "数值超出范围"
     return value, None
@@ -655,17 +679,60 @@ def type_column(col: Column, values: pa.Array) -> tuple[pa.Array, pa.Array | Non
     if parser is None:
         return pc.if_else(empty, pa.scalar(None, pa.string()), values), None, []
     encoded = pc.dictionary_encode(values)
-    uniques = encoded.dictionary.to_pylist()
+    uniques = encoded.dictionary
+    fast = _fast_typed(col.type, uniques, target)
+    if fast is None:
+        slow, typed_uniques = uniques.to_pylist(), None
+    else:
+        typed_uniques, mask = fast
+        slow = uniques.filter(pc.invert(mask)).to_pylist()
     parsed: list[object] = []
-    errors: list[str | None] = []
-    for text in uniques:
+    slow_errors: list[str | None] = []
+    for text in slow:
         value, error = (None, None) if text == "" else parser(text)
         parsed.append(value)
-        errors.append(error)
-    typed = pa.array(parsed, type=target).take(encoded.indices)
+        slow_errors.append(error)
+    if typed_uniques is None:
+        typed_uniques, errors = pa.array(parsed, type=target), slow_errors
+    else:
+        # the texts the fast path left, parsed one by one, go back to their places
+        typed_uniques = pc.replace_with_mask(typed_uniques, pc.invert(mask), pa.array(parsed, type=target))
+        errors = [None] * len(uniques)
+        for at, error in zip(np.flatnonzero(~mask.to_numpy(zero_copy_only=False)), slow_errors):
+            errors[at] = error
+    typed = typed_uniques.take(encoded.indices)
     if not any(errors):
         return typed, None, errors
     return typed, encoded.indices, errors
+
+
+# The usual spellings, typed column-wise by Arrow: a text matching the pattern gets from
+# Arrow exactly the value its parser would give (a decimal with at most 22 integer and 6
+# fraction digits, which parse_decimal's 28-digit context quantizes without error; a date/time Arrow reads back to the very same text, since Arrow's
+# strptime rolls 2026-02-30 over to March and accepts year 0). Every other text
+# (and the empty one) goes through the parser, one distinct text at a time.
+_FAST_PATTERNS: dict[str, tuple[str, str | None]] = {
+    "decimal": (r"^-?[0-9]{1,22}(\.[0-9]{1,6})?$", None),
+    "date": (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", "%Y-%m-%d"),
+    "datetime": (r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$", "%Y-%m-%d %H:%M:%S"),
+}
+
+
+def _fast_typed(kind: str, texts: pa.Array, target: pa.DataType) -> tuple[pa.Array, pa.Array] | None:
+    """(typed values, mask of the texts typed here) for a column type with a fast path, else None.
+    Where the mask is false the value is a placeholder the caller replaces."""
+    if kind not in _FAST_PATTERNS or len(texts) == 0:
+        return None
+    pattern, fmt = _FAST_PATTERNS[kind]
+    mask = pc.match_substring_regex(texts, pattern)
+    if fmt is None:
+        return pc.cast(pc.if_else(mask, texts, "0"), target), mask
+    placeholder = "1970-01-01" if kind == "date" else "1970-01-01 00:00:00"
+    moments = pc.strptime(pc.if_else(mask, texts, placeholder), format=fmt, unit="s", error_is_null=True)
+    mask = pc.and_(mask, pc.and_(pc.equal(pc.strftime(moments, format=fmt), texts),
+                                 pc.invert(pc.starts_with(texts, "0000"))))
+    mask = mask.fill_null(False)
+    return (moments.cast(pa.date32()) if kind == "date" else moments.cast(target)), mask
 
 
 def constant(text: str, n: int) -> pa.Array:

@@ -11,12 +11,15 @@ drift, the bad-row threshold and referential integrity against the registry
 are decided here, outside the suites, because they compare deliveries rather
 than rows. `check_delivery` decides all of it without I/O; `validate_feed`
 reads the staged delivery and what it is compared with, and writes the
-verdict, the quarantine list and the validated rows.
+verdict, the quarantine list and the validated rows. A delivery GX already
+validated under the same suite is not validated by GX again: its rule results
+come from `pipelines.gx_reuse`, and everything else is decided as always.
 """
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 import io
 import re
 import string
@@ -31,7 +34,8 @@ import pyarrow.parquet as pq
 
 from pipelines.config import Settings
 from pipelines.files import atomic_write_text, read_json
-from pipelines.gx_suites import load_suite, rule_columns, run_suite, suite_parameters
+from pipelines import gx_reuse
+from pipelines.gx_suites import rule_columns, run_suite, suite_parameters
 from pipelines.outputs.workbook import neutralise
 from pipelines.contracts import FEED_ORDER, FEEDS, Feed
 from pipelines.ingest import HELPER_COLUMNS, staged_schema, write_json, write_parquet
@@ -440,11 +444,23 @@ def validate_feed(settings: Settings, feed: str, as_of: dt.date, accept_drift: b
         return _finish(settings, as_of, verdict)
 
     delivery = dt.date.fromisoformat(ingested["delivery_date"])
+    # Read once, hashed and parsed from the same bytes: the reuse key names exactly what GX would see.
+    staged_bytes = Path(ingested["staged_path"]).read_bytes()
     # Parquet stores timestamp[s] as ms: cast back to the contract's types.
-    staged = pq.read_table(ingested["staged_path"]).cast(staged_schema(spec))
+    staged = pq.read_table(pa.BufferReader(staged_bytes)).cast(staged_schema(spec))
+    staged_sha256 = hashlib.sha256(staged_bytes).hexdigest()
+    del staged_bytes
     ingest_bad = pq.read_table(ingested["quarantine_path"])
     params = suite_parameters(as_of, delivery)
-    results = run_suite(qdir, feed, load_suite(settings, feed), staged, params)
+    suite = gx_reuse.read_suite(settings, feed)
+    key = gx_reuse.cache_key(feed, ingested, staged_sha256, suite, params)
+    entry = gx_reuse.lookup(settings, key, suite, staged.num_rows)
+    if entry is not None:
+        # The same delivery under the same suite was validated before: its rule results, not a new GX run.
+        results = gx_reuse.reuse(settings, entry, qdir, suite)
+    else:
+        results = run_suite(qdir, feed, suite.suite, staged, params)
+        gx_reuse.store(settings, key, results, qdir, as_of)
     quarantine_csv = qdir / f"{feed}_quarantine.csv"
     checked = check_delivery(
         spec, ingested, staged, ingest_bad, results, params, as_of,
@@ -467,6 +483,8 @@ def validate_feed(settings: Settings, feed: str, as_of: dt.date, accept_drift: b
             path.with_suffix(".json"),
         )
         verdict["validated_path"] = str(path)
+    if entry is not None:
+        verdict["gx_reused"] = gx_reuse.reuse_note(entry)
     return _finish(settings, as_of, verdict)
 
 

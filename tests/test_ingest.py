@@ -9,6 +9,7 @@ from decimal import Decimal
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings as hsettings, strategies as st
 
 from pipelines import ingest
 from pipelines.config import load_settings
@@ -260,6 +261,9 @@ def test_decimals_are_exact_and_bounded():
     assert ingest.parse_decimal("1.1234567")[1] == "小数位超过 6 位"
     assert ingest.parse_decimal("1.1200000") == (Decimal("1.12"), None)
     assert ingest.parse_decimal("1e3")[1] == "不是有效数值"
+    # beyond the 28 digits the context holds, with or without a seventh fraction digit (was an uncaught error)
+    assert ingest.parse_decimal("10000000000000000000000.0000000")[1] == "数值超出范围"
+    assert ingest.parse_decimal("10000000000000000000000.5")[1] == "数值超出范围"
     assert ingest.parse_int("12.0") == (12, None) and ingest.parse_int("12.5")[1] == "不是整数"
 
 
@@ -392,3 +396,53 @@ def test_airflow_connection_id_is_resolved_lazily(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "airflow.sdk", types.SimpleNamespace(BaseHook=FakeHook))
     assert ingest.resolve_url("airflow://exchange_tax") == f"sqlite:///{tmp_path}/x.db"
     assert ingest.resolve_url("postgresql://u@h/db") == "postgresql://u@h/db"
+
+
+# --- the column-wise fast path types exactly as the parsers do ---------------------------------
+
+_EDGE_TEXTS = {
+    "decimal": ["1.5", "-0", "0.000001", "1234567890123456789012.123456", "12345678901234567890123.1",
+                "007", "1.1234567", "abc", "1.", ".5", "+1", "", "1,234.5", "-0.0000001", "1e5", "１２"],
+    "date": ["2026-02-30", "2026-11-25", "0000-01-01", "0001-01-01", "2000-02-29", "1900-02-29", "", "x",
+             "2026-1-5", "9999-12-31", "2026-13-01", "2026-11-25 08:00:00", "20261125", "45000"],
+    "datetime": ["2026-11-25 08:00:00", "2026-11-25 24:00:00", "2026-11-25 23:59:60", "2026-02-29 10:00:00",
+                 "2024-02-29 10:00:00", "2026-11-25T08:00:00", "2026-11-25 08:00", "", "0000-01-01 00:00:00",
+                 "2026-11-25", "2026-11-25 08:00:00.5", "2026-11-25 8:00:00", "2026-11-25 08:61:00"],
+}
+
+
+def _both_ways(kind, texts, monkeypatch):
+    from pipelines.contracts import Column
+
+    column, arr = Column(name="x", header="x", type=kind), pa.array(texts, pa.string())
+    fast = ingest.type_column(column, arr)
+    with monkeypatch.context() as m:
+        m.setattr(ingest, "_fast_typed", lambda *a: None)
+        slow = ingest.type_column(column, arr)
+    return fast, slow
+
+
+def _same(fast, slow) -> bool:
+    indices_same = (fast[1] is None and slow[1] is None) or (fast[1] is not None and slow[1] is not None
+                                                             and fast[1].equals(slow[1]))
+    return fast[0].equals(slow[0]) and fast[2] == slow[2] and indices_same
+
+
+@pytest.mark.parametrize("kind", sorted(_EDGE_TEXTS))
+def test_fast_typing_agrees_with_the_parsers_on_edge_cases(kind, monkeypatch):
+    fast, slow = _both_ways(kind, _EDGE_TEXTS[kind], monkeypatch)
+    assert _same(fast, slow)
+
+
+@given(st.lists(st.from_regex(r"-?[0-9]{1,24}(\.[0-9]{0,8})?", fullmatch=True)
+                | st.from_regex(r"[0-9]{4}-[0-9]{2}-[0-9]{2}( [0-9]{2}:[0-9]{2}:[0-9]{2})?", fullmatch=True),
+                min_size=1, max_size=30))
+@hsettings(max_examples=150, deadline=None)
+def test_fast_typing_agrees_with_the_parsers(texts):
+    patch = pytest.MonkeyPatch()   # (a fixture would be shared across hypothesis examples)
+    try:
+        for kind in ("decimal", "date", "datetime"):
+            fast, slow = _both_ways(kind, texts, patch)
+            assert _same(fast, slow), (kind, texts)
+    finally:
+        patch.undo()
