@@ -50,11 +50,11 @@ RESULT_SCHEMA = pa.schema(
         ("exclusive_group", pa.string()),
         ("over_budget", pa.bool_()),
         # Evidence, normalised (policies.md): the policy version's template is stored once
-        # (`evidence_templates`); each result keeps its actual values as JSON text and its
-        # leaf and guard results, in the template's order. evidence.render makes the full text.
+        # (`evidence_templates`); each result keeps its actual values and its leaf and guard
+        # results, in the template's order. evidence.render makes the full text.
         ("evidence_version", pa.string()),
-        ("evidence_actual", pa.list_(pa.string())),
-        ("evidence_result", pa.list_(pa.bool_())),
+        ("evidence_actual", pa.string()),     # a JSON array: each entry's actual value
+        ("evidence_result", pa.string()),     # a character per leaf and guard: 1 / 0 / - (UNKNOWN)
         # Why the result is not (yet) eligible, as the reminder list says it (Chinese):
         # made from the evidence column-wise here, because the reminder list of a
         # province-scale night has millions of rows (evidence.reasons).
@@ -82,6 +82,7 @@ class Columns:
         self._raw: dict[str, pa.Array] = {}
         self._num: dict[str, pa.Array] = {}
         self._json: dict[str, pa.Array] = {}
+        self._text: dict[str, pa.Array] = {}
         self._order: pa.Array | None = None
 
     def json(self, name: str) -> pa.Array:
@@ -89,6 +90,13 @@ class Columns:
         if name not in self._json:
             self._json[name] = json_actual(self.raw(name))
         return self._json[name]
+
+    def value_text(self, name: str) -> pa.Array:
+        """The field's values as a clerk writes them (the reasons' text), for the whole
+        population: made once per field, not once per policy that names it."""
+        if name not in self._text:
+            self._text[name] = evidence_text.value_column(name, self.json(name))
+        return self._text[name]
 
     def order(self) -> pa.Array:
         """Row indices in uscc order (stable), so that stored rows come out sorted without a final sort."""
@@ -276,19 +284,6 @@ def evidence_templates(policies: list[Policy]) -> dict[str, list[dict]]:
     return {evidence_text.version_of(p.id, evidence_template(p)): evidence_template(p) for p in policies}
 
 
-def _interleave(columns: list[pa.Array], m: int, type_: pa.DataType) -> pa.Array:
-    """k columns of m values as one list<type_> column of m lists of k (row i: columns 0..k-1 at i)."""
-    import numpy as np
-
-    k = len(columns)
-    offsets = pa.array(np.arange(m + 1, dtype=np.int32) * k)
-    if not k or not m:
-        return pa.ListArray.from_arrays(offsets, pa.array([], type_))
-    flat = pa.concat_arrays([c.cast(type_) for c in columns])
-    order = (np.arange(k, dtype=np.int64)[None, :] * m + np.arange(m, dtype=np.int64)[:, None]).ravel()
-    return pa.ListArray.from_arrays(offsets, flat.take(pa.array(order)))
-
-
 def stored_evidence(policy: Policy, cols: "Columns", rows: pa.Array, leaves: dict[str, pa.Array],
                     guards: dict[str, pa.Array], list_amount: pa.Array | None) -> tuple[pa.Array, pa.Array]:
     """(evidence_actual, evidence_result) of the given rows, in `evidence_template`'s order."""
@@ -300,7 +295,9 @@ def stored_evidence(policy: Policy, cols: "Columns", rows: pa.Array, leaves: dic
     if policy.kind == "name_list":
         amounts = list_amount if list_amount is not None else pa.nulls(cols.n, contracts.MONEY)
         actual.append(json_actual(amounts.take(rows)))
-    return _interleave(actual, len(rows), pa.string()), _interleave(result, len(rows), pa.bool_())
+    m = len(rows)
+    return (evidence_text.actual_arrays(actual) if actual else pa.array(["[]"] * m, pa.string()),
+            evidence_text.result_codes(result) if result else pa.array([""] * m, pa.string()))
 
 
 # ---------------------------------------------------------------- one policy
@@ -428,11 +425,12 @@ def evaluate_policy(portrait: pa.Table, policy: Policy, as_of: dt.date,
                               pa.scalar(None, pa.string()))
     shown = policy.leaves()
     negated = policy.negated_paths()
+    shown_field = {l.path: l.field for l in shown}
     reason = evidence_text.reasons(
         [{"path": l.path, "field": l.field, "op": l.op, "value": json_value(l.value, FIELD_KINDS[l.field]),
           "negated": l.path in negated} for l in shown],
-        {l.path: cols.json(l.field).take(rows) for l in shown},
-        {l.path: leaves[l.path].take(rows) for l in shown}, outcome, failed_item, failed_guard)
+        lambda path, at: cols.value_text(shown_field[path]).take(rows.take(at)),
+        lambda path, at: leaves[path].take(rows.take(at)), outcome, failed_item, failed_guard)
 
     def const(value, type_):
         return pa.repeat(pa.scalar(value, type_), m) if m else pa.array([], type_)

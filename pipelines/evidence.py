@@ -163,81 +163,63 @@ def has_result(entry: dict) -> bool:
     return not entry.get("name_list")
 
 
-def render(template: list[dict], actual: list[str], result: list) -> str:
-    """One result's full evidence JSON: `actual` holds each entry's value as JSON text,
-    `result` each leaf's and guard's result (True / False / None), in template order."""
-    parts, k = [], 0
-    for entry, value in zip(template, actual):
-        text = _prefix(entry) + value
+RESULT_CODES = {True: "1", False: "0", None: "-"}
+_RESULT_OF = {v: k for k, v in RESULT_CODES.items()}
+
+
+def result_codes(results: list[pa.Array]) -> pa.Array:
+    """Leaf and guard results (TRUE / FALSE / UNKNOWN arrays, in template order) as one short
+    text per row, a character each: "1", "0", "-" (e.g. "10-1")."""
+    chars = [pc.fill_null(pc.if_else(r, "1", "0"), "-") for r in results]
+    if not chars:
+        return None
+    return chars[0] if len(chars) == 1 else pc.binary_join_element_wise(*chars, "")
+
+
+def actual_arrays(actual: list[pa.Array]) -> pa.Array:
+    """Each entry's actual value (JSON text arrays, in template order) as one JSON array per row."""
+    if not actual:
+        return None
+    args = []
+    for i, a in enumerate(actual):
+        args += ["[" if i == 0 else ", ", a]
+    return pc.binary_join_element_wise(*args, "]", "")
+
+
+def render(template: list[dict], actual: str, result: str) -> str:
+    """One result's full evidence JSON from its version's template, its actual values (a JSON
+    array, as evidence_actual holds them) and its results (as evidence_result codes them)."""
+    values = json.loads(actual) if actual else []
+    codes = iter(result or "")
+    parts = []
+    for entry, value in zip(template, values):
+        text = _prefix(entry) + json_text(value)
         if has_result(entry):
-            text += ', "result": ' + json_text(result[k])
-            k += 1
+            text += ', "result": ' + json_text(_RESULT_OF[next(codes)])
         parts.append(text + "}")
     return "[" + ", ".join(parts) + "]"
 
 
-def split(entries: list[dict]) -> tuple[list[dict], list[str], list]:
-    """`render`'s inverse: full evidence entries -> (template, actual values as JSON text,
-    leaf and guard results)."""
-    template, actual, result = [], [], []
+def split(entries: list[dict]) -> tuple[list[dict], str, str]:
+    """`render`'s inverse: full evidence entries -> (template, actual values, result codes)."""
+    template, actual, result = [], [], ""
     for e in entries:
         template.append({k: v for k, v in e.items() if k not in ("actual", "result", "amount")}
                         if not e.get("name_list") else {"name_list": True})
-        actual.append(json_text(e.get("amount") if e.get("name_list") else e.get("actual")))
+        actual.append(e.get("amount") if e.get("name_list") else e.get("actual"))
         if has_result(e):
-            result.append(e.get("result"))
-    return template, actual, result
-
-
-def render_column(template: list[dict], actual: pa.Array, result: pa.Array) -> pa.Array:
-    """`render` for a whole column of results of one version (list arrays), column-wise."""
-    m = len(actual)
-    if not m:
-        return pa.array([], pa.string())
-    args, pending, k = [], "[", 0
-    for i, entry in enumerate(template):
-        args += [pending + (", " if i else "") + _prefix(entry), pc.list_element(actual, i)]
-        pending = ""
-        if has_result(entry):
-            args += [', "result": ', json_bools(pc.list_element(result, k))]
-            k += 1
-        pending = "}"
-    if not args:
-        return pa.array(["[]"] * m, pa.string())
-    return pc.binary_join_element_wise(*args, pending + "]", "")
+            result += RESULT_CODES[e.get("result")]
+    return template, json_text(actual), result
 
 
 def full_evidence(table: pa.Table, templates: dict[str, list[dict]] | None = None) -> pa.Array:
     """The full evidence JSON of every row of a result table (columns evidence_version,
     evidence_actual, evidence_result), with the templates of its versions (by default
-    those the table carries)."""
+    those the table carries). Row by row: for explaining and checking, not for bulk."""
     templates = templates_of(table.schema) if templates is None else templates
-    versions = table.column("evidence_version").combine_chunks()
-    out = pa.nulls(table.num_rows, pa.string())
-    for version in pc.unique(versions).drop_null().to_pylist():
-        mask = pc.fill_null(pc.equal(versions, version), False)
-        rows = pc.indices_nonzero(mask)
-        text = render_column(templates[version], table.column("evidence_actual").take(rows).combine_chunks(),
-                             table.column("evidence_result").take(rows).combine_chunks())
-        out = pc.replace_with_mask(out, mask, text)
-    return out
-
-
-def compact_actual(actual: pa.Array) -> pa.Array:
-    """A list<string> column of JSON texts as one JSON array text per row (the ledger's column)."""
-    return pc.binary_join_element_wise("[", pc.binary_join(actual, ", "), "]", "")
-
-
-def compact_result(result: pa.Array) -> pa.Array:
-    """A list<bool> column as one JSON array text per row (the ledger's column)."""
-    result = result.combine_chunks() if isinstance(result, pa.ChunkedArray) else result
-    texts = pa.ListArray.from_arrays(result.offsets, json_bools(result.flatten()))
-    return pc.binary_join_element_wise("[", pc.binary_join(texts, ", "), "]", "")
-
-
-def render_compact(template: list[dict], actual_json: str, result_json: str) -> str:
-    """`render` from the ledger's compact columns (JSON arrays)."""
-    return render(template, [json_text(v) for v in json.loads(actual_json)], json.loads(result_json))
+    return pa.array([render(templates[v], a, r) if v is not None else None for v, a, r in zip(
+        *(table.column(c).to_pylist() for c in ("evidence_version", "evidence_actual", "evidence_result")))],
+        pa.string())
 
 
 # ---------------------------------------------------------------- values as a clerk writes them
@@ -453,53 +435,65 @@ def _join(arrays: list[pa.Array], sep: str) -> pa.Array:
     return pc.utf8_slice_codeunits(joined, 0, -len(sep)) if sep else joined
 
 
-def reasons(leaves: list[dict], actual: dict[str, pa.Array], result: dict[str, pa.Array],
-            outcome: pa.Array, failed_item: pa.Array, failed_guard: pa.Array) -> pa.Array:
+def reasons(leaves: list[dict], value_text, result, outcome: pa.Array, failed_item: pa.Array,
+            failed_guard: pa.Array) -> pa.Array:
     """`failing` for a whole column of one policy's results, built from the same
     evidence without parsing it row by row: `leaves` are the policy's condition
-    leaves as the evidence writes them (path, field, op, value, negated), `actual`
-    their values as JSON text and `result` their results per row (path -> array)."""
+    leaves as the evidence writes them (path, field, op, value, negated);
+    `result(path, rows)` a leaf's results and `value_text(path, rows)` its actual
+    values as a clerk writes them (`value_column`), at the given row indices. Each
+    kind of reason is made only from the rows it is for."""
     m = len(outcome)
     out = pa.nulls(m, pa.string())
     if not m:
         return out
-    is_guard = pc.and_(pc.equal(outcome, "guard_failed"), pc.is_valid(failed_guard))
-    if pc.any(is_guard).as_py():
-        named = pc.binary_join_element_wise("未满足：", failed_guard, "")
-        for guard, text in GUARDS.items():
-            named = pc.if_else(pc.equal(failed_guard, guard), "未满足：" + text, named)
-        out = pc.if_else(is_guard, named, out)
 
-    # missing_data: the fields whose leaves are UNKNOWN, each named once, in leaf order
-    labels = {}
-    for leaf in leaves:
-        if leaf["op"] in ("is_null", "not_null"):   # never UNKNOWN: it must not set the field's place
-            continue
-        unknown = pc.is_null(result[leaf["path"]])
-        field = str(leaf["field"])
-        labels[field] = unknown if field not in labels else pc.or_(labels[field], unknown)
-    missing = pc.equal(outcome, "missing_data")
-    if labels:
+    def fill(mask: pa.Array, text_of) -> None:
+        nonlocal out
+        rows = pc.indices_nonzero(mask)
+        if len(rows):
+            out = pc.replace_with_mask(out, mask, text_of(rows))
+
+    def guard_text(rows):
+        named = failed_guard.take(rows)
+        text = pc.binary_join_element_wise("未满足：", named, "")
+        for guard, label_ in GUARDS.items():
+            text = pc.if_else(pc.equal(named, guard), "未满足：" + label_, text)
+        return text
+
+    fill(pc.and_(pc.equal(outcome, "guard_failed"), pc.is_valid(failed_guard)), guard_text)
+
+    def missing_text(rows):
+        # the fields whose leaves are UNKNOWN, each named once, in leaf order
+        labels = {}
+        for leaf in leaves:
+            if leaf["op"] in ("is_null", "not_null"):   # never UNKNOWN: it must not set the field's place
+                continue
+            unknown = pc.is_null(result(leaf["path"], rows))
+            field = str(leaf["field"])
+            labels[field] = unknown if field not in labels else pc.or_(labels[field], unknown)
+        if not labels:
+            return pa.repeat(pa.scalar(MISSING_BENEFIT_BASE), len(rows))
         named = [pc.if_else(u, FIELD_LABELS.get(f, f), pa.scalar(None, pa.string())) for f, u in labels.items()]
         joined = _join(named, "、")
-        text = pc.if_else(pc.equal(joined, ""), MISSING_BENEFIT_BASE,
+        return pc.if_else(pc.equal(joined, ""), MISSING_BENEFIT_BASE,
                           pc.binary_join_element_wise(MISSING_PREFIX, joined, ""))
-    else:
-        text = pa.repeat(pa.scalar(MISSING_BENEFIT_BASE), m)
-    out = pc.if_else(missing, text, out)
+
+    fill(pc.equal(outcome, "missing_data"), missing_text)
 
     # near_miss: the conditions under the failing top-level item that make it fail
     near = pc.and_(pc.equal(outcome, "near_miss"), pc.is_valid(failed_item))
     for item in pc.unique(failed_item.filter(near)).to_pylist() if pc.any(near).as_py() else []:
-        # A FALSE top-level item always holds a leaf of failing polarity, so (unlike
-        # `failing` on hand-made evidence) no fallback is needed.
-        pieces = []
-        for leaf in (l for l in leaves if top_item(l.get("path")) == item):
-            fails = pc.fill_null(pc.equal(result[leaf["path"]], failing_polarity(leaf)), False)
-            text = pc.binary_join_element_wise(label(str(leaf["field"])) + " ",
-                                               value_column(str(leaf["field"]), actual[leaf["path"]]),
-                                               "，" + need(leaf), "")
-            pieces.append(pc.if_else(fails, text, pa.scalar(None, pa.string())))
-        text = _join(pieces, "；") if pieces else pa.repeat(pa.scalar(""), m)
-        out = pc.if_else(pc.and_(near, pc.fill_null(pc.equal(failed_item, item), False)), text, out)
+        def near_text(rows, item=item):
+            # A FALSE top-level item always holds a leaf of failing polarity, so (unlike
+            # `failing` on hand-made evidence) no fallback is needed.
+            pieces = []
+            for leaf in (l for l in leaves if top_item(l.get("path")) == item):
+                fails = pc.fill_null(pc.equal(result(leaf["path"], rows), failing_polarity(leaf)), False)
+                text = pc.binary_join_element_wise(label(str(leaf["field"])) + " ", value_text(leaf["path"], rows),
+                                                   "，" + need(leaf), "")
+                pieces.append(pc.if_else(fails, text, pa.scalar(None, pa.string())))
+            return _join(pieces, "；") if pieces else pa.repeat(pa.scalar(""), len(rows))
+
+        fill(pc.and_(near, pc.fill_null(pc.equal(failed_item, item), False)), near_text)
     return out

@@ -53,7 +53,7 @@ from sqlalchemy.engine import Connection
 
 from pipelines import deadlines
 from pipelines import warehouse as wh
-from pipelines.evidence import compact_actual, compact_result, render_compact
+from pipelines.evidence import render
 from pipelines.warehouse import ledger, ledger_transitions, payout_batches, payout_items, to_money
 from pipelines.workdays import WorkCalendar
 
@@ -188,11 +188,9 @@ def sync_from_matches(conn: Connection, as_of: date, matches: pa.Table, run_id: 
     ids = eligible.column("policy_id")
     known = pa.array(list(days), pa.string())
     given = pa.array([days[k] for k in days], pa.int64())
-    source = eligible.select(["policy_id", "period", "uscc", "amount", "evidence_version", "policy_name",
-                              "department", "name", "over_budget"])
     # The evidence as its values (the policy version's template is in evidence_versions).
-    source = source.add_column(5, "evidence_actual", compact_actual(eligible.column("evidence_actual").combine_chunks()))
-    source = source.add_column(6, "evidence_result", compact_result(eligible.column("evidence_result").combine_chunks()))
+    source = eligible.select(["policy_id", "period", "uscc", "amount", "evidence_version", "evidence_actual",
+                              "evidence_result", "policy_name", "department", "name", "over_budget"])
     source = source.append_column("days", pc.take(given, pc.index_in(ids, value_set=known)))
     source = source.append_column("has_days", pc.is_in(ids, value_set=known))
     # (Creating the temporary table is part of the transaction on both databases: a failed
@@ -397,8 +395,7 @@ def with_evidence(conn: Connection, rows: list[dict]) -> list[dict]:
     versions = wh.templates(conn, (r.get("evidence_version") for r in rows if not r.get("evidence")))
     for r in rows:
         if not r.get("evidence") and r.get("evidence_version") in versions:
-            r["evidence"] = render_compact(versions[r["evidence_version"]], r["evidence_actual"],
-                                           r["evidence_result"])
+            r["evidence"] = render(versions[r["evidence_version"]], r["evidence_actual"], r["evidence_result"])
     return rows
 
 

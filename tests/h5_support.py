@@ -31,8 +31,7 @@ MATCH_SCHEMA = pa.schema([
     ("uscc", pa.string()), ("name", pa.string()), ("outcome", pa.string()),
     ("amount", pa.decimal128(38, 2)), ("failed_item", pa.int64()), ("failed_guard", pa.string()),
     ("excluded_by", pa.string()), ("exclusive_group", pa.string()), ("over_budget", pa.bool_()),
-    ("evidence_version", pa.string()), ("evidence_actual", pa.list_(pa.string())),
-    ("evidence_result", pa.list_(pa.bool_())),
+    ("evidence_version", pa.string()), ("evidence_actual", pa.string()), ("evidence_result", pa.string()),
 ])
 
 _pg_state: dict[str, object] = {}

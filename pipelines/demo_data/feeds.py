@@ -283,7 +283,6 @@ def tech_frame(world: World, td: TechData, delivery: date, keep: np.ndarray) -> 
         serial = td.serial[r]
         six = pc.utf8_lpad(_text(serial), 6, "0")
         four = pc.utf8_lpad(_text(serial % 10_000), 4, "0")
-        n = len(r)
         number = pc.choose(
             pa.array(c.astype(np.int8)),
             _join(pa.scalar("GR"), y, pa.scalar("41"), six),                       # 高新技术企业
