@@ -183,7 +183,8 @@ def files(settings, roots=("output", "work")) -> dict[str, object]:
             continue
         for p in sorted(folder.rglob("*")):
             rel = str(p.relative_to(base))
-            if (not p.is_file() or "/data_docs/" in rel or "/gx_results/" in rel
+            # GX's own results (and the validation cache's copies of them) carry run times and ids
+            if (not p.is_file() or "/data_docs/" in rel or "/gx_results/" in rel or "/validation_cache/" in rel
                     or p.name.startswith("warehouse.db") or is_temporary(p)):
                 continue
             out[rel] = _content(p, str(base))
