@@ -190,7 +190,7 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
     if recorded is None:
         # The lists that show the ledger's state tonight; a backfill keeps what the date's run wrote.
         with engine.connect() as conn:
-            unanswered = ledger.rows_in(conn, "notified")
+            unanswered = ledger.rows_in(conn, "notified", evidence=False)
             applied = ledger.applications(conn)
             paid = ledger.paid_since(conn, supervision.since(as_of))
             conn.rollback()

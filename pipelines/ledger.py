@@ -381,11 +381,25 @@ def holds_released(settings, also: Iterable = ()) -> set[tuple[str, str]]:
 
 # ---------------------------------------------------------------- nightly moves
 
-def rows_in(conn: Connection, *statuses: str) -> list[dict]:
-    rows = conn.execute(sa.select(ledger).where(ledger.c.status.in_(statuses))
-                        .order_by(ledger.c.department, ledger.c.policy_id, ledger.c.period,
-                                  ledger.c.uscc)).all()
-    return [dict(r._mapping) for r in rows]
+def _dicts(result) -> list[dict]:
+    """A result's rows as dicts: zipped with its keys once (Row._mapping per row costs
+    several times more, and the lists read hundreds of thousands of rows)."""
+    keys = list(result.keys())
+    return [dict(zip(keys, row)) for row in result]
+
+
+def listed_columns() -> list[sa.Column]:
+    """The ledger's columns a list reads: all but the evidence (large text), which only the
+    review workbooks show."""
+    return [c for c in ledger.c if not c.name.startswith("evidence")]
+
+
+def rows_in(conn: Connection, *statuses: str, evidence: bool = True) -> list[dict]:
+    """The rows in `statuses`, ordered for the lists; evidence=False leaves the evidence out."""
+    columns = list(ledger.c) if evidence else listed_columns()
+    return _dicts(conn.execute(sa.select(*columns).where(ledger.c.status.in_(statuses))
+                               .order_by(ledger.c.department, ledger.c.policy_id, ledger.c.period,
+                                         ledger.c.uscc)))
 
 
 def with_evidence(conn: Connection, rows: list[dict]) -> list[dict]:
@@ -422,32 +436,33 @@ def notify(conn: Connection, as_of: date, run_id: str) -> list[dict]:
 
 def notified_on(conn: Connection, as_of: date) -> list[dict]:
     """The rows notified by the run of as_of (what its SMS outbox listed); reads only."""
-    rows = conn.execute(sa.select(ledger).where(ledger.c.notified_as_of == as_of)
-                        .order_by(ledger.c.department, ledger.c.policy_id, ledger.c.uscc)).all()
-    return [dict(r._mapping) for r in rows]
+    rows = conn.execute(sa.select(*listed_columns()).where(ledger.c.notified_as_of == as_of)
+                        .order_by(ledger.c.department, ledger.c.policy_id, ledger.c.uscc))
+    return _dicts(rows)
 
 
 def in_publicity(conn: Connection, as_of: date) -> list[dict]:
     """Rows whose publicity window contains as_of (approved or under objection); reads only."""
     rows = conn.execute(
-        sa.select(ledger).where(ledger.c.status.in_(("approved", "objected")),
+        sa.select(*listed_columns()).where(ledger.c.status.in_(("approved", "objected")),
                                 ledger.c.publicity_from <= as_of, ledger.c.publicity_to >= as_of)
-        .order_by(ledger.c.policy_id, ledger.c.period, ledger.c.uscc)).all()
-    return [dict(r._mapping) for r in rows]
+        .order_by(ledger.c.policy_id, ledger.c.period, ledger.c.uscc))
+    return _dicts(rows)
 
 
 def start_publicity(conn: Connection, as_of: date, calendar: WorkCalendar) -> list[dict]:
     """Open the publicity window (publicity_days working days, deadlines.publicity_to) of
     approved rows listed for the first time, and return every row whose window contains
-    as_of (approved or under objection)."""
+    as_of (approved or under objection).
+
+    Set-based: the window's end depends only on as_of and the number of days, so each
+    distinct publicity_days is one UPDATE, whatever the number of rows."""
     now = wh.utcnow()
-    for row in rows_in(conn, "approved"):
-        days = row["publicity_days"] or 0
-        if days > 0 and row["publicity_from"] is None:
-            conn.execute(ledger.update().where(ledger.c.id == row["id"],
-                                               ledger.c.publicity_from.is_(None))
-                         .values(publicity_from=as_of, publicity_to=deadlines.publicity_to(calendar, as_of, days),
-                                 updated_at=now))
+    opening = sa.and_(ledger.c.status == "approved", ledger.c.publicity_from.is_(None), ledger.c.publicity_days > 0)
+    for (days,) in conn.execute(sa.select(ledger.c.publicity_days).where(opening).distinct()).all():
+        conn.execute(ledger.update().where(opening, ledger.c.publicity_days == days)
+                     .values(publicity_from=as_of, publicity_to=deadlines.publicity_to(calendar, as_of, days),
+                             updated_at=now))
     return in_publicity(conn, as_of)
 
 
@@ -455,23 +470,27 @@ def remind_and_expire(conn: Connection, as_of: date, run_id: str, calendar: Work
                       days: Mapping[str, deadlines.Days]) -> dict:
     """催办 and 逾期未确认 for the unanswered (`notified`) rows: past half of confirm_days a
     row gets its one reminder (reminded_as_of, set once: a rerun sends none again); past
-    confirm_days it becomes `expired`. Returns counts: reminded, expired."""
+    confirm_days it becomes `expired`. Returns counts: reminded, expired.
+
+    Set-based: a row's deadlines depend only on its policy and the night it was told, so
+    each distinct (policy, notified_as_of) is one UPDATE (a reminder) or one `move_all`
+    (expiry, logged row by row in the same statement), however many rows it holds."""
     counts = {"reminded": 0, "expired": 0}
-    for row in rows_in(conn, "notified"):
-        if row["notified_as_of"] is None:
-            continue
-        policy_days = days.get(row["policy_id"], deadlines.Days())
-        deadline = deadlines.confirm_by(calendar, row["notified_as_of"], policy_days)
-        key = (row["policy_id"], row["period"], row["uscc"])
+    told = sa.and_(ledger.c.status == "notified", ledger.c.notified_as_of.is_not(None))
+    groups = conn.execute(sa.select(ledger.c.policy_id, ledger.c.notified_as_of).where(told)
+                          .group_by(ledger.c.policy_id, ledger.c.notified_as_of)
+                          .order_by(ledger.c.policy_id, ledger.c.notified_as_of)).all()
+    for policy_id, notified_as_of in groups:
+        policy_days = days.get(policy_id, deadlines.Days())
+        deadline = deadlines.confirm_by(calendar, notified_as_of, policy_days)
+        these = sa.and_(ledger.c.policy_id == policy_id, ledger.c.notified_as_of == notified_as_of)
         if as_of > deadline:
-            _must(transition(conn, key, "expired", run_id, row["department"], as_of=as_of,
-                             note=f"逾期未确认：确认截止日期 {deadline} 前未确认申领意愿"))
-            counts["expired"] += 1
-        elif row["reminded_as_of"] is None and as_of >= deadlines.remind_on(calendar, row["notified_as_of"],
-                                                                             policy_days):
-            conn.execute(ledger.update().where(ledger.c.id == row["id"], ledger.c.reminded_as_of.is_(None))
-                         .values(reminded_as_of=as_of, updated_at=wh.utcnow()))
-            counts["reminded"] += 1
+            counts["expired"] += move_all(conn, "notified", "expired", run_id, where=these, as_of=as_of,
+                                          note=f"逾期未确认：确认截止日期 {deadline} 前未确认申领意愿")
+        elif as_of >= deadlines.remind_on(calendar, notified_as_of, policy_days):
+            counts["reminded"] += conn.execute(
+                ledger.update().where(told, these, ledger.c.reminded_as_of.is_(None))
+                .values(reminded_as_of=as_of, updated_at=wh.utcnow())).rowcount
     return counts
 
 
@@ -484,9 +503,9 @@ def applications(conn: Connection) -> frozenset[Key]:
 
 def reminded_on(conn: Connection, as_of: date) -> list[dict]:
     """The rows the run of as_of sent a 催办 to (what its SMS outbox listed); reads only."""
-    rows = conn.execute(sa.select(ledger).where(ledger.c.reminded_as_of == as_of)
-                        .order_by(ledger.c.department, ledger.c.policy_id, ledger.c.uscc)).all()
-    return [dict(r._mapping) for r in rows]
+    rows = conn.execute(sa.select(*listed_columns()).where(ledger.c.reminded_as_of == as_of)
+                        .order_by(ledger.c.department, ledger.c.policy_id, ledger.c.uscc))
+    return _dicts(rows)
 
 
 def apply_online(conn: Connection, key: Key, amount: Decimal, applied_on: date, source: Source,
@@ -593,9 +612,12 @@ def schedule_payout(conn: Connection, as_of: date, run_id: str) -> str | None:
     conn.execute(payout_items.insert(), [
         {"batch_id": batch_id, "ledger_id": r["id"], "amount": r["amount"],
          "department": r["department"]} for r in rows])
-    for r in rows:   # a concurrent move gives the whole batch up rather than half of it
-        _must(transition(conn, (r["policy_id"], r["period"], r["uscc"]), "scheduled", run_id,
-                         r["department"], note=f"列入拨付批次 {batch_id}", as_of=as_of))
+    # One set-based move of the batch's rows (the log and the status change as two statements);
+    # a concurrent move gives the whole batch up rather than half of it.
+    on_batch = ledger.c.id.in_(sa.select(payout_items.c.ledger_id).where(payout_items.c.batch_id == batch_id))
+    if move_all(conn, "approved", "scheduled", run_id, note=f"列入拨付批次 {batch_id}", where=on_batch,
+                as_of=as_of) != len(rows):
+        raise RuntimeError("台账状态已被同时运行的其他任务更改，本次夜间处理已回滚，请重跑")
     return batch_id
 
 
@@ -683,9 +705,9 @@ def record_recovery_receipt(conn: Connection, key: Key, amount: Decimal, receive
 
 def paid_since(conn: Connection, since: date) -> list[dict]:
     """Rows paid on or after `since` and still `paid` (the 事后监管清单's candidates)."""
-    rows = conn.execute(sa.select(ledger).where(ledger.c.status == "paid", ledger.c.paid_on >= since)
-                        .order_by(ledger.c.department, ledger.c.policy_id, ledger.c.period, ledger.c.uscc)).all()
-    return [dict(r._mapping) for r in rows]
+    rows = conn.execute(sa.select(*listed_columns()).where(ledger.c.status == "paid", ledger.c.paid_on >= since)
+                        .order_by(ledger.c.department, ledger.c.policy_id, ledger.c.period, ledger.c.uscc))
+    return _dicts(rows)
 
 
 def keys(rows: Iterable[dict]) -> list[Key]:

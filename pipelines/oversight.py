@@ -104,7 +104,224 @@ def _history(conn: Connection, as_of: date) -> tuple[dict[int, dict], dict[int, 
 
 def compute(conn: Connection, as_of: date, calendar: WorkCalendar, days: Mapping[str, Days]) -> dict:
     """{"as_of", "figures": [one dict per department, policy and period], "overdue": [rows past a
-    deadline]}: JSON-able (amounts as text), departments with overdue items first."""
+    deadline]}: JSON-able (amounts as text), departments with overdue items first.
+
+    Set-based, for a province's ledger of millions of rows: each row's state at as_of
+    (what `replay` makes of its moves) is built by one GROUP BY over the log into a
+    temporary table; the figures are then grouped in SQL, and only the few distinct
+    (policy, status, date) combinations go through the deadline arithmetic in Python.
+    Per row, Python sees only the overdue items (which the lists name one by one)."""
+    state = _row_states(conn, as_of)
+    try:
+        return _figures(conn, as_of, calendar, days, state)
+    finally:
+        state.drop(conn)
+
+
+_STATE_DATES = ("eligible_on", "notified_on", "confirmed_on", "approved_on", "paid_on", "publicity_to")
+
+
+def _business_on(conn: Connection, moves=ledger_transitions):
+    """A move's business date in SQL (`_business_date`): its as_of, or the China-local day
+    (UTC+8, no daylight saving) of its time for a move logged before 0004."""
+    if conn.dialect.name == "sqlite":
+        local = sa.func.date(moves.c.at, "+8 hours")
+    else:
+        local = sa.cast(moves.c.at + sa.literal_column("INTERVAL '8 hours'", sa.Interval), sa.Date)
+    return sa.type_coerce(sa.func.coalesce(moves.c.as_of, local), sa.Date)
+
+
+def _row_states(conn: Connection, as_of: date) -> sa.Table:
+    """A temporary table: per ledger row with a move by as_of, its status then, the dates
+    `replay` records, its deadline base and one 0/1 column per status reached."""
+    t = ledger_transitions.c
+    on = _business_on(conn)
+    moves = sa.select(t.ledger_id, t.id, t.to_status, on.label("on_")).where(on <= as_of).subquery("m")
+    m = moves.c
+
+    def at(status: str, how):
+        return how(sa.case((m.to_status == status, m.on_)))
+
+    # A row reaches notified, confirmed and paid at most once (lifecycle.md's transitions have
+    # no way back to them), so their dates are plain aggregates; approved can be reached again
+    # (after an objection or a suspension), and replay keeps the first: found by its move id.
+    per_row = sa.select(
+        m.ledger_id, sa.func.min(m.id).label("first_id"), sa.func.max(m.id).label("last_id"),
+        sa.func.min(sa.case((m.to_status == "approved", m.id))).label("approved_id"),
+        sa.type_coerce(at("notified", sa.func.max), sa.Date).label("notified_on"),
+        sa.type_coerce(at("confirmed", sa.func.max), sa.Date).label("confirmed_on"),
+        sa.type_coerce(at("paid", sa.func.max), sa.Date).label("paid_on"),
+        *(sa.func.max(sa.case((m.to_status == s, 1), else_=0)).label(f"r_{s}") for s in COUNTED),
+    ).group_by(m.ledger_id).subquery("r")
+    r = per_row.c
+    first, last, approved = (ledger_transitions.alias(n) for n in ("f", "l", "a"))
+
+    def day_of(alias):
+        return _business_on(conn, alias)
+
+    opened = sa.and_(ledger.c.publicity_from.is_not(None), ledger.c.publicity_from <= as_of)
+    publicity_to = sa.case((opened, ledger.c.publicity_to))
+    status = last.c.to_status
+    # What overdue() counts a row's deadline from, by its status.
+    base = sa.case((status == "notified", r.notified_on), (status == "confirmed", r.confirmed_on),
+                   (status == "objected", publicity_to),
+                   (status.in_(("approved", "suspended", "scheduled")),
+                    sa.func.coalesce(publicity_to, day_of(approved))))
+    table = sa.Table(
+        "oversight_state", sa.MetaData(),
+        sa.Column("ledger_id", sa.Integer, primary_key=True), sa.Column("status", sa.String(16)),
+        *(sa.Column(name, sa.Date) for name in _STATE_DATES), sa.Column("base", sa.Date),
+        *(sa.Column(f"r_{s}", sa.Integer) for s in COUNTED), prefixes=["TEMPORARY"])
+    table.drop(conn, checkfirst=True)
+    table.create(conn)
+    query = (sa.select(r.ledger_id, status, day_of(first), r.notified_on, r.confirmed_on, day_of(approved),
+                       r.paid_on, publicity_to, base, *(r[f"r_{s}"] for s in COUNTED))
+             .select_from(per_row.join(first, first.c.id == r.first_id).join(last, last.c.id == r.last_id)
+                          .outerjoin(approved, approved.c.id == r.approved_id)
+                          .join(ledger, ledger.c.id == r.ledger_id)))
+    conn.execute(table.insert().from_select(
+        ["ledger_id", "status", *_STATE_DATES, "base", *(f"r_{s}" for s in COUNTED)], query))
+    return table
+
+
+def _amount(conn: Connection):
+    """The amount to SUM, exactly: SQLite keeps money as decimal text with two places
+    (summed as whole fen, divided back in Python), PostgreSQL as NUMERIC."""
+    if conn.dialect.name == "sqlite":
+        return sa.cast(sa.func.replace(ledger.c.amount, ".", ""), sa.Integer)
+    return sa.type_coerce(ledger.c.amount, sa.Numeric(20, 2))
+
+
+def _names(conn: Connection, ids: list[int]):
+    for start in range(0, len(ids), 500):
+        yield from conn.execute(sa.select(ledger.c.id, ledger.c.policy_name)
+                                .where(ledger.c.id.in_(ids[start:start + 500]))).all()
+
+
+def _overdue(status: str, base: date, as_of: date, calendar: WorkCalendar, days: Days) -> tuple[str, date] | None:
+    """deadlines.overdue of a row in `status` whose deadline counts from `base` (the date
+    _row_states picked for that status)."""
+    state = RowState(status=status, notified_on=base, confirmed_on=base, publicity_to=base, approved_on=base)
+    return deadlines.overdue(state, as_of, calendar, days)
+
+
+def _median(counted: list[tuple[int, int]]) -> float:
+    """statistics.median of the values each repeated its count of times."""
+    values = sorted(counted)
+    n = sum(c for _, c in values)
+
+    def nth(i: int) -> int:
+        for value, c in values:
+            if i < c:
+                return value
+            i -= c
+        raise IndexError(i)
+
+    if n % 2:
+        return nth(n // 2)
+    return (nth(n // 2 - 1) + nth(n // 2)) / 2
+
+
+_LATE = sa.Table(
+    "oversight_late", sa.MetaData(),
+    sa.Column("policy_id", sa.String(100), primary_key=True), sa.Column("status", sa.String(16), primary_key=True),
+    sa.Column("base", sa.Date, primary_key=True), sa.Column("kind", sa.String(16)), sa.Column("deadline", sa.Date),
+    prefixes=["TEMPORARY"])
+
+
+def _overdue_rows(conn: Connection, as_of: date, calendar: WorkCalendar, state: sa.Table,
+                  late: Mapping[tuple, tuple[str, date]]) -> list[dict]:
+    """The rows past a deadline, one dict each (the lists name them), joined to the combinations found late."""
+    if not late:
+        return []
+    _LATE.drop(conn, checkfirst=True)
+    _LATE.create(conn)
+    try:
+        conn.execute(_LATE.insert(), [{"policy_id": p, "status": st, "base": b, "kind": k, "deadline": d}
+                                      for (p, st, b), (k, d) in late.items()])
+        s, l, x = state.c, ledger.c, _LATE.c
+        over: dict[date, int] = {}
+        out = []
+        for r in conn.execute(sa.select(l.department, x.kind, l.policy_id, l.policy_name, l.period, l.uscc,
+                                        l.name, s.status, x.deadline)
+                              .select_from(state.join(ledger, l.id == s.ledger_id)
+                                           .join(_LATE, sa.and_(x.policy_id == l.policy_id,
+                                                                x.status == s.status, x.base == s.base)))):
+            if r.deadline not in over:
+                over[r.deadline] = calendar.working_days_between(r.deadline, as_of)
+            out.append({"department": r.department, "kind": deadlines.OVERDUE_KINDS[r.kind],
+                        "policy_id": r.policy_id, "policy_name": r.policy_name, "period": r.period,
+                        "uscc": r.uscc, "name": r.name, "status": r.status, "deadline": str(r.deadline),
+                        "days_over": over[r.deadline]})
+        return out
+    finally:
+        _LATE.drop(conn)
+
+
+def _figures(conn: Connection, as_of: date, calendar: WorkCalendar, days: Mapping[str, Days],
+             state: sa.Table) -> dict:
+    s, l = state.c, ledger.c
+    key = (l.department, l.policy_id, l.period)
+    rows = state.join(ledger, l.id == s.ledger_id)
+    groups: dict[tuple, dict] = {}
+    paid_sum = sa.func.sum(sa.case((s.r_paid == 1, _amount(conn))))
+    for g in conn.execute(sa.select(*key, sa.func.min(l.id).label("first"),
+                                    *(sa.func.sum(s[f"r_{x}"]).label(x) for x in COUNTED),
+                                    paid_sum.label("paid_sum"))
+                          .select_from(rows).group_by(*key)):
+        paid = Decimal(0) if g.paid_sum is None else Decimal(g.paid_sum)
+        if conn.dialect.name == "sqlite":
+            paid = paid / 100
+        groups[(g.department, g.policy_id, g.period)] = {
+            "department": g.department, "policy_id": g.policy_id, "_first": g.first, "period": g.period,
+            **{x: int(getattr(g, x) or 0) for x in COUNTED}, "paid_amount": paid.quantize(Decimal("0.01")),
+            **dict.fromkeys(OVERDUE_KEYS, 0)}
+    # The group's policy name: its first row's (replay took the first row it met).
+    firsts = {g["_first"]: k for k, g in groups.items()}
+    for first_id, name in _names(conn, list(firsts)):
+        groups[firsts[first_id]]["policy_name"] = name
+
+    # Working days from eligible to paid: per distinct pair of dates, counted once.
+    waits: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
+    for w in conn.execute(sa.select(*key, s.eligible_on, s.paid_on, sa.func.count().label("n"))
+                          .select_from(rows).where(s.r_paid == 1)
+                          .group_by(*key, s.eligible_on, s.paid_on)):
+        waits[(w.department, w.policy_id, w.period)].append(
+            (calendar.working_days_between(w.eligible_on, w.paid_on), w.n))
+
+    # Overdue: the deadline of each distinct (policy, status, base date), then the rows past one.
+    late: dict[tuple, tuple[str, date]] = {}
+    counted = conn.execute(sa.select(*key, s.status, s.base, sa.func.count().label("n"))
+                           .select_from(rows).where(s.base.is_not(None))
+                           .group_by(*key, s.status, s.base)).all()
+    for c in counted:
+        combo = (c.policy_id, c.status, c.base)
+        if combo not in late:
+            late[combo] = _overdue(c.status, c.base, as_of, calendar, days.get(c.policy_id, Days()))
+        if late[combo]:
+            groups[(c.department, c.policy_id, c.period)][f"overdue_{late[combo][0]}"] += c.n
+    overdue_rows = _overdue_rows(conn, as_of, calendar, state, {k: v for k, v in late.items() if v})
+
+    late_by_department: dict[str, int] = defaultdict(int)
+    for g in groups.values():
+        late_by_department[g["department"]] += sum(g[k] for k in OVERDUE_KEYS)
+    figures = []
+    for k in sorted(groups, key=lambda k: (-late_by_department[k[0]], k)):
+        g = groups[k]
+        median = _median(waits[k]) if waits[k] else None
+        figures.append({"department": g["department"], "policy_id": g["policy_id"],
+                        "policy_name": g["policy_name"], "period": g["period"],
+                        **{x: g[x] for x in COUNTED}, "paid_amount": f"{g['paid_amount']:.2f}",
+                        **{x: g[x] for x in OVERDUE_KEYS},
+                        "median_days_to_paid": None if median is None else float(median)})
+    overdue_rows.sort(key=lambda r: (-late_by_department[r["department"]], r["department"], r["kind"],
+                                     r["deadline"], r["policy_id"], r["uscc"]))
+    return {"as_of": str(as_of), "figures": figures, "overdue": overdue_rows}
+
+
+def compute_replayed(conn: Connection, as_of: date, calendar: WorkCalendar, days: Mapping[str, Days]) -> dict:
+    """`compute`, replaying each row's moves in Python: the reference the set-based
+    `compute` is tested against (it holds every row and move in memory)."""
     rows, moves = _history(conn, as_of)
     groups: dict[tuple, dict] = {}
     waits: dict[tuple, list[int]] = defaultdict(list)

@@ -48,6 +48,7 @@ class WorkCalendar:
         # without these memos the deadlines of 100k rows took a minute.
         self._days: dict[date, bool] = {}
         self._added: dict[tuple[date, int], date] = {}
+        self._between: dict[tuple[date, date], int] = {}
 
     @property
     def warnings(self) -> list[str]:
@@ -88,11 +89,14 @@ class WorkCalendar:
 
     def working_days_between(self, start: date, end: date) -> int:
         """Working days after `start` up to and including `end` (0 when end is not after start)."""
-        n, day = 0, start
-        while day < end:
-            day += timedelta(days=1)
-            n += self.is_working_day(day)
-        return n
+        key = (start, end)
+        if key not in self._between:   # the lists ask it for the same few pairs row after row
+            n, day = 0, start
+            while day < end:
+                day += timedelta(days=1)
+                n += self.is_working_day(day)
+            self._between[key] = n
+        return self._between[key]
 
     def window(self, first: date, n: int) -> date:
         """The last day of a window of n working days that opens on `first` and counts it

@@ -126,6 +126,9 @@ def test_the_lifecycle_from_mid_autumn_to_october_20(settings, monkeypatch, caps
         written = json.loads(figures_path(settings.run_dir(day)).read_text(encoding="utf-8"))
         rebuilt = json.loads(json.dumps(oversight.command(settings, day), ensure_ascii=False))
         assert rebuilt == written, day
+        with warehouse.connect(settings.warehouse_url).connect() as conn:   # the set-based figures = replay's
+            assert oversight.compute_replayed(conn, day, WorkCalendar(), deadlines.days_of(
+                {P: handoff.load_dir(settings.policies)[0][0]})) == rebuilt, day
     # the same through the command line
     from pipelines import cli
 
@@ -270,9 +273,16 @@ def test_figures_equal_counts_taken_from_the_ledger(tmp_path_factory, histories,
                 day += timedelta(days=gap)
                 status = WALKS[status][choice % len(WALKS[status])]
                 assert ledger.transition(conn, key, status, "gen", None, as_of=day) is None
+        # some windows opened (a window past `when` does not count yet)
+        conn.execute(warehouse.ledger.update().where(warehouse.ledger.c.id % 2 == 0).values(
+            publicity_from=START + timedelta(days=3), publicity_to=START + timedelta(days=12)))
     when = START + timedelta(days=cut)
     with eng.connect() as conn:
         figures = oversight.compute(conn, when, WorkCalendar(), {})["figures"]
+        # the set-based figures and overdue items are those of replaying each row in Python
+        tight = {P: deadlines.Days(confirm=4, review=2, pay=1)}
+        assert oversight.compute(conn, when, WorkCalendar(), tight) == \
+            oversight.compute_replayed(conn, when, WorkCalendar(), tight)
         t, l = warehouse.ledger_transitions, warehouse.ledger
         reached = conn.execute(
             sa.select(l.c.policy_id, t.c.to_status, sa.func.count(sa.distinct(t.c.ledger_id)))

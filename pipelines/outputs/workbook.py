@@ -65,7 +65,8 @@ def neutralise(value: Any) -> Any:
     characters a workbook cannot hold are dropped. Non-text values (numbers,
     dates) are returned as they are: a negative NUMBER cell is not a formula."""
     if isinstance(value, str):
-        value = ILLEGAL_CHARACTERS.sub("", value)
+        if not value.isprintable():   # (C-fast) only then can it hold a control character
+            value = ILLEGAL_CHARACTERS.sub("", value)
         if value.startswith(FORMULA_START):
             return "'" + value
     return value

@@ -61,6 +61,20 @@ def _fail_call(monkeypatch, module, name: str, after: int = 0):
     monkeypatch.setattr(module, name, fake)
 
 
+def _fail_move_to(monkeypatch, status: str):
+    """ledger.move_all raises when it would move rows to `status`."""
+    from pipelines import ledger
+
+    real = ledger.move_all
+
+    def fake(conn, current, to, *a, **k):
+        if to == status:
+            raise Crash(f"worker killed moving rows to {to}")
+        return real(conn, current, to, *a, **k)
+
+    monkeypatch.setattr(ledger, "move_all", fake)
+
+
 def _assert_same(ref, settings, index: int) -> None:
     expected = ref.final if index >= len(ref.order) else ref.picture_before(index)
     got = ps.picture(settings)
@@ -163,8 +177,8 @@ LEDGER_FAULTS = {
     # the review workbook stage dies (SMS lists written, notification committed)
     "review": lambda m: _fail_call(m, __import__("pipelines.outputs.review", fromlist=["x"]), "write"),
     # inside the payout transaction, after the batch row and its items were inserted
-    "inside_payout_transaction": lambda m: _fail_call(
-        m, __import__("pipelines.ledger", fromlist=["x"]), "transition"),
+    # (the batch's rows move to scheduled in one set-based move_all)
+    "inside_payout_transaction": lambda m: _fail_move_to(m, "scheduled"),
     # the batch is committed, its lists are not written yet
     "after_payout_commit": lambda m: _fail_call(m, __import__("pipelines.ledger", fromlist=["x"]), "batch_rows"),
     # payout.csv is out, payout.parquet is not
