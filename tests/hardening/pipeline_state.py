@@ -149,12 +149,16 @@ def returned_files_moves(settings, as_of: date) -> dict[str, list[tuple]]:
 # ---------------------------------------------------------------- the picture
 
 VOLATILE_JSON_KEYS = {"received_at"}
+# Provenance that differs between a clean run and a rerun with the same outcome: a verdict
+# notes that GX's results of an earlier attempt were reused (the cache, not the data).
+PROVENANCE_JSON_KEYS = {"gx_reused"}
 GENERATED_AT = re.compile(r"生成时间：\d{4}-\d{2}-\d{2} \d{2}:\d{2}")
 
 
 def _normalise_json(value, base: str):
     if isinstance(value, dict):
-        return {k: ("<volatile>" if k in VOLATILE_JSON_KEYS else _normalise_json(v, base)) for k, v in value.items()}
+        return {k: ("<volatile>" if k in VOLATILE_JSON_KEYS else _normalise_json(v, base)) for k, v in value.items()
+                if k not in PROVENANCE_JSON_KEYS}
     if isinstance(value, list):
         return [_normalise_json(v, base) for v in value]
     return value
