@@ -176,12 +176,33 @@ def store(settings: Settings, key: dict, results: list[dict], qdir: Path, as_of:
     # the GX result first: an entry on disk always has its result beside it
     atomic_write_bytes(settings.validation_cache_result_path(feed, digest), produced.read_bytes())
     atomic_write_text(settings.validation_cache_path(feed, digest), text)
+    prune(settings, feed)
+
+
+KEEP_PER_FEED = 3
+
+
+def prune(settings: Settings, feed: str, keep: int = KEEP_PER_FEED) -> list[Path]:
+    """Keep the `keep` entries of a feed used last (a reuse touches its entry): a feed's
+    registry is validated again every night, and each night would otherwise leave an entry
+    of the size of its GX result. Returns what was removed."""
+    folder = settings.validation_cache_dir(feed)
+    entries = sorted((p for p in folder.glob("*.json") if not p.name.endswith(".gx.json")),
+                     key=lambda p: p.stat().st_mtime_ns, reverse=True) if folder.is_dir() else []
+    removed = []
+    for entry in entries[keep:]:
+        for path in (entry, entry.with_name(entry.name.removesuffix(".json") + ".gx.json")):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def reuse(settings: Settings, entry: dict, qdir: Path, suite: Suite) -> list[dict]:
     """Put the entry's GX result into this run's results store and Data Docs; its rule results."""
     feed = entry["key"]["feed"]
-    result = settings.validation_cache_result_path(feed, key_digest(entry["key"])).read_bytes()
+    digest = key_digest(entry["key"])
+    result = settings.validation_cache_result_path(feed, digest).read_bytes()
+    settings.validation_cache_path(feed, digest).touch()   # used last: kept by `prune`
     gx_suites.rebuild_data_docs(qdir, feed, suite.suite, Path(entry["result_path"]), result)
     return entry["results"]
 

@@ -199,3 +199,34 @@ def test_suite_parameter_names_are_the_ones_the_rules_read():
         {"type": "c", "kwargs": {"column": "z"}, "meta": {"reason_zh": "{delivery_date}"}},
     ]}
     assert suite_parameter_names(suite) == {"as_of", "delivery_year"}
+
+
+def test_the_cache_keeps_the_entries_of_a_feed_used_last(tmp_path, gx_runs):
+    """Each new delivery adds an entry (and its GX result); only the KEEP_PER_FEED used last
+    stay, and reusing an entry keeps it over entries made after it."""
+    import os
+
+    settings = settings_for(tmp_path)
+    cache = settings.validation_cache_dir("tax")
+    clock = iter(range(1_000, 100_000, 10))
+
+    def night(n_rows: int) -> dict:
+        shutil.rmtree(settings.landing / "tax", ignore_errors=True)
+        deliver(settings, "tax", DELIVERED, rows("tax", n_rows))
+        ingest_feed(settings, "tax", AS_OF)
+        verdict = validate_feed(settings, "tax", AS_OF)
+        for path in cache.glob("*"):   # the file clock moves on between nights
+            if path.stat().st_mtime_ns > 10**12:
+                t = next(clock)
+                os.utime(path, (t, t))
+        return verdict
+
+    for k, n in enumerate((3, 4, 5)):              # A, B, C
+        night(n)
+        assert len(list(cache.glob("*"))) == 2 * (k + 1)
+    assert "gx_reused" in night(3)                  # A again: reused, now the one used last
+    night(6)                                        # D: B (used longest ago) goes
+    assert len(list(cache.glob("*"))) == 2 * gx_reuse.KEEP_PER_FEED
+    runs = len(gx_runs)
+    assert "gx_reused" in night(3) and len(gx_runs) == runs          # A kept
+    assert "gx_reused" not in night(4) and len(gx_runs) == runs + 1  # B validated again
