@@ -113,11 +113,18 @@ def source_text(fields: list[str]) -> str:
 
 # ---------------------------------------------------------------- reading
 
-def _columns(source: pa.Table | Path, names: list[str]) -> pa.Table:
+def _columns(source: pa.Table | Path, names: list[str], where: dict[str, str] | None = None) -> pa.Table:
+    """The named columns (those present) of the rows whose columns equal `where`'s values: read
+    from a matches.parquet with the filter pushed into the read (a province's night holds tens
+    of millions of results; a list wants a few of its outcomes)."""
     if isinstance(source, pa.Table):
-        return source.select([n for n in names if n in source.column_names])
+        table = source
+        for column, value in (where or {}).items():
+            table = table.filter(pc.equal(table.column(column), value))
+        return table.select([n for n in names if n in table.column_names])
     present = set(pq.read_schema(source).names)
-    return pq.read_table(source, columns=[n for n in names if n in present])
+    filters = [(column, "==", value) for column, value in (where or {}).items()] or None
+    return pq.read_table(source, columns=[n for n in names if n in present], filters=filters)
 
 
 PORTRAIT_COLUMNS = ("uscc", "name", "phone", "registered", "active", "dishonest", "division_code")
@@ -145,14 +152,14 @@ def registry_names(portrait_rows: pa.Table) -> pa.Array:
     return pc.fill_null(name, UNNAMED)
 
 
-def _with_reasons(source: pa.Table | Path, part: pa.Table, rows: pa.Array) -> pa.Array:
+def _with_reasons(source: pa.Table | Path, part: pa.Table, rows: pa.Array, where: dict[str, str]) -> pa.Array:
     """The engine's reason of each row of `part`; read from the evidence where a row lacks one."""
     reasons = part.column("reason") if "reason" in part.column_names else pa.nulls(part.num_rows, pa.string())
     reasons = reasons.combine_chunks() if isinstance(reasons, pa.ChunkedArray) else reasons
     unexplained = pc.indices_nonzero(pc.is_null(reasons))
     if len(unexplained):
         # Results written without the engine's reason column (by hand, or by an older version).
-        few = part.take(unexplained).append_column("evidence", _evidence(source, rows.take(unexplained)))
+        few = part.take(unexplained).append_column("evidence", _evidence(source, rows.take(unexplained), where))
         made = [failing(*r) for r in zip(*(few.column(c).to_pylist()
                                           for c in ("outcome", "evidence", "failed_item", "failed_guard")))]
         mask = pc.is_in(pa.array(range(part.num_rows), pa.int64()), value_set=unexplained.cast(pa.int64()))
@@ -160,23 +167,26 @@ def _with_reasons(source: pa.Table | Path, part: pa.Table, rows: pa.Array) -> pa
     return reasons
 
 
-def _evidence(source: pa.Table | Path, rows: pa.Array) -> pa.Array:
-    """The full evidence text of the given rows: put together from the lean columns, or the
-    `evidence` column of results written before evidence was normalised."""
-    stored = _columns(source, ["evidence", "evidence_version", "evidence_actual", "evidence_result"])
+def _evidence(source: pa.Table | Path, rows: pa.Array, where: dict[str, str]) -> pa.Array:
+    """The full evidence text of the given rows (of the rows `where` selects): put together from
+    the lean columns, or the `evidence` column of results written before evidence was normalised."""
+    stored = _columns(source, ["evidence", "evidence_version", "evidence_actual", "evidence_result"], where)
     if "evidence" in stored.column_names:
         return stored.column("evidence").take(rows)
     templates = templates_of(source.schema if isinstance(source, pa.Table) else pq.read_schema(source))
     return full_evidence(stored.take(rows), templates)
 
 
-def _results(source: pa.Table | Path, wanted) -> tuple[pa.Table, pa.Array]:
-    """The rows of the results where `wanted(table)` holds (without the evidence column), with their reason."""
+NEAR_MISS_RESULTS, MISSING_DATA_RESULTS = {"outcome": "near_miss"}, {"outcome": "missing_data"}
+
+
+def _results(source: pa.Table | Path, where: dict[str, str]) -> tuple[pa.Table, pa.Array]:
+    """The results whose columns equal `where`'s values (without the evidence), with their
+    reason, and their positions among those rows (for the evidence fallback)."""
     needed = ["department", "policy_id", "period", "uscc", "name", "policy_name", "outcome", "kind",
               "failed_item", "failed_guard", "reason"]
-    matches = _columns(source, needed)
-    rows = pc.indices_nonzero(wanted(matches))
-    part = matches.take(rows)
+    part = _columns(source, needed, where)
+    rows = pa.array(range(part.num_rows), pa.int64())
     if "failed_guard" not in part.column_names:
         part = part.append_column("failed_guard", pa.nulls(part.num_rows, pa.string()))
     return part, rows
@@ -205,7 +215,7 @@ def would_be_amounts(part: pa.Table, portrait_rows: pa.Table, policies: dict[str
 
 def near_misses(source: pa.Table | Path, portrait: pa.Table, policies: dict[str, Policy]) -> pa.Table:
     """The actionable near misses, largest would-be benefit first (then department, policy, code)."""
-    part, rows = _results(source, lambda t: pc.equal(t.column("outcome"), "near_miss"))
+    part, rows = _results(source, NEAR_MISS_RESULTS)
     who = _lookup(portrait, part.column("uscc"))
     actionable = pc.and_(pc.and_(pc.fill_null(who.column("registered"), False),
                                  pc.fill_null(who.column("active"), False)),
@@ -223,7 +233,7 @@ def near_misses(source: pa.Table | Path, portrait: pa.Table, policies: dict[str,
         "department": part.column("department"), "uscc": part.column("uscc"), "name": registry_names(who),
         "phone": pc.fill_null(who.column("phone"), ""), "policy_id": part.column("policy_id"),
         "policy_name": part.column("policy_name"), "period": part.column("period"),
-        "amount": would_be_amounts(part, who, policies), "reason": _with_reasons(source, part, rows),
+        "amount": would_be_amounts(part, who, policies), "reason": _with_reasons(source, part, rows, NEAR_MISS_RESULTS),
     })
     order = pc.sort_indices(out, sort_keys=[("amount", "descending", "at_end"), ("department", "ascending"),
                                             ("policy_id", "ascending"), ("uscc", "ascending")])
@@ -246,8 +256,8 @@ def _gap_of(reason: str | None, policy: Policy | None) -> tuple[str, str]:
 
 def gaps(source: pa.Table | Path, policies: dict[str, Policy], portrait: pa.Table) -> pa.Table:
     """Every missing-data result with the data it lacks (`gap`) and who should supply it (`source`)."""
-    part, rows = _results(source, lambda t: pc.equal(t.column("outcome"), "missing_data"))
-    reasons = pc.fill_null(_with_reasons(source, part, rows), "")
+    part, rows = _results(source, MISSING_DATA_RESULTS)
+    reasons = pc.fill_null(_with_reasons(source, part, rows, MISSING_DATA_RESULTS), "")
     keys = pc.binary_join_element_wise(part.column("policy_id"), reasons, "\x1f")
     unique = pc.unique(keys)
     made = [_gap_of(k.split("\x1f", 1)[1], policies.get(k.split("\x1f", 1)[0])) for k in unique.to_pylist()]
@@ -323,8 +333,7 @@ def write(folder: Path, as_of: date, matches: pa.Table | Path, portrait_path: Pa
     by_id = {p.id: p for p in policies}
     bases = {p.benefit.base for p in policies if p.benefit is not None and p.benefit.base}
     portrait = read_portrait(portrait_path, bases)
-    manual, _ = _results(matches, lambda t: pc.and_(pc.equal(t.column("kind"), "manual"),
-                                                    pc.equal(t.column("outcome"), "eligible")))
+    manual, _ = _results(matches, {"kind": "manual", "outcome": "eligible"})
     if applied:
         keys = zip(*(manual.column(c).to_pylist() for c in ("policy_id", "period", "uscc")))
         manual = manual.filter(pa.array([k not in applied for k in keys], pa.bool_()))
