@@ -63,27 +63,30 @@ def field_defect_text(verdict: dict) -> str:
 
 
 def policy_figures(matches_path: Path) -> list[PolicyFigures]:
+    """Counts per outcome, eligible total and over-budget flag per policy, aggregated by DuckDB
+    over the Parquet file (a province-scale night has tens of millions of rows: they are
+    streamed, never loaded; amounts stay exact decimals)."""
     if not matches_path.exists():
         return []
-    import pyarrow.parquet as pq
+    import duckdb
 
-    import pyarrow.compute as pc
-
-    table = pq.read_table(matches_path, columns=["policy_id", "policy_name", "department", "outcome", "amount", "over_budget"])
-    # Aggregated column-wise: a province-scale night has tens of millions of rows.
+    con = duckdb.connect()
+    try:
+        rows = con.execute(
+            "SELECT policy_id, min(policy_name), min(department), outcome, count(*), "
+            "sum(amount) FILTER (WHERE outcome = 'eligible'), "
+            "coalesce(bool_or(over_budget) FILTER (WHERE outcome = 'eligible'), false) "
+            "FROM read_parquet(?) GROUP BY policy_id, outcome ORDER BY ALL", [str(matches_path)]).fetchall()
+    finally:
+        con.close()
     figures: dict[str, PolicyFigures] = {}
-    names = table.group_by(["policy_id", "policy_name", "department"], use_threads=False).aggregate([])
-    for row in names.to_pylist():
-        figures.setdefault(row["policy_id"], PolicyFigures(
-            row["policy_id"], row["policy_name"], row["department"], {k: 0 for k in OUTCOME_LABELS}, Decimal(0), False))
-    for row in table.group_by(["policy_id", "outcome"]).aggregate([("outcome", "count")]).to_pylist():
-        figures[row["policy_id"]].counts[row["outcome"]] = row["outcome_count"]
-    eligible = table.filter(pc.equal(table.column("outcome"), "eligible"))
-    sums = eligible.group_by("policy_id").aggregate([("amount", "sum"), ("over_budget", "any")])
-    for row in sums.to_pylist():
-        fig = figures[row["policy_id"]]
-        fig.eligible_amount = Decimal(row["amount_sum"] or 0)
-        fig.over_budget = bool(row["over_budget_any"])
+    for policy_id, name, department, outcome, count, amount, over in rows:
+        fig = figures.setdefault(policy_id, PolicyFigures(policy_id, name, department,
+                                                          {k: 0 for k in OUTCOME_LABELS}, Decimal(0), False))
+        fig.counts[outcome] = count
+        if outcome == "eligible":
+            fig.eligible_amount = Decimal(amount or 0)
+            fig.over_budget = bool(over)
     return sorted(figures.values(), key=lambda f: f.policy_id)
 
 
