@@ -39,6 +39,9 @@ class Settings:
     max_rows: int = 1_048_576
     # Shards of enterprises the nightly DAG's matching is mapped over (MIANSHEN_MATCH_SHARDS).
     match_shards: int = 1
+    # Processes `mianshen run` ingests and validates the feeds in, as the DAG's parallel
+    # tasks do (MIANSHEN_FEED_WORKERS; 1: one after the other in the run's own process).
+    feed_workers: int = 1
 
     # The address of every layer, in one place: nothing else in the package
     # spells out a layer's folder or file name.
@@ -184,6 +187,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         max_unzipped_mb=_positive(env, "MIANSHEN_MAX_UNZIPPED_MB", 500),
         max_rows=_positive(env, "MIANSHEN_MAX_ROWS", 1_048_576),
         match_shards=_positive(env, "MIANSHEN_MATCH_SHARDS", 1),
+        feed_workers=_positive(env, "MIANSHEN_FEED_WORKERS", min(2, os.cpu_count() or 1)),
     )
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 from datetime import date, datetime, timezone
@@ -34,8 +33,17 @@ class StageMeter:
 
     @staticmethod
     def rss() -> int:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        """This process's resident set, and its child processes' (the feeds' workers)."""
+        import psutil
+
+        me = psutil.Process()
+        total = me.memory_info().rss
+        for child in me.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:   # it ended meanwhile
+                pass
+        return total
 
     @contextlib.contextmanager
     def stage(self, name: str):
@@ -68,17 +76,52 @@ def _stage(meter: "StageMeter | None", name: str):
     return meter.stage(name) if meter is not None else contextlib.nullcontext()
 
 
-def ingest_all(settings: Settings, as_of: date) -> dict[str, dict]:
+def _ingest_one(settings: Settings, feed: str, as_of: date) -> dict:
     from pipelines import ingest
 
-    return {feed: ingest.ingest_feed(settings, feed, as_of) for feed in FEED_ORDER}
+    return ingest.ingest_feed(settings, feed, as_of)
 
 
-def validate_all(settings: Settings, as_of: date, accept_drift: bool = False) -> dict[str, dict]:
+def _validate_one(settings: Settings, feed: str, as_of: date, accept_drift: bool) -> dict:
     from pipelines import validate
 
-    # The registry first: every other feed's referential check reads it.
-    return {feed: validate.validate_feed(settings, feed, as_of, accept_drift=accept_drift) for feed in FEED_ORDER}
+    return validate.validate_feed(settings, feed, as_of, accept_drift=accept_drift)
+
+
+def feed_pool(settings: Settings):
+    """Worker processes for the feeds (settings.feed_workers), or None to work in this process.
+    forkserver: the workers do not inherit the meter's sampling thread."""
+    if settings.feed_workers <= 1:
+        return contextlib.nullcontext(None)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=min(settings.feed_workers, len(FEED_ORDER)),
+                               mp_context=multiprocessing.get_context("forkserver"))
+
+
+def _each(pool, work, feeds, *args) -> dict[str, dict]:
+    if pool is None:
+        return {feed: work(*args[:1], feed, *args[1:]) for feed in feeds}
+    futures = {feed: pool.submit(work, *args[:1], feed, *args[1:]) for feed in feeds}
+    return {feed: future.result() for feed, future in futures.items()}
+
+
+def ingest_all(settings: Settings, as_of: date, pool=None) -> dict[str, dict]:
+    """Every feed's ingest; in `pool`'s processes when given (feeds are independent, as the
+    DAG's ingest tasks are)."""
+    return _each(pool, _ingest_one, FEED_ORDER, settings, as_of)
+
+
+def validate_all(settings: Settings, as_of: date, accept_drift: bool = False, pool=None) -> dict[str, dict]:
+    # The registry first: every other feed's referential check reads it (the DAG's order).
+    out = _each(pool, _validate_one, FEED_ORDER[:1], settings, as_of, accept_drift)
+    out.update(_each(pool, _validate_one, FEED_ORDER[1:], settings, as_of, accept_drift))
+    if pool is not None:
+        from pipelines import gx_suites
+
+        gx_suites.rebuild_index(settings.quality_dir(as_of))
+    return out
 
 
 # ---------------------------------------------------------------- the stages after validation
@@ -157,15 +200,16 @@ def run(settings: Settings, as_of: date, run_id: str | None = None, accept_drift
 
     run_id = run_id or f"cli__{as_of.isoformat()}"
     started_at = datetime.now(timezone.utc)
-    with _stage(meter, "ingest"):
-        ingest_all(settings, as_of)
-    try:
-        with _stage(meter, "validate"):
-            validate_all(settings, as_of, accept_drift=accept_drift)
-            quality_gate(settings, as_of)
-    except validate.GateClosed:
-        finish_run(settings, as_of, run_id, started_at)
-        raise
+    with feed_pool(settings) as pool:
+        with _stage(meter, "ingest"):
+            ingest_all(settings, as_of, pool)
+        try:
+            with _stage(meter, "validate"):
+                validate_all(settings, as_of, accept_drift=accept_drift, pool=pool)
+                quality_gate(settings, as_of)
+        except validate.GateClosed:
+            finish_run(settings, as_of, run_id, started_at)
+            raise
     return downstream(settings, as_of, run_id, release_holds, meter, started_at)
 
 

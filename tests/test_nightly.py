@@ -53,3 +53,37 @@ def test_mianshen_run_writes_its_timings(tmp_path, monkeypatch):
     assert before <= started < finished <= after
     assert started - before < finished - started
 
+
+
+@pytest.mark.slow
+def test_feeds_in_worker_processes_give_what_one_process_gives(tmp_path):
+    """`mianshen run` ingests and validates the feeds in worker processes, as the DAG's parallel
+    tasks do: the same verdicts, quarantine lists and validated rows as one feed after the
+    other, and a Data Docs index that links every feed."""
+    from dataclasses import replace
+
+    from pipelines import nightly
+    from pipelines.config import load_settings
+    from pipelines.contracts import FEED_ORDER
+
+    demo_data.generate(tmp_path / "landing", AS_OF, 300, 7)
+    outputs = {}
+    for workers in (1, 2):
+        base = tmp_path / f"w{workers}"
+        settings = replace(load_settings({"MIANSHEN_DATA": str(base), "MIANSHEN_LANDING": str(tmp_path / "landing"),
+                                          "MIANSHEN_POLICIES": str(ROOT / "data" / "policies")}),
+                           feed_workers=workers)
+        with nightly.feed_pool(settings) as pool:
+            assert (pool is None) == (workers == 1)
+            nightly.ingest_all(settings, AS_OF, pool)
+            verdicts = nightly.validate_all(settings, AS_OF, accept_drift=True, pool=pool)
+        quality = settings.quality_dir(AS_OF)
+        index = (settings.data_docs_dir(AS_OF) / "index.html").read_text(encoding="utf-8")
+        assert all(f"validations/{feed}/" in index for feed in FEED_ORDER), workers
+        outputs[workers] = (
+            json.dumps(verdicts, ensure_ascii=False, sort_keys=True).replace(str(base), "<data>"),
+            {p.name: p.read_bytes() for p in sorted(quality.glob("*_quarantine.csv"))},
+            {f: pq.read_table(verdicts[f]["validated_path"]) if verdicts[f].get("validated_path") else None
+             for f in FEED_ORDER})
+    assert outputs[1][0] == outputs[2][0] and outputs[1][1] == outputs[2][1]
+    assert all((a is None and b is None) or a.equals(b) for a, b in zip(outputs[1][2].values(), outputs[2][2].values()))
