@@ -19,6 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -295,6 +296,105 @@ def csv_table_bytes(columns: Sequence[Col], table: pa.Table) -> bytes:
     pacsv.write_csv(pa.table(cells, names=[f"c{i}" for i in range(len(cells))]), body,
                     pacsv.WriteOptions(include_header=False, eol="\r\n"))
     return ("\ufeff" + head.getvalue()).encode("utf-8") + body.getvalue()
+
+
+# ---------------------------------------------------------------- CSV, column-wise
+
+# A field the csv module (QUOTE_MINIMAL, ",", '"', "\r\n") encloses in quotes.
+_NEEDS_QUOTES = '[,"\\r\\n]'
+CSV_BATCH_ROWS = 100_000
+
+
+def csv_header(columns: Sequence[Col]) -> bytes:
+    """The BOM and the header line, exactly as `csv_bytes` starts."""
+    head = io.StringIO()
+    csv.writer(head, lineterminator="\r\n").writerow([neutralise(c.header) for c in columns])
+    return ("\ufeff" + head.getvalue()).encode("utf-8")
+
+
+def per_value(values: pa.Array | pa.ChunkedArray, make, type_: pa.DataType = pa.string()) -> pa.Array:
+    """make(value) for each row, called once per distinct value (nulls: make(None) once).
+    What a column of dates, amounts or policy ids needs, at the cost of its distinct values."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    encoded = pc.dictionary_encode(values)
+    out = pa.array([make(v) for v in encoded.dictionary.to_pylist()], type_).take(encoded.indices)
+    return pc.fill_null(out, pa.scalar(make(None), type_)) if encoded.null_count else out
+
+
+def _cell_text(kind: str):
+    """csv_bytes' text of one value of a column of this kind."""
+    def text(v) -> str:
+        if v is None:
+            return ""
+        if kind == "money":
+            return f"{Decimal(v):.2f}"
+        if isinstance(v, (date, datetime)):
+            return v.strftime("%Y-%m-%d")
+        return neutralise(v) if isinstance(v, str) else str(v)
+    return text
+
+
+def csv_cells(col: Col, values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """The CSV text of one column, cell for cell what `csv_bytes` writes (quoted where the
+    csv module quotes): text neutralised column-wise, integers cast, every other kind
+    (amounts, dates) formatted by Python once per distinct value."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    kind = values.type
+    if col.kind != "money" and (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        text = pc.fill_null(neutralise_array(values), "")
+    elif col.kind != "money" and pa.types.is_integer(kind):
+        text = pc.fill_null(values.cast(pa.string()), "")
+    elif pa.types.is_null(kind):
+        text = pc.fill_null(values.cast(pa.string()), "")
+    else:
+        text = per_value(values, _cell_text(col.kind))
+    quoted = pc.binary_join_element_wise('"', pc.replace_substring(text, '"', '""'), '"', "")
+    return pc.if_else(pc.match_substring_regex(text, _NEEDS_QUOTES), quoted, text)
+
+
+def _concatenated(lines: pa.Array) -> bytes:
+    """The values of a string array without nulls, one after the other (its data buffer)."""
+    if not len(lines):
+        return b""
+    lines = lines.cast(pa.large_string())
+    offsets, data = lines.buffers()[1], lines.buffers()[2]
+    at = np.frombuffer(offsets, dtype=np.int64)[lines.offset:lines.offset + len(lines) + 1]
+    return data.slice(int(at[0]), int(at[-1] - at[0])).to_pybytes()
+
+
+def csv_body(columns: Sequence[Col], table: pa.Table) -> bytes:
+    """The rows of `table` (column names = the columns' keys; absent ones empty) as `csv_bytes`
+    writes them after its header, made column by column."""
+    n = table.num_rows
+    if not n:
+        return b""
+    cells = [csv_cells(c, table.column(c.key) if c.key in table.column_names else pa.nulls(n, pa.string()))
+             for c in columns]
+    if len(cells) == 1:   # the csv module quotes a row's only field when it is empty
+        cells = [pc.if_else(pc.equal(cells[0], ""), '""', cells[0])]
+    lines = pc.binary_join_element_wise(*cells, ",") if len(cells) > 1 else cells[0]
+    return _concatenated(pc.binary_join_element_wise(lines, "\r\n", ""))
+
+
+def csv_stream_writer(columns: Sequence[Col], tables: Iterable[pa.Table]):
+    """A write(fh) for `files.atomic_write`: the header, then each table's rows as they come
+    (in slices of CSV_BATCH_ROWS), so a list of millions of rows is never held whole."""
+    def write(fh) -> None:
+        fh.write(csv_header(columns))
+        for table in tables:
+            for start in range(0, table.num_rows, CSV_BATCH_ROWS):
+                fh.write(csv_body(columns, table.slice(start, CSV_BATCH_ROWS)))
+    return write
+
+
+def write_csv_tables(path: Path, columns: Sequence[Col], tables: Iterable[pa.Table]) -> Path:
+    """The bytes `write_csv` would write for these rows, written table by table."""
+    from pipelines import files
+
+    files.atomic_write(Path(path), csv_stream_writer(columns, tables))
+    return Path(path)
 
 
 def _write(path: Path, data: bytes) -> Path:
