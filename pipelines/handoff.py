@@ -17,6 +17,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Iterable
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 import yaml
@@ -55,13 +57,24 @@ def publicity_days(policies_dir: Path) -> dict[str, int | None]:
     return out
 
 
-def phones(settings: Settings, as_of: date) -> dict[str, str]:
+def phones(settings: Settings, as_of: date) -> pa.Table:
+    """The portrait's (uscc, phone) of every enterprise that has both, as Arrow columns
+    (a province's million enterprises; the SMS outbox looks its codes up batch by batch)."""
     path = settings.portrait_path(as_of)
     if not path.exists():
-        return {}
+        return pa.table({"uscc": pa.array([], pa.string()), "phone": pa.array([], pa.string())})
     table = pq.read_table(path, columns=["uscc", "phone"])
-    return {u: p for u, p in zip(table.column("uscc").to_pylist(), table.column("phone").to_pylist())
-            if u and p}
+    known = pc.and_(pc.not_equal(pc.fill_null(table.column("uscc"), ""), ""),
+                    pc.not_equal(pc.fill_null(table.column("phone"), ""), ""))
+    return table.filter(known)
+
+
+def _sms_batches(conn, as_of: date):
+    """(kind, ledger rows) batches of the date's outbox: first notices, then 催办."""
+    for kind, which in ((sms.FIRST, ledger.ledger.c.notified_as_of == as_of),
+                        (sms.REMINDER, ledger.ledger.c.reminded_as_of == as_of)):
+        for table in ledger.stream(conn, ledger.sms_query(which)):
+            yield kind, table
 
 
 def _hold(hold) -> tuple[str, str, str]:
@@ -109,7 +122,6 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
                                       "evidence_actual", "evidence_result", "policy_name", "department",
                                       "name", "over_budget", "outcome", "kind"])
     days = publicity_days(settings.policies)
-    tel = phones(settings, as_of)
     loaded, policy_errors = load_dir(settings.policies)   # once: every list below reads these
     policies = {p.id: p for p in loaded}
     calendar = WorkCalendar(settings.calendar)
@@ -136,13 +148,18 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
     with engine.begin() as conn:
         if not backfill:   # 催办 and 逾期未确认 before tonight's new SMS (a result told tonight owes nothing yet)
             ledger.remind_and_expire(conn, as_of, run_id, calendar, days_of)
-        notified = ledger.notified_on(conn, as_of) if backfill else ledger.notify(conn, as_of, run_id)
-        reminded = ledger.reminded_on(conn, as_of)
+        notified = (ledger.count(conn, ledger.ledger.c.notified_as_of == as_of) if backfill
+                    else ledger.notify(conn, as_of, run_id))
+        reminded = ledger.count(conn, ledger.ledger.c.reminded_as_of == as_of)
         expired = conn.execute(sa.select(sa.func.count()).select_from(warehouse.ledger_transitions).where(
             warehouse.ledger_transitions.c.to_status == "expired",
             warehouse.ledger_transitions.c.as_of == as_of)).scalar_one()
-    sms_files = (sms.write(run_dir, as_of, notified, tel, UNIT, policies, calendar, reminded)
-                 if notified or reminded else [])
+    sms_files = []
+    if notified or reminded:   # read back in batches: a province's first night tells millions
+        with engine.connect() as conn:
+            sms_files = sms.write(run_dir, as_of, _sms_batches(conn, as_of), notified + reminded,
+                                  phones(settings, as_of), UNIT, policies, calendar)
+            conn.rollback()
     clear_stale(run_dir / "sms", sms_files)
 
     recorded = read_json(settings.ledger_summary_path(as_of)) if backfill else None
@@ -225,8 +242,8 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
         "ledger_new": synced["new"],
         "ledger_amount_changed": synced["amount_changed"],
         "holds_released": released,
-        "sms": len(notified),
-        "sms_reminders": len(reminded),
+        "sms": notified,
+        "sms_reminders": reminded,
         "expired": expired,
         "overdue": sum(overdue.values()),
         "review_rows": len(confirmed),

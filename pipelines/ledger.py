@@ -44,7 +44,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -402,6 +402,42 @@ def rows_in(conn: Connection, *statuses: str, evidence: bool = True) -> list[dic
                                          ledger.c.uscc)))
 
 
+# A list of millions of rows is read in batches of this many straight into Arrow columns:
+# never a dict per row, never the whole list at once.
+STREAM_ROWS = 100_000
+
+
+def _arrow_type(column: sa.Column) -> pa.DataType:
+    kind = column.type
+    if isinstance(kind, wh.Money):
+        return pa.decimal128(20, 2)
+    if isinstance(kind, sa.Boolean):
+        return pa.bool_()
+    if isinstance(kind, sa.Integer):
+        return pa.int64()
+    if isinstance(kind, sa.DateTime):
+        return pa.timestamp("us")
+    if isinstance(kind, sa.Date):
+        return pa.date32()
+    return pa.string()
+
+
+def stream(conn: Connection, query: sa.Select, rows: int = STREAM_ROWS) -> Iterator[pa.Table]:
+    """The query's rows as Arrow tables of up to `rows` rows (a streamed cursor where the
+    driver has one: psycopg's server-side cursor; SQLite's cursor steps through the rows
+    anyway), typed from the selected columns. Nothing is read before the first table is asked for."""
+    types = [_arrow_type(c) for c in query.selected_columns]
+    names = [c.key for c in query.selected_columns]
+    result = conn.execution_options(stream_results=True, yield_per=rows).execute(query)
+    for part in result.partitions(rows):
+        columns = zip(*part)
+        yield pa.table([pa.array(values, kind) for values, kind in zip(columns, types)], names=names)
+
+
+def count(conn: Connection, *where: sa.ColumnElement[bool]) -> int:
+    return conn.execute(sa.select(sa.func.count()).select_from(ledger).where(*where)).scalar_one()
+
+
 def with_evidence(conn: Connection, rows: list[dict]) -> list[dict]:
     """The rows, each with its full evidence JSON under "evidence": kept as it was stored
     (rows stored before 0005), or put together from its policy version's template and
@@ -421,24 +457,32 @@ def held_over_budget() -> sa.ColumnElement[bool]:
     return sa.and_(ledger.c.over_budget.is_(True), ~released)
 
 
-def notify(conn: Connection, as_of: date, run_id: str) -> list[dict]:
+def notify(conn: Connection, as_of: date, run_id: str) -> int:
     """Move every `eligible` row to `notified` (the SMS outbox is handed on) and
-    return the rows notified for this as_of, including those an earlier attempt
-    of the same date already moved, so a rerun writes the same outbox.
+    return how many rows are notified for this as_of, including those an earlier
+    attempt of the same date already moved, so a rerun writes the same outbox
+    (`sms_query` reads them).
 
     A policy period held over budget is told nothing (no enterprise is promised
     money the budget cannot pay): its rows stay `eligible` until the night the
     hold is released."""
     move_all(conn, "eligible", "notified", run_id, note="短信待发清单已生成", where=~held_over_budget(),
              as_of=as_of, notified_as_of=as_of)
-    return notified_on(conn, as_of)
+    return count(conn, ledger.c.notified_as_of == as_of)
+
+
+SMS_COLUMNS = ("name", "uscc", "policy_id", "policy_name", "period", "amount", "notified_as_of")
+
+
+def sms_query(which: sa.ColumnElement[bool], columns: Iterable[str] = SMS_COLUMNS) -> sa.Select:
+    """The SMS outbox's rows (notified_as_of or reminded_as_of of a date) in its order."""
+    return (sa.select(*(ledger.c[c] for c in columns)).where(which)
+            .order_by(ledger.c.department, ledger.c.policy_id, ledger.c.uscc))
 
 
 def notified_on(conn: Connection, as_of: date) -> list[dict]:
     """The rows notified by the run of as_of (what its SMS outbox listed); reads only."""
-    rows = conn.execute(sa.select(*listed_columns()).where(ledger.c.notified_as_of == as_of)
-                        .order_by(ledger.c.department, ledger.c.policy_id, ledger.c.uscc))
-    return _dicts(rows)
+    return _dicts(conn.execute(sms_query(ledger.c.notified_as_of == as_of, [c.name for c in listed_columns()])))
 
 
 def in_publicity(conn: Connection, as_of: date) -> list[dict]:
@@ -503,9 +547,7 @@ def applications(conn: Connection) -> frozenset[Key]:
 
 def reminded_on(conn: Connection, as_of: date) -> list[dict]:
     """The rows the run of as_of sent a 催办 to (what its SMS outbox listed); reads only."""
-    rows = conn.execute(sa.select(*listed_columns()).where(ledger.c.reminded_as_of == as_of)
-                        .order_by(ledger.c.department, ledger.c.policy_id, ledger.c.uscc))
-    return _dicts(rows)
+    return _dicts(conn.execute(sms_query(ledger.c.reminded_as_of == as_of, [c.name for c in listed_columns()])))
 
 
 def apply_online(conn: Connection, key: Key, amount: Decimal, applied_on: date, source: Source,
