@@ -428,7 +428,8 @@ def stream(conn: Connection, query: sa.Select, rows: int = STREAM_ROWS) -> Itera
     anyway), typed from the selected columns. Nothing is read before the first table is asked for."""
     types = [_arrow_type(c) for c in query.selected_columns]
     names = [c.key for c in query.selected_columns]
-    result = conn.execution_options(stream_results=True, yield_per=rows).execute(query)
+    # (options of this statement only: on the connection they would stay for its later statements)
+    result = conn.execute(query, execution_options={"stream_results": True, "yield_per": rows})
     for part in result.partitions(rows):
         columns = zip(*part)
         yield pa.table([pa.array(values, kind) for values, kind in zip(columns, types)], names=names)
@@ -536,6 +537,48 @@ def remind_and_expire(conn: Connection, as_of: date, run_id: str, calendar: Work
                 ledger.update().where(told, these, ledger.c.reminded_as_of.is_(None))
                 .values(reminded_as_of=as_of, updated_at=wh.utcnow())).rowcount
     return counts
+
+
+UNANSWERED_COLUMNS = ("department", "uscc", "policy_id", "policy_name", "period", "amount", "notified_as_of")
+Group = tuple[str, str, "date | None", int]   # (department, policy_id, notified_as_of, rows or rank)
+
+
+def unanswered_groups(conn: Connection) -> list[Group]:
+    """The `notified` rows counted per (department, policy, notification date): a row's
+    deadline depends only on its policy and the night it was told."""
+    query = (sa.select(ledger.c.department, ledger.c.policy_id, ledger.c.notified_as_of, sa.func.count())
+             .where(ledger.c.status == "notified")
+             .group_by(ledger.c.department, ledger.c.policy_id, ledger.c.notified_as_of))
+    return [tuple(r) for r in conn.execute(query)]
+
+
+_LIST_RANK = sa.Table(
+    "ledger_list_rank", sa.MetaData(),
+    sa.Column("department", sa.Text),
+    sa.Column("policy_id", sa.String(100)),
+    sa.Column("notified_as_of", sa.Date),
+    sa.Column("rank", sa.Integer),
+    prefixes=["TEMPORARY"],
+)
+
+
+def stream_unanswered(conn: Connection, ranks: list[Group]) -> Iterator[pa.Table]:
+    """The `notified` rows (UNANSWERED_COLUMNS and their rank) in the order of `ranks`
+    ((department, policy_id, notified_as_of, rank) of each group), then by code and period:
+    the database sorts them (a province's first night leaves millions unanswered), the
+    rows come in batches."""
+    r = _LIST_RANK
+    r.drop(conn, checkfirst=True)
+    r.create(conn)
+    if ranks:
+        conn.execute(r.insert(), [dict(zip(("department", "policy_id", "notified_as_of", "rank"), g)) for g in ranks])
+    query = (sa.select(*(ledger.c[c] for c in UNANSWERED_COLUMNS), r.c.rank)
+             .join_from(ledger, r, sa.and_(ledger.c.department == r.c.department, ledger.c.policy_id == r.c.policy_id,
+                                           ledger.c.notified_as_of.is_not_distinct_from(r.c.notified_as_of)))
+             .where(ledger.c.status == "notified")
+             .order_by(r.c.rank, ledger.c.uscc, ledger.c.period))
+    yield from stream(conn, query)
+    r.drop(conn)
 
 
 def applications(conn: Connection) -> frozenset[Key]:

@@ -21,10 +21,13 @@ result written without one.
 """
 from __future__ import annotations
 
+import itertools
 import json
+from collections import Counter
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -35,7 +38,8 @@ from pipelines.evidence import (MISSING_BENEFIT_BASE, failing, full_evidence, mi
                                 top_item, templates_of)
 from pipelines.files import atomic_write_bytes
 from pipelines.outputs.review import safe_name
-from pipelines.outputs.workbook import Col, cn_date, csv_table_bytes, write_list, write_workbook
+from pipelines.outputs.workbook import (XLSX_MAX_ROWS, Col, cn_date, csv_table_bytes, per_value, write_csv_tables,
+                                        write_workbook)
 from pipelines.policies import Policy
 from pipelines.workdays import WorkCalendar
 
@@ -285,28 +289,131 @@ def gap_summary(detail: pa.Table) -> pa.Table:
 
 # ---------------------------------------------------------------- 应享未享提醒
 
-def unclaimed(notified: list[dict], manual: pa.Table, portrait: pa.Table, policies: dict[str, Policy],
-              as_of: date, calendar: WorkCalendar) -> list[dict]:
-    """Notified results not yet answered (soonest deadline first), then manual policies' pre-screened enterprises."""
-    codes = pa.array([r["uscc"] for r in notified] + manual.column("uscc").to_pylist(), pa.string())
-    who = _lookup(portrait, codes)
-    names, phones = registry_names(who).to_pylist(), pc.fill_null(who.column("phone"), "").to_pylist()
+UNANSWERED_SCHEMA = pa.schema([("department", pa.string()), ("uscc", pa.string()), ("policy_id", pa.string()),
+                               ("policy_name", pa.string()), ("period", pa.string()),
+                               ("amount", pa.decimal128(20, 2)), ("notified_as_of", pa.date32()),
+                               ("rank", pa.int64())])
+NOTIFIED_ACTION = "已短信告知，企业尚未确认申领，请提醒企业在截止日期前确认"
+MANUAL_ACTION = "人工核定类政策：预筛符合，请告知企业申报"
+
+
+@dataclass
+class Unanswered:
+    """The ledger's unanswered (`notified`) results as this list reads them, without holding
+    them: `groups` counts them per (department, policy_id, notified_as_of); `read(ranks)`
+    gives the rows (UNANSWERED_SCHEMA) in the order of the ranked groups
+    ((department, policy_id, notified_as_of, rank)), then by code and period, in batches
+    (`ledger.stream_unanswered`)."""
+
+    groups: list[tuple[str, str, date | None, int]]
+    read: Callable[[list[tuple[str, str, date | None, int]]], Iterable[pa.Table]]
+
+    @classmethod
+    def of(cls, rows: list[dict]) -> "Unanswered":
+        """From ledger rows in memory (a test's, a small caller's)."""
+        groups = Counter((r["department"], r["policy_id"], r.get("notified_as_of")) for r in rows)
+
+        def read(ranks):
+            rank = {tuple(g[:3]): g[3] for g in ranks}
+            table = pa.Table.from_pylist(
+                [{**{k: r.get(k) for k in UNANSWERED_SCHEMA.names[:-1]},
+                  "rank": rank[(r["department"], r["policy_id"], r.get("notified_as_of"))]} for r in rows],
+                schema=UNANSWERED_SCHEMA)
+            yield table.take(pc.sort_indices(table, [("rank", "ascending"), ("uscc", "ascending"),
+                                                     ("period", "ascending")]))
+
+        return cls([(*k, n) for k, n in groups.items()], read)
+
+
+@dataclass
+class Ranked:
+    ranks: list[tuple[str, str, date | None, int]]   # (department, policy_id, notified_as_of, rank)
+    deadline: pa.Array        # each rank's 确认截止日期 (text)
+    days_left: pa.Array       # each rank's working days left
+    upto: dict[str, int]      # department -> one past its last rank
+    rows: dict[str, int]      # department -> its unanswered rows
+
+
+def ranked(groups: list[tuple[str, str, date | None, int]], policies: dict[str, Policy], as_of: date,
+           calendar: WorkCalendar) -> Ranked:
+    """The list's order (department, deadline, policy) as ranks of the groups: soonest deadline
+    first within a department. Groups of one policy whose nights give the same deadline share a rank."""
     days = deadlines.days_of(policies)
-    out = []
-    for i, r in enumerate(notified):
-        sent = r.get("notified_as_of") or as_of
-        deadline = deadlines.confirm_by(calendar, sent, days.get(r["policy_id"], deadlines.Days()))
-        out.append({"department": r["department"], "uscc": r["uscc"], "name": names[i], "phone": phones[i],
-                    "policy_id": r["policy_id"], "policy_name": r["policy_name"], "period": r["period"],
-                    "amount": r.get("amount"), "notified_on": cn_date(sent), "deadline": cn_date(deadline),
-                    "days_left": calendar.working_days_between(as_of, deadline), "_deadline": deadline,
-                    "action": "已短信告知，企业尚未确认申领，请提醒企业在截止日期前确认"})
-    out.sort(key=lambda r: (r["department"], r["_deadline"], r["policy_id"], r["uscc"]))
-    for j, r in enumerate(manual.to_pylist(), start=len(notified)):
-        out.append({**{k: r[k] for k in ("department", "uscc", "policy_id", "policy_name", "period")},
-                    "name": names[j], "phone": phones[j], "amount": None,
-                    "action": "人工核定类政策：预筛符合，请告知企业申报"})
-    return out
+    dated = []
+    for department, policy_id, told, n in groups:
+        deadline = deadlines.confirm_by(calendar, told or as_of, days.get(policy_id, deadlines.Days()))
+        dated.append(((department, deadline, policy_id), told, n))
+    dated.sort(key=lambda g: g[0])
+    order = list(dict.fromkeys(key for key, _, _ in dated))
+    at = {key: i for i, key in enumerate(order)}
+    upto: dict[str, int] = {}
+    rows: dict[str, int] = {}
+    for key, _, n in dated:
+        upto[key[0]] = at[key] + 1
+        rows[key[0]] = rows.get(key[0], 0) + n
+    return Ranked(ranks=[(key[0], key[2], told, at[key]) for key, told, _ in dated],
+                  deadline=pa.array([cn_date(d) for _, d, _ in order], pa.string()),
+                  days_left=pa.array([calendar.working_days_between(as_of, d) for _, d, _ in order], pa.int64()),
+                  upto=upto, rows=rows)
+
+
+def _upto(tables: Iterator[pa.Table], left: list, end: int) -> Iterator[pa.Table]:
+    """The rows of rank < end from a rank-ordered stream; the rest of a batch waits in `left`."""
+    while True:
+        table = left.pop() if left else next(tables, None)
+        if table is None:
+            return
+        n = pc.sum(pc.less(table.column("rank"), end)).as_py() or 0   # ordered: a prefix
+        if n < table.num_rows:
+            left.append(table.slice(n))
+            if n:
+                yield table.slice(0, n)
+            return
+        yield table
+
+
+def unclaimed_notified(table: pa.Table, plan: Ranked, portrait: pa.Table, as_of: date) -> pa.Table:
+    """UNCLAIMED_COLUMNS' keys (but seq) of a batch of unanswered rows."""
+    who = _lookup(portrait, table.column("uscc"))
+    rank = table.column("rank")
+    return pa.table({
+        "department": table.column("department"), "uscc": table.column("uscc"), "name": registry_names(who),
+        "phone": pc.fill_null(who.column("phone"), ""), "policy_id": table.column("policy_id"),
+        "policy_name": table.column("policy_name"), "period": table.column("period"),
+        "amount": table.column("amount"),
+        "notified_on": per_value(table.column("notified_as_of"), lambda d: cn_date(d or as_of)),
+        "deadline": plan.deadline.take(rank), "days_left": plan.days_left.take(rank),
+        "action": pa.array([NOTIFIED_ACTION] * table.num_rows, pa.string()),
+    })
+
+
+def unclaimed_manual(manual: pa.Table, portrait: pa.Table) -> pa.Table:
+    """UNCLAIMED_COLUMNS' keys (but seq) of manual policies' pre-screened enterprises."""
+    who = _lookup(portrait, manual.column("uscc"))
+    n = manual.num_rows
+    return pa.table({
+        "department": manual.column("department"), "uscc": manual.column("uscc"), "name": registry_names(who),
+        "phone": pc.fill_null(who.column("phone"), ""), "policy_id": manual.column("policy_id"),
+        "policy_name": manual.column("policy_name"), "period": manual.column("period"),
+        "amount": pa.nulls(n, pa.decimal128(20, 2)), "notified_on": pa.nulls(n, pa.string()),
+        "deadline": pa.nulls(n, pa.string()), "days_left": pa.nulls(n, pa.int64()),
+        "action": pa.array([MANUAL_ACTION] * n, pa.string()),
+    })
+
+
+def _write_unclaimed(path: Path, tables: Iterable[pa.Table], rows: int, **kw) -> Path:
+    """`write_list` of the numbered rows: a workbook up to XLSX_MAX_ROWS, else the CSV written batch by batch."""
+    def numbered():
+        seq = 1
+        for table in tables:
+            if table.num_rows:
+                yield table.append_column("seq", pa.array(range(seq, seq + table.num_rows), pa.int64()))
+                seq += table.num_rows
+
+    if rows <= XLSX_MAX_ROWS:
+        return write_workbook(path, "惠企政策应享未享提醒清单", UNCLAIMED_COLUMNS,
+                              [r for t in numbered() for r in t.to_pylist()], **kw)
+    return write_csv_tables(path.with_suffix(".csv"), UNCLAIMED_COLUMNS, numbered())
 
 
 # ---------------------------------------------------------------- writing
@@ -326,10 +433,13 @@ def _numbered(table: pa.Table) -> pa.Table:
 
 
 def write(folder: Path, as_of: date, matches: pa.Table | Path, portrait_path: Path | None,
-          notified: list[dict], policies: list[Policy], unit: str, calendar: WorkCalendar | None = None,
+          notified: Unanswered | list[dict], policies: list[Policy], unit: str, calendar: WorkCalendar | None = None,
           applied: frozenset[tuple[str, str, str]] = frozenset()) -> Written:
-    """Write every department's lists into `folder` and SUMMARY beside them. `applied`: the
-    (policy id, period, uscc) of manual policies' online applications, not to be reminded again."""
+    """Write every department's lists into `folder` and SUMMARY beside them. `notified`: the
+    ledger's unanswered results (`Unanswered`, or its rows); `applied`: the (policy id, period,
+    uscc) of manual policies' online applications, not to be reminded again."""
+    if not isinstance(notified, Unanswered):
+        notified = Unanswered.of(list(notified))
     by_id = {p.id: p for p in policies}
     bases = {p.benefit.base for p in policies if p.benefit is not None and p.benefit.base}
     portrait = read_portrait(portrait_path, bases)
@@ -337,19 +447,25 @@ def write(folder: Path, as_of: date, matches: pa.Table | Path, portrait_path: Pa
     if applied:
         keys = zip(*(manual.column(c).to_pylist() for c in ("policy_id", "period", "uscc")))
         manual = manual.filter(pa.array([k not in applied for k in keys], pa.bool_()))
-    first = unclaimed(notified, manual, portrait, by_id, as_of, calendar or WorkCalendar())
+    plan = ranked(notified.groups, by_id, as_of, calendar or WorkCalendar())
+    manual_rows = unclaimed_manual(manual, portrait)
+    manual_depts = manual_rows.column("department")
     near = near_misses(matches, portrait, by_id)
     detail = gaps(matches, by_id, portrait)
     summary_table = gap_summary(detail)
-    departments = sorted({r["department"] for r in first} | set(near.column("department").to_pylist())
+    departments = sorted(set(plan.rows) | set(manual_depts.to_pylist()) | set(near.column("department").to_pylist())
                          | set(detail.column("department").to_pylist()))
+    stream = iter(notified.read(plan.ranks) if plan.ranks else ())
+    left: list[pa.Table] = []
     paths, summary = [], {}
-    for dept in departments:
+    for dept in departments:   # in the stream's order (ranks are by department first)
         stem = safe_name(dept)
-        mine = [dict(r, seq=i) for i, r in enumerate((r for r in first if r["department"] == dept), start=1)]
+        told = (unclaimed_notified(t, plan, portrait, as_of) for t in _upto(stream, left, plan.upto.get(dept, 0)))
+        extra = manual_rows.filter(pc.equal(manual_depts, dept))
+        mine = plan.rows.get(dept, 0) + extra.num_rows
         if mine:
-            paths.append(write_list(
-                folder / f"{stem}_{UNCLAIMED}.xlsx", "惠企政策应享未享提醒清单", UNCLAIMED_COLUMNS, mine,
+            paths.append(_write_unclaimed(
+                folder / f"{stem}_{UNCLAIMED}.xlsx", itertools.chain(told, [extra]), mine,
                 unit=unit, made_on=as_of, subtitle=f"执行部门：{dept}", sheet="应享未享提醒", total=False))
         dept_near = _numbered(near.filter(pc.equal(near.column("department"), dept)))
         if dept_near.num_rows:
@@ -374,7 +490,7 @@ def write(folder: Path, as_of: date, matches: pa.Table | Path, portrait_path: Pa
             atomic_write_bytes(path, csv_table_bytes(GAP_DETAIL_COLUMNS, rows))
             paths.append(path)
         summary[dept] = {
-            UNCLAIMED: len(mine), NEAR_MISS: dept_near.num_rows,
+            UNCLAIMED: mine, NEAR_MISS: dept_near.num_rows,
             DATA_GAPS: int(pc.sum(dept_gaps.column("results")).as_py() or 0),
             "top_gaps": [[g["gap"], g["source"], g["results"]] for g in dept_gaps.slice(0, TOP_GAPS).to_pylist()],
         }
