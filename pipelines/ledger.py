@@ -627,10 +627,12 @@ def payable(conn: Connection, as_of: date) -> tuple[list[dict], list[dict]]:
     """(rows to put on a payout list now, approved rows held over budget)."""
     released = released_holds(conn)
     pay, held = [], []
-    for row in rows_in(conn, "approved"):
-        days = row["publicity_days"] or 0
-        if days > 0 and (row["publicity_to"] is None or row["publicity_to"] >= as_of):
-            continue
+    # Only the rows whose publicity is over (or that have none) are read, without their evidence.
+    over = sa.or_(sa.func.coalesce(ledger.c.publicity_days, 0) <= 0,
+                  sa.and_(ledger.c.publicity_to.is_not(None), ledger.c.publicity_to < as_of))
+    rows = _dicts(conn.execute(sa.select(*listed_columns()).where(ledger.c.status == "approved", over)
+                               .order_by(ledger.c.department, ledger.c.policy_id, ledger.c.period, ledger.c.uscc)))
+    for row in rows:
         if row["amount"] is None or row["amount"] <= 0:
             continue
         if row["over_budget"] and (row["policy_id"], row["period"]) not in released:

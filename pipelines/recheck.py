@@ -140,9 +140,12 @@ def read_night(settings: Settings, as_of: date, rows: list[dict], policies: dict
         ids = sorted({r["policy_id"] for r in rows})
         columns = ["policy_id", "period", "uscc", "outcome", "excluded_by", "failed_guard"]
         schema = pq.read_schema(results)
+        evaluated = pq.read_table(results, columns=["policy_id"], filters=[("policy_id", "in", ids)])
+        night.evaluated = set(pc.unique(evaluated.column("policy_id")).to_pylist())
+        # only the results of these enterprises under these policies: a province's night has millions
+        codes = sorted({r["uscc"] for r in rows})
         table = pq.read_table(results, columns=columns + (["reason"] if "reason" in schema.names else []),
-                              filters=[("policy_id", "in", ids)])
-        night.evaluated = set(pc.unique(table.column("policy_id")).to_pylist())
+                              filters=[("policy_id", "in", ids), ("uscc", "in", codes)])
         wanted = {(r["policy_id"], r["period"], r["uscc"]) for r in rows}
         for m in table.to_pylist():
             key = (m["policy_id"], m["period"], m["uscc"])
