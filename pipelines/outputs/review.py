@@ -10,7 +10,7 @@ from datetime import date
 from pathlib import Path
 
 from pipelines.evidence import readable
-from pipelines.outputs.workbook import Col, write_workbook
+from pipelines.outputs.workbook import Col, write_list, write_workbook
 
 RESULT, OPINION = "审核结果", "审核意见"
 APPROVE, REJECT = "通过", "不通过"
@@ -60,7 +60,9 @@ def write(run_dir: Path, as_of: date, confirmed: list[dict], unit: str) -> list[
                  "review_result": None, "review_opinion": None}
                 for i, r in enumerate(rows, start=1)]
         title = f"{rows[0]['policy_name']}兑现部门审核表"
-        paths.append(write_workbook(
+        # Like every list: beyond XLSX_MAX_ROWS a CSV (the same columns; it comes back through
+        # `_reviews/` like the workbook), which nobody would read row by row anyway.
+        paths.append(write_list(
             path_for(run_dir, department, policy_id), title, COLUMNS, data, unit=unit,
             made_on=as_of, subtitle=f"审核部门：{department}　政策编号：{policy_id}",
             sheet="审核表"))
