@@ -196,6 +196,36 @@ def _results(source: pa.Table | Path, where: dict[str, str]) -> tuple[pa.Table, 
     return part, rows
 
 
+def _policy_ids(source: pa.Table | Path) -> list[str]:
+    """The policies in the results, in order: from a matches.parquet's row-group statistics
+    (the match stage writes each policy as its own row groups), without reading a row."""
+    if isinstance(source, pa.Table):
+        return sorted(pc.unique(source.column("policy_id")).drop_null().to_pylist())
+    meta = pq.ParquetFile(source).metadata
+    ids: set[str] = set()
+    if meta.num_row_groups:
+        first = meta.row_group(0)
+        col = next(j for j in range(first.num_columns) if first.column(j).path_in_schema == "policy_id")
+        for i in range(meta.num_row_groups):
+            stats = meta.row_group(i).column(col).statistics
+            if stats is None or not stats.has_min_max or stats.min != stats.max:
+                return _policy_ids(pq.read_table(source, columns=["policy_id"]))   # written otherwise
+            ids.add(stats.min)
+    return sorted(ids)
+
+
+def _each_policy(source: pa.Table | Path, where: dict[str, str], make) -> pa.Table | None:
+    """`make(policy_id, results, positions)` for each policy's results that `where` selects, one
+    policy at a time (a province's night has tens of millions); the pieces concatenated."""
+    pieces = []
+    for pid in _policy_ids(source):
+        one = {**where, "policy_id": pid}
+        part, rows = _results(source, one)
+        if part.num_rows:
+            pieces.append(make(pid, part, rows, one))
+    return pa.concat_tables(pieces) if pieces else None
+
+
 # ---------------------------------------------------------------- 差一项清单
 
 def district_items(policy: Policy) -> set[int]:
@@ -217,28 +247,37 @@ def would_be_amounts(part: pa.Table, portrait_rows: pa.Table, policies: dict[str
     return amount
 
 
+NEAR_MISS_LIST = pa.schema([("department", pa.string()), ("uscc", pa.string()), ("name", pa.string()),
+                            ("phone", pa.string()), ("policy_id", pa.string()), ("policy_name", pa.string()),
+                            ("period", pa.string()), ("amount", engine.AMOUNT), ("reason", pa.string())])
+
+
 def near_misses(source: pa.Table | Path, portrait: pa.Table, policies: dict[str, Policy]) -> pa.Table:
-    """The actionable near misses, largest would-be benefit first (then department, policy, code)."""
-    part, rows = _results(source, NEAR_MISS_RESULTS)
-    who = _lookup(portrait, part.column("uscc"))
-    actionable = pc.and_(pc.and_(pc.fill_null(who.column("registered"), False),
-                                 pc.fill_null(who.column("active"), False)),
-                         pc.and_(pc.invert(pc.fill_null(who.column("dishonest"), True)),
-                                 pc.fill_null(pc.equal(who.column("division_code"), contracts.WOLONG), False)))
-    for pid in pc.unique(part.column("policy_id")).to_pylist():
+    """The actionable near misses, largest would-be benefit first (then department, policy, code).
+    Made policy by policy: only the list's own columns of its actionable rows are kept."""
+
+    def actionable(pid: str, part: pa.Table, rows: pa.Array, where: dict) -> pa.Table:
+        who = _lookup(portrait, part.column("uscc"))
+        keep = pc.and_(pc.and_(pc.fill_null(who.column("registered"), False),
+                               pc.fill_null(who.column("active"), False)),
+                       pc.and_(pc.invert(pc.fill_null(who.column("dishonest"), True)),
+                               pc.fill_null(pc.equal(who.column("division_code"), contracts.WOLONG), False)))
         items = district_items(policies[pid]) if pid in policies else set()
         if items:
-            on_district = pc.and_(pc.equal(part.column("policy_id"), pid),
-                                  pc.is_in(part.column("failed_item"), value_set=pa.array(sorted(items), pa.int64())))
-            actionable = pc.and_(actionable, pc.invert(pc.fill_null(on_district, False)))
-    keep = pc.indices_nonzero(actionable)
-    part, rows, who = part.take(keep), rows.take(keep), who.take(keep)
-    out = pa.table({
-        "department": part.column("department"), "uscc": part.column("uscc"), "name": registry_names(who),
-        "phone": pc.fill_null(who.column("phone"), ""), "policy_id": part.column("policy_id"),
-        "policy_name": part.column("policy_name"), "period": part.column("period"),
-        "amount": would_be_amounts(part, who, policies), "reason": _with_reasons(source, part, rows, NEAR_MISS_RESULTS),
-    })
+            on_district = pc.is_in(part.column("failed_item"), value_set=pa.array(sorted(items), pa.int64()))
+            keep = pc.and_(keep, pc.invert(pc.fill_null(on_district, False)))
+        keep = pc.indices_nonzero(keep)
+        part, rows, who = part.take(keep), rows.take(keep), who.take(keep)
+        return pa.table({
+            "department": part.column("department"), "uscc": part.column("uscc"), "name": registry_names(who),
+            "phone": pc.fill_null(who.column("phone"), ""), "policy_id": part.column("policy_id"),
+            "policy_name": part.column("policy_name"), "period": part.column("period"),
+            "amount": would_be_amounts(part, who, policies), "reason": _with_reasons(source, part, rows, where),
+        }, schema=NEAR_MISS_LIST)
+
+    out = _each_policy(source, NEAR_MISS_RESULTS, actionable)
+    if out is None:
+        return NEAR_MISS_LIST.empty_table()
     order = pc.sort_indices(out, sort_keys=[("amount", "descending", "at_end"), ("department", "ascending"),
                                             ("policy_id", "ascending"), ("uscc", "ascending")])
     return out.take(order)
@@ -258,21 +297,30 @@ def _gap_of(reason: str | None, policy: Policy | None) -> tuple[str, str]:
     return "、".join(contracts.FIELD_LABELS.get(f, f) for f in fields), source_text(fields) or "—"
 
 
+GAP_DETAIL = pa.schema([("department", pa.string()), ("uscc", pa.string()), ("name", pa.string()),
+                        ("policy_id", pa.string()), ("policy_name", pa.string()), ("period", pa.string()),
+                        ("gap", pa.string()), ("source", pa.string())])
+
+
 def gaps(source: pa.Table | Path, policies: dict[str, Policy], portrait: pa.Table) -> pa.Table:
-    """Every missing-data result with the data it lacks (`gap`) and who should supply it (`source`)."""
-    part, rows = _results(source, MISSING_DATA_RESULTS)
-    reasons = pc.fill_null(_with_reasons(source, part, rows, MISSING_DATA_RESULTS), "")
-    keys = pc.binary_join_element_wise(part.column("policy_id"), reasons, "\x1f")
-    unique = pc.unique(keys)
-    made = [_gap_of(k.split("\x1f", 1)[1], policies.get(k.split("\x1f", 1)[0])) for k in unique.to_pylist()]
-    at = pc.index_in(keys, value_set=unique)
-    return pa.table({
-        "department": part.column("department"), "uscc": part.column("uscc"),
-        "name": registry_names(_lookup(portrait, part.column("uscc"))), "policy_id": part.column("policy_id"),
-        "policy_name": part.column("policy_name"), "period": part.column("period"),
-        "gap": pc.take(pa.array([g for g, _ in made], pa.string()), at),
-        "source": pc.take(pa.array([s for _, s in made], pa.string()), at),
-    })
+    """Every missing-data result with the data it lacks (`gap`) and who should supply it (`source`),
+    made policy by policy."""
+
+    def detail(pid: str, part: pa.Table, rows: pa.Array, where: dict) -> pa.Table:
+        reasons = pc.fill_null(_with_reasons(source, part, rows, where), "")
+        unique = pc.unique(reasons)
+        made = [_gap_of(reason, policies.get(pid)) for reason in unique.to_pylist()]
+        at = pc.index_in(reasons, value_set=unique)
+        return pa.table({
+            "department": part.column("department"), "uscc": part.column("uscc"),
+            "name": registry_names(_lookup(portrait, part.column("uscc"))), "policy_id": part.column("policy_id"),
+            "policy_name": part.column("policy_name"), "period": part.column("period"),
+            "gap": pc.take(pa.array([g for g, _ in made], pa.string()), at),
+            "source": pc.take(pa.array([s for _, s in made], pa.string()), at),
+        }, schema=GAP_DETAIL)
+
+    out = _each_policy(source, MISSING_DATA_RESULTS, detail)
+    return GAP_DETAIL.empty_table() if out is None else out
 
 
 def gap_summary(detail: pa.Table) -> pa.Table:
