@@ -254,10 +254,21 @@ def load_portrait(con: duckdb.DuckDBPyConnection, portrait: Path, policies: list
     return "portrait"
 
 
-def run(portrait: Path, policies: list[Policy], as_of: dt.date, out: Path) -> dict:
+def connect(memory_limit: str | None, spill: Path) -> "duckdb.DuckDBPyConnection":
+    """A DuckDB connection that may spill to `spill`; rows need not keep their order (the
+    results are compared as sets), which lets DuckDB stream a COPY of tens of millions of rows."""
+    con = duckdb.connect()
+    con.execute("SET preserve_insertion_order = false")
+    con.execute(f"SET temp_directory = {_text(str(spill))}")
+    if memory_limit:
+        con.execute(f"SET memory_limit = {_text(memory_limit)}")
+    return con
+
+
+def run(portrait: Path, policies: list[Policy], as_of: dt.date, out: Path, memory_limit: str | None = None) -> dict:
     """Write the reference results to `out` (Parquet); what it expressed and how many rows."""
     chosen, left_out = expressed(policies, as_of)
-    con = duckdb.connect()
+    con = connect(memory_limit, out.parent / ".duckdb-spill")
     sql = reference_sql(chosen, load_portrait(con, portrait, chosen))
     out.parent.mkdir(parents=True, exist_ok=True)
     con.execute(f"COPY ({sql}) TO {_text(str(out))} (FORMAT PARQUET)")
@@ -266,11 +277,12 @@ def run(portrait: Path, policies: list[Policy], as_of: dt.date, out: Path) -> di
             "rows": pq.ParquetFile(out).metadata.num_rows}
 
 
-def compare(reference: Path, matches: Path, policy_ids: list[str], examples: int = 5) -> dict:
+def compare(reference: Path, matches: Path, policy_ids: list[str], examples: int = 5,
+            memory_limit: str | None = None) -> dict:
     """(policy_id, uscc, outcome, amount) of the reference against the engine's results for the
     same policies: rows on each side, rows only on one side, and a few of them; and the engine's
     rows of the policies left out."""
-    con = duckdb.connect()
+    con = connect(memory_limit, reference.parent / ".duckdb-spill")
     cols = ", ".join(COMPARED)
     con.execute("CREATE TEMP TABLE ids(policy_id VARCHAR)")
     con.executemany("INSERT INTO ids VALUES (?)", [(i,) for i in policy_ids])
@@ -308,15 +320,16 @@ def main() -> None:
     parser.add_argument("--out", required=True, type=Path, help="the reference results (Parquet)")
     parser.add_argument("--matches", type=Path, help="the engine's matches.parquet to compare with")
     parser.add_argument("--report", type=Path, help="write the timing and the comparison here (JSON)")
+    parser.add_argument("--memory-limit", help="DuckDB's memory_limit, e.g. 8GB (it spills beyond it)")
     args = parser.parse_args()
     meter = StageMeter()
     # Timed as the engine's match stage is: reading the policy files, the query, writing Parquet.
     with meter.stage("duckdb"):
         loaded, _errors = policy_lib.load_dir(args.policies)
-        summary = run(args.portrait, loaded, args.as_of, args.out)
+        summary = run(args.portrait, loaded, args.as_of, args.out, args.memory_limit)
     report = {**meter.stages["duckdb"], **summary}
     if args.matches:
-        report["comparison"] = compare(args.out, args.matches, summary["policies"])
+        report["comparison"] = compare(args.out, args.matches, summary["policies"], memory_limit=args.memory_limit)
     text = json.dumps(report, ensure_ascii=False, indent=1)
     if args.report:
         args.report.write_text(text, encoding="utf-8")
