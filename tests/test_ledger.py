@@ -47,6 +47,19 @@ def test_rerun_of_the_same_date_adds_nothing_and_keeps_later_states(engine):
     assert [r.status for r in before[0]] == ["notified", "eligible"]  # manual never enters
 
 
+def test_a_sync_logs_each_new_row_once_in_the_ledger_order(engine):
+    """The same run and date again with more rows (a rerun after the night's results grew):
+    only the rows not logged yet get their first transition, in the order of the ledger's ids."""
+    assert sync(engine, [match(n=2), match(n=1)])["new"] == 2
+    assert sync(engine, [match(n=n) for n in (4, 1, 3, 2)])["new"] == 2
+    with engine.connect() as conn:
+        created = conn.execute(sa.select(ledger_transitions.c.ledger_id)
+                               .where(ledger_transitions.c.from_status.is_(None))
+                               .order_by(ledger_transitions.c.id)).scalars().all()
+        ids = conn.execute(sa.select(ledger_t.c.id).order_by(ledger_t.c.id)).scalars().all()
+    assert created == ids and len(ids) == 4
+
+
 def test_amount_follows_the_newest_run_only_while_eligible(engine):
     sync(engine, [match(n=1), match(n=2)])
     move(engine, KEY, "notified")
