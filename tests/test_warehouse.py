@@ -241,3 +241,23 @@ def test_0003_upgrades_a_warehouse_made_by_0001_and_keeps_its_guards(db_url):
         conn.execute(sa.insert(warehouse.recoveries).values(
             ledger_id=lid, amount=Decimal("5000.00"), reason="虚报", requested_at=warehouse.utcnow()))
     _refused(engine, "UPDATE ledger SET status = 'paid' WHERE id = :id", {"id": lid})
+
+
+@pytest.mark.postgres
+def test_the_ledger_step_lock_is_per_schema_on_postgresql():
+    """Warehouses in two schemas of one database never wait for each other's ledger step;
+    a second holder of the same schema does."""
+    from tests.conftest import postgres_schema
+
+    with postgres_schema("lock_a") as url_a, postgres_schema("lock_b") as url_b:
+        a, b = warehouse.connect(url_a), warehouse.connect(url_b)
+        other_a = sa.create_engine(url_a, poolclass=sa.pool.NullPool)
+        try_lock = sa.text("SELECT pg_try_advisory_lock(:k, hashtext(current_schema()))")
+        unlock = sa.text("SELECT pg_advisory_unlock(:k, hashtext(current_schema()))")
+        with warehouse.ledger_step_lock(a):
+            with b.connect() as conn:
+                assert conn.execute(try_lock, {"k": warehouse.LEDGER_STEP_LOCK}).scalar() is True
+                conn.execute(unlock, {"k": warehouse.LEDGER_STEP_LOCK})
+            with other_a.connect() as conn:
+                assert conn.execute(try_lock, {"k": warehouse.LEDGER_STEP_LOCK}).scalar() is False
+        other_a.dispose()
