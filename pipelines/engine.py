@@ -95,7 +95,8 @@ class Columns:
         """The field's values as a clerk writes them (the reasons' text), for the whole
         population: made once per field, not once per policy that names it."""
         if name not in self._text:
-            self._text[name] = evidence_text.value_column(name, self.json(name))
+            self._text[name] = evidence_text.number_column(name, self.raw(name)) \
+                if FIELD_KINDS[name] in NUMERIC_KINDS else evidence_text.value_column(name, self.json(name))
         return self._text[name]
 
     def order(self) -> pa.Array:

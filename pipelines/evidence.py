@@ -395,9 +395,21 @@ def _unquoted(json_text: pa.Array) -> pa.Array:
 
 def _numbers(text: pa.Array, field: str) -> pa.Array:
     """`_number` column-wise: half-up to DECIMALS (of the percentage for a ratio), plain, unit."""
-    digits = DECIMALS + (2 if field in PERCENT_FIELDS else 0)
     # decimal256: a portrait value may be as large as decimal(38, 6) holds (1e32), with 18 decimals
-    exact = text.cast(pa.decimal256(76, 18))
+    return _number_text(text.cast(pa.decimal256(76, 18)), field)
+
+
+def number_column(field: str, values: pa.Array) -> pa.Array:
+    """`value_column` of a numeric field from its typed values (ints or decimals), without
+    going through their JSON text: the same text, made without parsing it back."""
+    null = pc.is_null(values)
+    exact = values.cast(pa.decimal256(76, 18))
+    text = _number_text(pc.fill_null(exact, pa.scalar(Decimal(0), exact.type)), field)
+    return pc.if_else(null, NO_DATA, text)
+
+
+def _number_text(exact: pa.Array, field: str) -> pa.Array:
+    digits = DECIMALS + (2 if field in PERCENT_FIELDS else 0)
     rounded = pc.round(exact, ndigits=digits, round_mode="half_towards_infinity").cast(pa.decimal256(70, digits))
     if field in PERCENT_FIELDS:
         rounded = pc.multiply(rounded, pa.scalar(Decimal(100), pa.decimal256(3, 0)))
