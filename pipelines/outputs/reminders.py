@@ -498,35 +498,30 @@ def write(folder: Path, as_of: date, matches: pa.Table | Path, portrait_path: Pa
     plan = ranked(notified.groups, by_id, as_of, calendar or WorkCalendar())
     manual_rows = unclaimed_manual(manual, portrait)
     manual_depts = manual_rows.column("department")
+    paths: list[Path] = []
+    counts: dict[str, dict] = {}   # department -> its figures, as each list is written
+    # One list at a time, each let go before the next is made (a province's near misses and
+    # data gaps are tens of millions of rows each).
     near = near_misses(matches, portrait, by_id)
+    for dept in sorted(set(near.column("department").to_pylist())):
+        stem = safe_name(dept)
+        dept_near = _numbered(near.filter(pc.equal(near.column("department"), dept)))
+        rest = dept_near.num_rows - NEAR_MISS_XLSX_ROWS
+        note = f"　共 {dept_near.num_rows} 条，本表列前 {NEAR_MISS_XLSX_ROWS} 条，其余见同名 CSV" if rest > 0 else ""
+        paths.append(write_workbook(
+            folder / f"{stem}_{NEAR_MISS}.xlsx", "惠企政策差一项条件企业清单（按预计金额排序）", NEAR_MISS_COLUMNS,
+            dept_near.slice(0, NEAR_MISS_XLSX_ROWS).to_pylist(), unit=unit, made_on=as_of,
+            subtitle=f"执行部门：{dept}{note}", sheet=NEAR_MISS, total=False))
+        if rest > 0:
+            path = folder / f"{stem}_{NEAR_MISS}_其余.csv"
+            atomic_write_bytes(path, csv_table_bytes(NEAR_MISS_COLUMNS, dept_near.slice(NEAR_MISS_XLSX_ROWS)))
+            paths.append(path)
+        counts.setdefault(dept, {})[NEAR_MISS] = dept_near.num_rows
+    near = dept_near = None
     detail = gaps(matches, by_id, portrait)
     summary_table = gap_summary(detail)
-    departments = sorted(set(plan.rows) | set(manual_depts.to_pylist()) | set(near.column("department").to_pylist())
-                         | set(detail.column("department").to_pylist()))
-    stream = iter(notified.read(plan.ranks) if plan.ranks else ())
-    left: list[pa.Table] = []
-    paths, summary = [], {}
-    for dept in departments:   # in the stream's order (ranks are by department first)
+    for dept in sorted(set(detail.column("department").to_pylist())):
         stem = safe_name(dept)
-        told = (unclaimed_notified(t, plan, portrait, as_of) for t in _upto(stream, left, plan.upto.get(dept, 0)))
-        extra = manual_rows.filter(pc.equal(manual_depts, dept))
-        mine = plan.rows.get(dept, 0) + extra.num_rows
-        if mine:
-            paths.append(_write_unclaimed(
-                folder / f"{stem}_{UNCLAIMED}.xlsx", itertools.chain(told, [extra]), mine,
-                unit=unit, made_on=as_of, subtitle=f"执行部门：{dept}", sheet="应享未享提醒", total=False))
-        dept_near = _numbered(near.filter(pc.equal(near.column("department"), dept)))
-        if dept_near.num_rows:
-            rest = dept_near.num_rows - NEAR_MISS_XLSX_ROWS
-            note = f"　共 {dept_near.num_rows} 条，本表列前 {NEAR_MISS_XLSX_ROWS} 条，其余见同名 CSV" if rest > 0 else ""
-            paths.append(write_workbook(
-                folder / f"{stem}_{NEAR_MISS}.xlsx", "惠企政策差一项条件企业清单（按预计金额排序）", NEAR_MISS_COLUMNS,
-                dept_near.slice(0, NEAR_MISS_XLSX_ROWS).to_pylist(), unit=unit, made_on=as_of,
-                subtitle=f"执行部门：{dept}{note}", sheet=NEAR_MISS, total=False))
-            if rest > 0:
-                path = folder / f"{stem}_{NEAR_MISS}_其余.csv"
-                atomic_write_bytes(path, csv_table_bytes(NEAR_MISS_COLUMNS, dept_near.slice(NEAR_MISS_XLSX_ROWS)))
-                paths.append(path)
         dept_gaps = _numbered(summary_table.filter(pc.equal(summary_table.column("department"), dept)))
         if dept_gaps.num_rows:
             paths.append(write_workbook(
@@ -537,11 +532,26 @@ def write(folder: Path, as_of: date, matches: pa.Table | Path, portrait_path: Pa
             path = folder / f"{stem}_{DATA_GAPS}_企业明细.csv"
             atomic_write_bytes(path, csv_table_bytes(GAP_DETAIL_COLUMNS, rows))
             paths.append(path)
-        summary[dept] = {
-            UNCLAIMED: mine, NEAR_MISS: dept_near.num_rows,
+        counts.setdefault(dept, {}).update({
             DATA_GAPS: int(pc.sum(dept_gaps.column("results")).as_py() or 0),
-            "top_gaps": [[g["gap"], g["source"], g["results"]] for g in dept_gaps.slice(0, TOP_GAPS).to_pylist()],
-        }
+            "top_gaps": [[g["gap"], g["source"], g["results"]] for g in dept_gaps.slice(0, TOP_GAPS).to_pylist()]})
+    detail = summary_table = rows = None
+    departments = sorted(set(plan.rows) | set(manual_depts.to_pylist()) | set(counts))
+    stream = iter(notified.read(plan.ranks) if plan.ranks else ())
+    left: list[pa.Table] = []
+    summary = {}
+    for dept in departments:   # in the stream's order (ranks are by department first)
+        stem = safe_name(dept)
+        told = (unclaimed_notified(t, plan, portrait, as_of) for t in _upto(stream, left, plan.upto.get(dept, 0)))
+        extra = manual_rows.filter(pc.equal(manual_depts, dept))
+        mine = plan.rows.get(dept, 0) + extra.num_rows
+        if mine:
+            paths.append(_write_unclaimed(
+                folder / f"{stem}_{UNCLAIMED}.xlsx", itertools.chain(told, [extra]), mine,
+                unit=unit, made_on=as_of, subtitle=f"执行部门：{dept}", sheet="应享未享提醒", total=False))
+        figures = counts.get(dept, {})
+        summary[dept] = {UNCLAIMED: mine, NEAR_MISS: figures.get(NEAR_MISS, 0), DATA_GAPS: figures.get(DATA_GAPS, 0),
+                         "top_gaps": figures.get("top_gaps", [])}
     path = folder / SUMMARY
     atomic_write_bytes(path, json.dumps(summary, ensure_ascii=False, indent=2).encode("utf-8"))
     return Written(paths + [path], summary)
