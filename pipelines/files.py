@@ -97,13 +97,41 @@ def atomic_write_parquet(path: Path, table, row_group_size: int | None = None) -
 
 
 def atomic_write_parquet_stream(path: Path, schema, tables, before_publish: Callable[[], Any] | None = None) -> Path:
-    """Parquet written table by table (each its own row groups), so nothing holds them all."""
+    """Parquet written table by table (each its own row groups), so nothing holds them all.
+
+    The tables are encoded and written by a thread of their own while the next one is made
+    (Parquet encoding releases the GIL, so on two cores the writing mostly overlaps the
+    making); at most two wait in between."""
+    import queue
+    import threading
+
     import pyarrow.parquet as pq
 
     def write(fh):
         with pq.ParquetWriter(fh, schema) as writer:
-            for table in tables:
-                writer.write_table(table)
+            waiting: queue.Queue = queue.Queue(maxsize=2)
+            failed: list[BaseException] = []
+
+            def drain():
+                while (table := waiting.get()) is not None:
+                    if not failed:
+                        try:
+                            writer.write_table(table)
+                        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread below
+                            failed.append(exc)
+
+            worker = threading.Thread(target=drain, name="parquet-writer", daemon=True)
+            worker.start()
+            try:
+                for table in tables:
+                    if failed:
+                        break
+                    waiting.put(table)
+            finally:
+                waiting.put(None)
+                worker.join()
+            if failed:
+                raise failed[0]
 
     return atomic_write(path, write, before_publish)
 
