@@ -239,7 +239,7 @@ def table(results: list[dict]) -> str:
             + " | stages total s | `mianshen run` s | peak MiB | stored results | match results/s"
             " | DuckDB s / MiB | match ÷ DuckDB | rows compared | sandbox s | measured |")
     rows = [head, "|" + "---|" * (len(STAGES) + 14)]
-    for r in results:
+    for r in sorted(results, key=lambda r: (r["enterprises"], r["policies"], r.get("warehouse") != "SQLite")):
         key = f"| {r['enterprises']:,} | {r['policies']} | {r.get('warehouse', 'SQLite')} |"
         rows.append(f"{key} 1st | {_night_cells(r)} | {_reference_cells(r)} | {r['sandbox_seconds']:.1f} | {r['measured_on']} |")
         if r.get("second_night"):
