@@ -267,16 +267,20 @@ def run_shard(settings: Settings, as_of: dt.date, shard: int, shards: int) -> st
     return str(path)
 
 
-def _policy_groups(parts: pq.ParquetFile) -> dict[str, list[int]]:
-    """policy id -> the row groups holding its results (a shard writes one or more per policy)."""
-    first = parts.metadata.row_group(0) if parts.num_row_groups else None
-    col = next((j for j in range(first.num_columns) if first.column(j).path_in_schema == "policy_id"), None) \
-        if first else None
+def policy_row_groups(parts: pq.ParquetFile) -> dict[str, list[int]] | None:
+    """policy id -> the row groups holding its results, from the row groups' statistics (the
+    match stage and a shard write each policy as its own row groups); None when a row group
+    holds more than one policy (a file written otherwise)."""
+    meta = parts.metadata
     out: dict[str, list[int]] = {}
-    for i in range(parts.num_row_groups):
-        stats = parts.metadata.row_group(i).column(col).statistics
+    if not meta.num_row_groups:
+        return out
+    first = meta.row_group(0)
+    col = next(j for j in range(first.num_columns) if first.column(j).path_in_schema == "policy_id")
+    for i in range(meta.num_row_groups):
+        stats = meta.row_group(i).column(col).statistics
         if stats is None or not stats.has_min_max or stats.min != stats.max:
-            raise RuntimeError(f"{parts}: row group {i} is not one policy's results")
+            return None
         out.setdefault(stats.min, []).append(i)
     return out
 
@@ -306,7 +310,10 @@ def merge(settings: Settings, as_of: dt.date, shards: int) -> dict:
             list_rows[name] = list_rows.get(name, 0) + rows
         for e in meta["run_errors"]:
             run_errors.setdefault(e["key"], policy_lib.PolicyError(e["file"], e["line"], e["key"], e["message"]))
-        files.append((parts, _policy_groups(parts)))
+        groups = policy_row_groups(parts)
+        if groups is None:
+            raise RuntimeError(f"{path}: a row group holds more than one policy's results")
+        files.append((parts, groups))
     # Errors in policy order, as `evaluate` reports them; a policy that failed in any shard is
     # skipped in all of them.
     order = {p.id: i for i, p in enumerate(active)}

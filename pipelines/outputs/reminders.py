@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines import contracts, deadlines, engine
+from pipelines import contracts, deadlines, engine, match
 from pipelines.evidence import (MISSING_BENEFIT_BASE, failing, full_evidence, missing_fields,
                                 top_item, templates_of)
 from pipelines.files import atomic_write_bytes
@@ -198,20 +198,11 @@ def _results(source: pa.Table | Path, where: dict[str, str]) -> tuple[pa.Table, 
 
 def _policy_ids(source: pa.Table | Path) -> list[str]:
     """The policies in the results, in order: from a matches.parquet's row-group statistics
-    (the match stage writes each policy as its own row groups), without reading a row."""
+    (`match.policy_row_groups`), without reading a row."""
     if isinstance(source, pa.Table):
         return sorted(pc.unique(source.column("policy_id")).drop_null().to_pylist())
-    meta = pq.ParquetFile(source).metadata
-    ids: set[str] = set()
-    if meta.num_row_groups:
-        first = meta.row_group(0)
-        col = next(j for j in range(first.num_columns) if first.column(j).path_in_schema == "policy_id")
-        for i in range(meta.num_row_groups):
-            stats = meta.row_group(i).column(col).statistics
-            if stats is None or not stats.has_min_max or stats.min != stats.max:
-                return _policy_ids(pq.read_table(source, columns=["policy_id"]))   # written otherwise
-            ids.add(stats.min)
-    return sorted(ids)
+    groups = match.policy_row_groups(pq.ParquetFile(source))
+    return sorted(groups) if groups is not None else _policy_ids(pq.read_table(source, columns=["policy_id"]))
 
 
 def _each_policy(source: pa.Table | Path, where: dict[str, str], make) -> pa.Table | None:
