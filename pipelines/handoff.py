@@ -217,7 +217,8 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
             unanswered = reminders.Unanswered(ledger.unanswered_groups(conn),
                                               lambda ranks: ledger.stream_unanswered(conn, ranks))
             reminder = reminders.write(settings.reminders_dir(as_of), as_of, results,
-                                       settings.portrait_path(as_of), unanswered, loaded, UNIT, calendar, applied)
+                                       settings.portrait_path(as_of), unanswered, loaded, UNIT, calendar, applied,
+                                       scratch=settings.work / "lists")
             conn.rollback()
         clear_stale(settings.reminders_dir(as_of), reminder.paths)
         watched_rows, reminder_paths = len(watched), reminder.paths

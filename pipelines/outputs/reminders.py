@@ -14,15 +14,18 @@
   result is counted once, under the combination of data it lacks, so the
   counts add up to the department's missing-data results.
 
-Built column-wise from the night's results (at province scale near misses and
-missing-data results are millions of rows); the text of why is the engine's
-`reason` column (pipelines/evidence.py), read from the evidence only for a
-result written without one.
+Built column-wise from the night's results, a policy at a time (at province
+scale near misses and missing-data results are tens of millions of rows): the
+two lists are staged to Parquet in a scratch folder and DuckDB sorts them per
+department, spilling to disk beyond SORT_MEMORY, so no list is held whole. The
+text of why is the engine's `reason` column (pipelines/evidence.py), read from
+the evidence only for a result written without one.
 """
 from __future__ import annotations
 
 import itertools
 import json
+import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date
@@ -38,7 +41,7 @@ from pipelines.evidence import (MISSING_BENEFIT_BASE, failing, full_evidence, mi
                                 top_item, templates_of)
 from pipelines.files import atomic_write_bytes
 from pipelines.outputs.review import safe_name
-from pipelines.outputs.workbook import (XLSX_MAX_ROWS, Col, cn_date, csv_table_bytes, per_value, write_csv_tables,
+from pipelines.outputs.workbook import (CSV_BATCH_ROWS, XLSX_MAX_ROWS, Col, cn_date, per_value, write_csv_tables,
                                         write_workbook)
 from pipelines.policies import Policy
 from pipelines.workdays import WorkCalendar
@@ -117,18 +120,55 @@ def source_text(fields: list[str]) -> str:
 
 # ---------------------------------------------------------------- reading
 
-def _columns(source: pa.Table | Path, names: list[str], where: dict[str, str] | None = None) -> pa.Table:
-    """The named columns (those present) of the rows whose columns equal `where`'s values: read
-    from a matches.parquet with the filter pushed into the read (a province's night holds tens
-    of millions of results; a list wants a few of its outcomes)."""
-    if isinstance(source, pa.Table):
-        table = source
-        for column, value in (where or {}).items():
+class Results:
+    """The night's results, read a policy at a time: a matches.parquet through its per-policy
+    row groups (`match.policy_row_groups`; a file written otherwise is filtered as it is read),
+    or a table (a test's). A province's night holds tens of millions of results; a list
+    wants a few columns of a few outcomes."""
+
+    def __init__(self, source: pa.Table | Path):
+        self.table = source if isinstance(source, pa.Table) else None
+        self.file = None if self.table is not None else pq.ParquetFile(source)
+        schema = self.table.schema if self.table is not None else self.file.schema_arrow
+        self.names = set(schema.names)
+        self.templates = templates_of(schema)
+        self.groups = match.policy_row_groups(self.file) if self.file is not None else None
+        self.source = source
+
+    def policy_ids(self) -> list[str]:
+        if self.groups is not None:
+            return sorted(self.groups)
+        ids = self.table.column("policy_id") if self.table is not None else \
+            pq.read_table(self.source, columns=["policy_id"]).column("policy_id")
+        return sorted(pc.unique(ids).drop_null().to_pylist())
+
+    def policy(self, policy_id: str, columns: Iterable[str]) -> pa.Table:
+        """The named columns (those present) of the policy's results, in their stored order."""
+        names = [c for c in dict.fromkeys(columns) if c in self.names]
+        if self.groups is not None:
+            return self.file.read_row_groups(self.groups.get(policy_id, []), columns=names)
+        if self.table is not None:
+            return self.table.filter(pc.equal(self.table.column("policy_id"), policy_id)).select(names)
+        return pq.read_table(self.source, columns=names, filters=[("policy_id", "==", policy_id)])
+
+    def where(self, columns: Iterable[str], **equal: str) -> pa.Table:
+        """The named columns (those present) of every result whose columns equal the given
+        values (the filter pushed into the read)."""
+        names = [c for c in dict.fromkeys(columns) if c in self.names]
+        if self.table is None:
+            return pq.read_table(self.source, columns=names, filters=[(c, "==", v) for c, v in equal.items()] or None)
+        table = self.table
+        for column, value in equal.items():
             table = table.filter(pc.equal(table.column(column), value))
-        return table.select([n for n in names if n in table.column_names])
-    present = set(pq.read_schema(source).names)
-    filters = [(column, "==", value) for column, value in (where or {}).items()] or None
-    return pq.read_table(source, columns=[n for n in names if n in present], filters=filters)
+        return table.select(names)
+
+    def evidence(self, policy_id: str) -> pa.Array:
+        """The full evidence text of the policy's results: rebuilt from the lean columns, or the
+        `evidence` column of results written before evidence was normalised."""
+        stored = self.policy(policy_id, ["evidence", "evidence_version", "evidence_actual", "evidence_result"])
+        if "evidence" in stored.column_names:
+            return stored.column("evidence").combine_chunks()
+        return full_evidence(stored, self.templates)
 
 
 PORTRAIT_COLUMNS = ("uscc", "name", "phone", "registered", "active", "dishonest", "division_code")
@@ -137,7 +177,11 @@ PORTRAIT_COLUMNS = ("uscc", "name", "phone", "registered", "active", "dishonest"
 def read_portrait(path: Path | None, extra: set[str] = frozenset()) -> pa.Table:
     """The portrait's columns the lists need (those absent read as unknown)."""
     wanted = list(dict.fromkeys(PORTRAIT_COLUMNS + tuple(sorted(extra))))
-    table = _columns(path, wanted) if path is not None and Path(path).exists() else pa.table({"uscc": pa.array([], pa.string())})
+    if path is not None and Path(path).exists():
+        present = set(pq.read_schema(path).names)
+        table = pq.read_table(path, columns=[n for n in wanted if n in present])
+    else:
+        table = pa.table({"uscc": pa.array([], pa.string())})
     for name in wanted:
         if name not in table.column_names:
             table = table.append_column(name, pa.nulls(table.num_rows, contracts.PORTRAIT_SCHEMA.field(name).type))
@@ -156,65 +200,34 @@ def registry_names(portrait_rows: pa.Table) -> pa.Array:
     return pc.fill_null(name, UNNAMED)
 
 
-def _with_reasons(source: pa.Table | Path, part: pa.Table, rows: pa.Array, where: dict[str, str]) -> pa.Array:
-    """The engine's reason of each row of `part`; read from the evidence where a row lacks one."""
-    reasons = part.column("reason") if "reason" in part.column_names else pa.nulls(part.num_rows, pa.string())
-    reasons = reasons.combine_chunks() if isinstance(reasons, pa.ChunkedArray) else reasons
-    unexplained = pc.indices_nonzero(pc.is_null(reasons))
-    if len(unexplained):
-        # Results written without the engine's reason column (by hand, or by an older version).
-        few = part.take(unexplained).append_column("evidence", _evidence(source, rows.take(unexplained), where))
-        made = [failing(*r) for r in zip(*(few.column(c).to_pylist()
-                                          for c in ("outcome", "evidence", "failed_item", "failed_guard")))]
-        mask = pc.is_in(pa.array(range(part.num_rows), pa.int64()), value_set=unexplained.cast(pa.int64()))
-        reasons = pc.replace_with_mask(reasons, mask, pa.array(made, pa.string()))
+LIST_COLUMNS = ["department", "policy_id", "policy_name", "period", "uscc", "outcome", "failed_item",
+                "failed_guard", "reason"]
+
+
+def _with_reasons(results: Results, policy_id: str, part: pa.Table, at: pa.Array) -> pa.Array:
+    """The engine's reason of each row of `part` (the policy's results at positions `at`); made
+    from the evidence where a row lacks one (results written without the engine's reason
+    column: by hand, or by an older version)."""
+    reasons = part.column("reason").combine_chunks() if "reason" in part.column_names \
+        else pa.nulls(part.num_rows, pa.string())
+    unexplained = pc.is_null(reasons)
+    if pc.any(unexplained).as_py():
+        few = part.filter(unexplained)
+        evidence = results.evidence(policy_id).take(at.filter(unexplained))
+        made = [failing(*r) for r in zip(few.column("outcome").to_pylist(), evidence.to_pylist(),
+                                         few.column("failed_item").to_pylist(), few.column("failed_guard").to_pylist())]
+        reasons = pc.replace_with_mask(reasons, unexplained, pa.array(made, pa.string()))
     return reasons
 
 
-def _evidence(source: pa.Table | Path, rows: pa.Array, where: dict[str, str]) -> pa.Array:
-    """The full evidence text of the given rows (of the rows `where` selects): put together from
-    the lean columns, or the `evidence` column of results written before evidence was normalised."""
-    stored = _columns(source, ["evidence", "evidence_version", "evidence_actual", "evidence_result"], where)
-    if "evidence" in stored.column_names:
-        return stored.column("evidence").take(rows)
-    templates = templates_of(source.schema if isinstance(source, pa.Table) else pq.read_schema(source))
-    return full_evidence(stored.take(rows), templates)
-
-
-NEAR_MISS_RESULTS, MISSING_DATA_RESULTS = {"outcome": "near_miss"}, {"outcome": "missing_data"}
-
-
-def _results(source: pa.Table | Path, where: dict[str, str]) -> tuple[pa.Table, pa.Array]:
-    """The results whose columns equal `where`'s values (without the evidence), with their
-    reason, and their positions among those rows (for the evidence fallback)."""
-    needed = ["department", "policy_id", "period", "uscc", "name", "policy_name", "outcome", "kind",
-              "failed_item", "failed_guard", "reason"]
-    part = _columns(source, needed, where)
-    rows = pa.array(range(part.num_rows), pa.int64())
-    if "failed_guard" not in part.column_names:
-        part = part.append_column("failed_guard", pa.nulls(part.num_rows, pa.string()))
-    return part, rows
-
-
-def _policy_ids(source: pa.Table | Path) -> list[str]:
-    """The policies in the results, in order: from a matches.parquet's row-group statistics
-    (`match.policy_row_groups`), without reading a row."""
-    if isinstance(source, pa.Table):
-        return sorted(pc.unique(source.column("policy_id")).drop_null().to_pylist())
-    groups = match.policy_row_groups(pq.ParquetFile(source))
-    return sorted(groups) if groups is not None else _policy_ids(pq.read_table(source, columns=["policy_id"]))
-
-
-def _each_policy(source: pa.Table | Path, where: dict[str, str], make) -> pa.Table | None:
-    """`make(policy_id, results, positions)` for each policy's results that `where` selects, one
-    policy at a time (a province's night has tens of millions); the pieces concatenated."""
-    pieces = []
-    for pid in _policy_ids(source):
-        one = {**where, "policy_id": pid}
-        part, rows = _results(source, one)
-        if part.num_rows:
-            pieces.append(make(pid, part, rows, one))
-    return pa.concat_tables(pieces) if pieces else None
+def _outcome(results: Results, policy_id: str, rows: pa.Table, outcome: str) -> pa.Table:
+    """The policy's results of one outcome (LIST_COLUMNS), each with its reason."""
+    at = pc.indices_nonzero(pc.equal(rows.column("outcome"), outcome))
+    part = rows.take(at)
+    reasons = _with_reasons(results, policy_id, part, at)
+    if "reason" in part.column_names:
+        return part.set_column(part.schema.get_field_index("reason"), "reason", reasons)
+    return part.append_column("reason", reasons)
 
 
 # ---------------------------------------------------------------- 差一项清单
@@ -243,35 +256,27 @@ NEAR_MISS_LIST = pa.schema([("department", pa.string()), ("uscc", pa.string()), 
                             ("period", pa.string()), ("amount", engine.AMOUNT), ("reason", pa.string())])
 
 
-def near_misses(source: pa.Table | Path, portrait: pa.Table, policies: dict[str, Policy]) -> pa.Table:
-    """The actionable near misses, largest would-be benefit first (then department, policy, code).
-    Made policy by policy: only the list's own columns of its actionable rows are kept."""
-
-    def actionable(pid: str, part: pa.Table, rows: pa.Array, where: dict) -> pa.Table:
-        who = _lookup(portrait, part.column("uscc"))
-        keep = pc.and_(pc.and_(pc.fill_null(who.column("registered"), False),
-                               pc.fill_null(who.column("active"), False)),
-                       pc.and_(pc.invert(pc.fill_null(who.column("dishonest"), True)),
-                               pc.fill_null(pc.equal(who.column("division_code"), contracts.WOLONG), False)))
+def actionable(part: pa.Table, who: pa.Table, policies: dict[str, Policy]) -> pa.Table:
+    """The near misses (of any policies; `who`: their portrait rows) a department can act on:
+    the enterprise is registered, active, not on a credit list and inside the district, and
+    the failing item is not the district itself; with the would-be benefit (NEAR_MISS_LIST)."""
+    keep = pc.and_(pc.and_(pc.fill_null(who.column("registered"), False), pc.fill_null(who.column("active"), False)),
+                   pc.and_(pc.invert(pc.fill_null(who.column("dishonest"), True)),
+                           pc.fill_null(pc.equal(who.column("division_code"), contracts.WOLONG), False)))
+    ids = part.column("policy_id")
+    for pid in pc.unique(ids).to_pylist():
         items = district_items(policies[pid]) if pid in policies else set()
         if items:
-            on_district = pc.is_in(part.column("failed_item"), value_set=pa.array(sorted(items), pa.int64()))
+            on_district = pc.and_(pc.equal(ids, pid),
+                                  pc.is_in(part.column("failed_item"), value_set=pa.array(sorted(items), pa.int64())))
             keep = pc.and_(keep, pc.invert(pc.fill_null(on_district, False)))
-        keep = pc.indices_nonzero(keep)
-        part, rows, who = part.take(keep), rows.take(keep), who.take(keep)
-        return pa.table({
-            "department": part.column("department"), "uscc": part.column("uscc"), "name": registry_names(who),
-            "phone": pc.fill_null(who.column("phone"), ""), "policy_id": part.column("policy_id"),
-            "policy_name": part.column("policy_name"), "period": part.column("period"),
-            "amount": would_be_amounts(part, who, policies), "reason": _with_reasons(source, part, rows, where),
-        }, schema=NEAR_MISS_LIST)
-
-    out = _each_policy(source, NEAR_MISS_RESULTS, actionable)
-    if out is None:
-        return NEAR_MISS_LIST.empty_table()
-    order = pc.sort_indices(out, sort_keys=[("amount", "descending", "at_end"), ("department", "ascending"),
-                                            ("policy_id", "ascending"), ("uscc", "ascending")])
-    return out.take(order)
+    part, who = part.filter(keep), who.filter(keep)
+    return pa.table({
+        "department": part.column("department"), "uscc": part.column("uscc"), "name": registry_names(who),
+        "phone": pc.fill_null(who.column("phone"), ""), "policy_id": part.column("policy_id"),
+        "policy_name": part.column("policy_name"), "period": part.column("period"),
+        "amount": would_be_amounts(part, who, policies), "reason": part.column("reason"),
+    }, schema=NEAR_MISS_LIST)
 
 
 # ---------------------------------------------------------------- 数据缺口清单
@@ -293,37 +298,139 @@ GAP_DETAIL = pa.schema([("department", pa.string()), ("uscc", pa.string()), ("na
                         ("gap", pa.string()), ("source", pa.string())])
 
 
-def gaps(source: pa.Table | Path, policies: dict[str, Policy], portrait: pa.Table) -> pa.Table:
-    """Every missing-data result with the data it lacks (`gap`) and who should supply it (`source`),
-    made policy by policy."""
-
-    def detail(pid: str, part: pa.Table, rows: pa.Array, where: dict) -> pa.Table:
-        reasons = pc.fill_null(_with_reasons(source, part, rows, where), "")
-        unique = pc.unique(reasons)
-        made = [_gap_of(reason, policies.get(pid)) for reason in unique.to_pylist()]
-        at = pc.index_in(reasons, value_set=unique)
-        return pa.table({
-            "department": part.column("department"), "uscc": part.column("uscc"),
-            "name": registry_names(_lookup(portrait, part.column("uscc"))), "policy_id": part.column("policy_id"),
-            "policy_name": part.column("policy_name"), "period": part.column("period"),
-            "gap": pc.take(pa.array([g for g, _ in made], pa.string()), at),
-            "source": pc.take(pa.array([s for _, s in made], pa.string()), at),
-        }, schema=GAP_DETAIL)
-
-    out = _each_policy(source, MISSING_DATA_RESULTS, detail)
-    return GAP_DETAIL.empty_table() if out is None else out
+def with_gaps(part: pa.Table, policy: Policy | None) -> pa.Table:
+    """One policy's missing-data results with the data each lacks (`gap`) and who should supply
+    it (`source`), made once per distinct reason."""
+    reasons = pc.fill_null(part.column("reason"), "")
+    unique = pc.unique(reasons)
+    made = [_gap_of(reason, policy) for reason in unique.to_pylist()]
+    at = pc.index_in(reasons, value_set=unique)
+    return part.append_column("gap", pc.take(pa.array([g for g, _ in made], pa.string()), at)) \
+        .append_column("source", pc.take(pa.array([s for _, s in made], pa.string()), at))
 
 
-def gap_summary(detail: pa.Table) -> pa.Table:
-    """Per department and gap: results blocked, enterprises, policies; most results first."""
-    grouped = detail.group_by(["department", "gap", "source"], use_threads=False).aggregate(
-        [("uscc", "count"), ("uscc", "count_distinct"), ("policy_id", "distinct")])
-    policies = pa.array(["、".join(sorted(p)) for p in grouped.column("policy_id_distinct").to_pylist()], pa.string())
-    out = pa.table({"department": grouped.column("department"), "gap": grouped.column("gap"),
-                    "source": grouped.column("source"), "results": grouped.column("uscc_count"),
-                    "enterprises": grouped.column("uscc_count_distinct"), "policies": policies})
-    return out.take(pc.sort_indices(out, sort_keys=[("department", "ascending"), ("results", "descending"),
-                                                    ("gap", "ascending")]))
+def gap_detail(part: pa.Table, who: pa.Table) -> pa.Table:
+    """GAP_DETAIL of missing-data results (`with_gaps`; `who`: their portrait rows)."""
+    return pa.table({
+        "department": part.column("department"), "uscc": part.column("uscc"), "name": registry_names(who),
+        "policy_id": part.column("policy_id"), "policy_name": part.column("policy_name"),
+        "period": part.column("period"), "gap": part.column("gap"), "source": part.column("source"),
+    }, schema=GAP_DETAIL)
+
+
+# ---------------------------------------------------------------- staged, then sorted out of core
+
+ORDER = "_order"      # a staged row's place in the night's order (policy, then code): the last sort key
+LOOKUP_ROWS = 2_000_000
+SORT_MEMORY = "1GB"   # DuckDB's limit when it sorts the staged lists; beyond it, it spills to disk
+
+
+class Staged:
+    """The near-miss and data-gap lists of the night, made policy by policy and staged to
+    Parquet (with each row's place, `ORDER`) in `scratch`; DuckDB then reads them back per
+    department, sorted with spilling to disk: a province's night has tens of millions of
+    such rows, more than memory holds as Arrow."""
+
+    def __init__(self, scratch: Path):
+        self.near = scratch / "near_miss.parquet"
+        self.gaps = scratch / "gaps.parquet"
+        self._writers = {path: pq.ParquetWriter(path, schema.append(pa.field(ORDER, pa.int64())))
+                         for path, schema in ((self.near, NEAR_MISS_LIST), (self.gaps, GAP_DETAIL))}
+        self._rows = {self.near: 0, self.gaps: 0}
+        import duckdb
+
+        self.con = duckdb.connect(config={"memory_limit": SORT_MEMORY, "temp_directory": str(scratch / "spill"),
+                                          "threads": 2})
+
+    def add(self, path: Path, table: pa.Table) -> None:
+        if table.num_rows:
+            start = self._rows[path]
+            self._writers[path].write_table(table.append_column(
+                ORDER, pa.array(range(start, start + table.num_rows), pa.int64())))
+            self._rows[path] += table.num_rows
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+
+    def counts(self, path: Path) -> list[tuple[str, int]]:
+        """(department, rows), departments in order."""
+        return self.con.sql("SELECT department, count(*) FROM read_parquet($f) GROUP BY ALL ORDER BY ALL",
+                            params={"f": str(path)}).fetchall()
+
+    def rows(self, path: Path, department: str, order: str | None = None) -> pa.RecordBatchReader:
+        """The department's staged rows, sorted by `order` (SQL), else in the order staged
+        (DuckDB keeps the insertion order of a scan)."""
+        columns = ", ".join(f'"{c}"' for c in (NEAR_MISS_LIST if path == self.near else GAP_DETAIL).names)
+        sort = f" ORDER BY {order}" if order else ""
+        return self.con.sql(f"SELECT {columns} FROM read_parquet($f) WHERE department = $d{sort}",
+                            params={"f": str(path), "d": department}).to_arrow_reader(CSV_BATCH_ROWS)
+
+    def gap_summary(self) -> pa.Table:
+        """Per department and gap: results blocked, enterprises, policies; most results first
+        (ties in the order the night first met them)."""
+        return self.con.sql(
+            "SELECT department, gap, source, count(*) AS results, count(DISTINCT uscc) AS enterprises, "
+            "string_agg(DISTINCT policy_id, '、' ORDER BY policy_id) AS policies FROM read_parquet($f) "
+            f"GROUP BY department, gap, source ORDER BY department, results DESC, gap, min({ORDER})",
+            params={"f": str(self.gaps)}).to_arrow_table()
+
+
+NEAR_MISS_ORDER = f"amount DESC NULLS LAST, policy_id, uscc, {ORDER}"
+
+
+def stage_lists(results: Results, portrait: pa.Table, policies: dict[str, Policy], staged: Staged) -> None:
+    """Every policy's actionable near misses and missing-data results, staged. The portrait is
+    looked up for LOOKUP_ROWS results at a time (a lookup hashes the whole portrait)."""
+    near: list[pa.Table] = []
+    gap: list[pa.Table] = []
+
+    def flush():
+        if near or gap:   # one lookup for both lists
+            near_part = pa.concat_tables(near) if near else None
+            gap_part = pa.concat_tables(gap) if gap else None
+            codes = [t.column("uscc") for t in (near_part, gap_part) if t is not None]
+            who = _lookup(portrait, pa.chunked_array([c for col in codes for c in col.chunks], pa.string()))
+            if near_part is not None:
+                staged.add(staged.near, actionable(near_part, who.slice(0, near_part.num_rows), policies))
+            if gap_part is not None:
+                staged.add(staged.gaps, gap_detail(gap_part, who.slice(who.num_rows - gap_part.num_rows)))
+        near.clear()
+        gap.clear()
+
+    for pid in results.policy_ids():
+        rows = results.policy(pid, LIST_COLUMNS)
+        if "failed_guard" not in rows.column_names:
+            rows = rows.append_column("failed_guard", pa.nulls(rows.num_rows, pa.string()))
+        near.append(_outcome(results, pid, rows, "near_miss"))
+        gap.append(with_gaps(_outcome(results, pid, rows, "missing_data"), policies.get(pid)))
+        if sum(t.num_rows for t in near + gap) >= LOOKUP_ROWS:
+            flush()
+    flush()
+    staged.close()
+
+
+def _head(reader: pa.RecordBatchReader, rows: int) -> tuple[pa.Table, Iterator[pa.Table]]:
+    """The first `rows` rows of a stream, and the rest of it."""
+    head, taken = [], 0
+    for batch in reader:
+        if taken + batch.num_rows > rows:
+            cut = rows - taken
+            head.append(batch.slice(0, cut))
+            rest = itertools.chain([pa.Table.from_batches([batch.slice(cut)])],
+                                   (pa.Table.from_batches([b]) for b in reader))
+            return pa.Table.from_batches(head, reader.schema), rest
+        head.append(batch)
+        taken += batch.num_rows
+    return pa.Table.from_batches(head, reader.schema), iter(())
+
+
+def _numbered_from(tables: Iterable[pa.Table], first: int) -> Iterator[pa.Table]:
+    seq = first
+    for table in tables:
+        if table.num_rows:
+            yield table.append_column("seq", pa.array(range(seq, seq + table.num_rows), pa.int64()))
+            seq += table.num_rows
 
 
 # ---------------------------------------------------------------- 应享未享提醒
@@ -442,17 +549,10 @@ def unclaimed_manual(manual: pa.Table, portrait: pa.Table) -> pa.Table:
 
 def _write_unclaimed(path: Path, tables: Iterable[pa.Table], rows: int, **kw) -> Path:
     """`write_list` of the numbered rows: a workbook up to XLSX_MAX_ROWS, else the CSV written batch by batch."""
-    def numbered():
-        seq = 1
-        for table in tables:
-            if table.num_rows:
-                yield table.append_column("seq", pa.array(range(seq, seq + table.num_rows), pa.int64()))
-                seq += table.num_rows
-
     if rows <= XLSX_MAX_ROWS:
         return write_workbook(path, "惠企政策应享未享提醒清单", UNCLAIMED_COLUMNS,
-                              [r for t in numbered() for r in t.to_pylist()], **kw)
-    return write_csv_tables(path.with_suffix(".csv"), UNCLAIMED_COLUMNS, numbered())
+                              [r for t in _numbered_from(tables, 1) for r in t.to_pylist()], **kw)
+    return write_csv_tables(path.with_suffix(".csv"), UNCLAIMED_COLUMNS, _numbered_from(tables, 1))
 
 
 # ---------------------------------------------------------------- writing
@@ -471,62 +571,74 @@ def _numbered(table: pa.Table) -> pa.Table:
     return table.append_column("seq", pa.array(range(1, table.num_rows + 1), pa.int64()))
 
 
+def _tables(reader: pa.RecordBatchReader) -> Iterator[pa.Table]:
+    return (pa.Table.from_batches([batch]) for batch in reader)
+
+
+def write_lists(folder: Path, as_of: date, staged: Staged, unit: str) -> tuple[list[Path], dict[str, dict]]:
+    """Each department's 差一项清单 (a workbook of its first NEAR_MISS_XLSX_ROWS rows, the rest
+    in a CSV beside it) and 数据缺口清单 (a workbook of the gaps, the enterprises in a CSV),
+    from the staged lists; the files, and per department its figures."""
+    paths: list[Path] = []
+    counts: dict[str, dict] = {}
+    for dept, total in staged.counts(staged.near):
+        stem = safe_name(dept)
+        head, rest = _head(staged.rows(staged.near, dept, NEAR_MISS_ORDER), NEAR_MISS_XLSX_ROWS)
+        note = f"　共 {total} 条，本表列前 {NEAR_MISS_XLSX_ROWS} 条，其余见同名 CSV" if total > NEAR_MISS_XLSX_ROWS else ""
+        paths.append(write_workbook(
+            folder / f"{stem}_{NEAR_MISS}.xlsx", "惠企政策差一项条件企业清单（按预计金额排序）", NEAR_MISS_COLUMNS,
+            _numbered(head).to_pylist(), unit=unit, made_on=as_of,
+            subtitle=f"执行部门：{dept}{note}", sheet=NEAR_MISS, total=False))
+        if total > NEAR_MISS_XLSX_ROWS:
+            paths.append(write_csv_tables(folder / f"{stem}_{NEAR_MISS}_其余.csv", NEAR_MISS_COLUMNS,
+                                          _numbered_from(rest, NEAR_MISS_XLSX_ROWS + 1)))
+        counts.setdefault(dept, {})[NEAR_MISS] = total
+    summary = staged.gap_summary()
+    for dept, _ in staged.counts(staged.gaps):
+        stem = safe_name(dept)
+        dept_gaps = _numbered(summary.filter(pc.equal(summary.column("department"), dept)))
+        paths.append(write_workbook(
+            folder / f"{stem}_{DATA_GAPS}.xlsx", "数据共享需求清单（数据缺口）", GAP_COLUMNS, dept_gaps.to_pylist(),
+            unit=unit, made_on=as_of, subtitle=f"执行部门：{dept}　企业明细见同名 CSV", sheet=DATA_GAPS, total=False))
+        paths.append(write_csv_tables(folder / f"{stem}_{DATA_GAPS}_企业明细.csv", GAP_DETAIL_COLUMNS,
+                                      _tables(staged.rows(staged.gaps, dept))))
+        counts.setdefault(dept, {}).update({
+            DATA_GAPS: int(pc.sum(dept_gaps.column("results")).as_py() or 0),
+            "top_gaps": [[g["gap"], g["source"], g["results"]] for g in dept_gaps.slice(0, TOP_GAPS).to_pylist()]})
+    return paths, counts
+
+
 def write(folder: Path, as_of: date, matches: pa.Table | Path, portrait_path: Path | None,
           notified: Unanswered | list[dict], policies: list[Policy], unit: str, calendar: WorkCalendar | None = None,
-          applied: frozenset[tuple[str, str, str]] = frozenset()) -> Written:
+          applied: frozenset[tuple[str, str, str]] = frozenset(), scratch: Path | None = None) -> Written:
     """Write every department's lists into `folder` and SUMMARY beside them. `notified`: the
     ledger's unanswered results (`Unanswered`, or its rows); `applied`: the (policy id, period,
-    uscc) of manual policies' online applications, not to be reminded again."""
+    uscc) of manual policies' online applications, not to be reminded again; `scratch`: where
+    the near-miss and data-gap lists are staged and sorted (the system's temporary folder by
+    default)."""
     if not isinstance(notified, Unanswered):
         notified = Unanswered.of(list(notified))
     by_id = {p.id: p for p in policies}
     bases = {p.benefit.base for p in policies if p.benefit is not None and p.benefit.base}
     portrait = read_portrait(portrait_path, bases)
-    manual, _ = _results(matches, {"kind": "manual", "outcome": "eligible"})
+    results = Results(matches)
+    manual = results.where(["department", "policy_id", "policy_name", "period", "uscc"],
+                           kind="manual", outcome="eligible")
     if applied:
         keys = zip(*(manual.column(c).to_pylist() for c in ("policy_id", "period", "uscc")))
         manual = manual.filter(pa.array([k not in applied for k in keys], pa.bool_()))
     plan = ranked(notified.groups, by_id, as_of, calendar or WorkCalendar())
     manual_rows = unclaimed_manual(manual, portrait)
     manual_depts = manual_rows.column("department")
-    paths: list[Path] = []
-    counts: dict[str, dict] = {}   # department -> its figures, as each list is written
-    # One list at a time, each let go before the next is made (a province's near misses and
-    # data gaps are tens of millions of rows each).
-    near = near_misses(matches, portrait, by_id)
-    for dept in sorted(set(near.column("department").to_pylist())):
-        stem = safe_name(dept)
-        dept_near = _numbered(near.filter(pc.equal(near.column("department"), dept)))
-        rest = dept_near.num_rows - NEAR_MISS_XLSX_ROWS
-        note = f"　共 {dept_near.num_rows} 条，本表列前 {NEAR_MISS_XLSX_ROWS} 条，其余见同名 CSV" if rest > 0 else ""
-        paths.append(write_workbook(
-            folder / f"{stem}_{NEAR_MISS}.xlsx", "惠企政策差一项条件企业清单（按预计金额排序）", NEAR_MISS_COLUMNS,
-            dept_near.slice(0, NEAR_MISS_XLSX_ROWS).to_pylist(), unit=unit, made_on=as_of,
-            subtitle=f"执行部门：{dept}{note}", sheet=NEAR_MISS, total=False))
-        if rest > 0:
-            path = folder / f"{stem}_{NEAR_MISS}_其余.csv"
-            atomic_write_bytes(path, csv_table_bytes(NEAR_MISS_COLUMNS, dept_near.slice(NEAR_MISS_XLSX_ROWS)))
-            paths.append(path)
-        counts.setdefault(dept, {})[NEAR_MISS] = dept_near.num_rows
-    near = dept_near = None
-    detail = gaps(matches, by_id, portrait)
-    summary_table = gap_summary(detail)
-    for dept in sorted(set(detail.column("department").to_pylist())):
-        stem = safe_name(dept)
-        dept_gaps = _numbered(summary_table.filter(pc.equal(summary_table.column("department"), dept)))
-        if dept_gaps.num_rows:
-            paths.append(write_workbook(
-                folder / f"{stem}_{DATA_GAPS}.xlsx", "数据共享需求清单（数据缺口）", GAP_COLUMNS, dept_gaps.to_pylist(),
-                unit=unit, made_on=as_of, subtitle=f"执行部门：{dept}　企业明细见同名 CSV", sheet=DATA_GAPS,
-                total=False))
-            rows = detail.filter(pc.equal(detail.column("department"), dept))
-            path = folder / f"{stem}_{DATA_GAPS}_企业明细.csv"
-            atomic_write_bytes(path, csv_table_bytes(GAP_DETAIL_COLUMNS, rows))
-            paths.append(path)
-        counts.setdefault(dept, {}).update({
-            DATA_GAPS: int(pc.sum(dept_gaps.column("results")).as_py() or 0),
-            "top_gaps": [[g["gap"], g["source"], g["results"]] for g in dept_gaps.slice(0, TOP_GAPS).to_pylist()]})
-    detail = summary_table = rows = None
+    if scratch is not None:
+        scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="lists-", dir=scratch) as tmp:
+        staged = Staged(Path(tmp))
+        try:
+            stage_lists(results, portrait, by_id, staged)
+            paths, counts = write_lists(folder, as_of, staged, unit)
+        finally:
+            staged.con.close()
     departments = sorted(set(plan.rows) | set(manual_depts.to_pylist()) | set(counts))
     stream = iter(notified.read(plan.ranks) if plan.ranks else ())
     left: list[pa.Table] = []

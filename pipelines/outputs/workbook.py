@@ -22,7 +22,6 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 from openpyxl import Workbook
 from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
 from openpyxl.utils import get_column_letter
@@ -241,7 +240,7 @@ def write_list(path: Path, title: str, columns: Sequence[Col], rows: Sequence[di
     if len(rows) <= XLSX_MAX_ROWS:
         return write_workbook(path, title, columns, rows.to_pylist() if isinstance(rows, pa.Table) else rows, **kw)
     if isinstance(rows, pa.Table):
-        return _write(Path(path).with_suffix(".csv"), csv_table_bytes(columns, rows))
+        return write_csv_tables(Path(path).with_suffix(".csv"), columns, [rows])
     return write_csv(Path(path).with_suffix(".csv"), columns, rows)
 
 
@@ -266,36 +265,25 @@ def csv_bytes(columns: Sequence[Col], rows: Iterable[dict]) -> bytes:
     return ("\ufeff" + buf.getvalue()).encode("utf-8")
 
 
+def _where(text: pa.Array, mask: pa.Array, make) -> pa.Array:
+    """`text` with make(the masked values) in place of them; made only for those rows (a
+    column of millions where a few need it), and nothing at all when none does."""
+    if not pc.any(mask).as_py():
+        return text
+    return pc.replace_with_mask(text, mask, make(text.filter(mask)))
+
+
+_FORMULA_FIRST = pa.array(FORMULA_START, pa.string())
+
+
 def neutralise_array(text: pa.Array) -> pa.Array:
     """`neutralise` for a whole column of text."""
-    text = pc.replace_substring_regex(text, ILLEGAL_CHARACTERS.pattern, "")
-    formula = pc.match_substring_regex(text, "^[=+\\-@\\t\\r]")
-    return pc.if_else(formula, pc.binary_join_element_wise("'", text, ""), text)
-
-
-def csv_table_bytes(columns: Sequence[Col], table: pa.Table) -> bytes:
-    """`csv_bytes` for an Arrow table whose column names are the keys: the same
-    cells, made column by column instead of cell by cell."""
-    n = table.num_rows
-    cells = []
-    for c in columns:
-        col = table.column(c.key) if c.key in table.column_names else pa.nulls(n, pa.string())
-        if c.kind == "money":
-            col = pc.round(col.cast(pa.decimal128(38, 6)), ndigits=2, round_mode="half_towards_infinity") \
-                .cast(pa.decimal128(38, 2)).cast(pa.string())
-        elif pa.types.is_date(col.type) or pa.types.is_timestamp(col.type):
-            col = pc.strftime(col, "%Y-%m-%d")
-        elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-            col = neutralise_array(col)
-        else:
-            col = col.cast(pa.string())
-        cells.append(col)
-    head = io.StringIO()
-    csv.writer(head, lineterminator="\r\n").writerow([neutralise(c.header) for c in columns])
-    body = io.BytesIO()
-    pacsv.write_csv(pa.table(cells, names=[f"c{i}" for i in range(len(cells))]), body,
-                    pacsv.WriteOptions(include_header=False, eol="\r\n"))
-    return ("\ufeff" + head.getvalue()).encode("utf-8") + body.getvalue()
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    illegal = pc.fill_null(pc.match_substring_regex(text, ILLEGAL_CHARACTERS.pattern), False)
+    text = _where(text, illegal, lambda few: pc.replace_substring_regex(few, ILLEGAL_CHARACTERS.pattern, ""))
+    formula = pc.is_in(pc.utf8_slice_codeunits(text, 0, 1), value_set=_FORMULA_FIRST)
+    return _where(text, formula, lambda few: pc.binary_join_element_wise("'", few, ""))
 
 
 # ---------------------------------------------------------------- CSV, column-wise
@@ -344,14 +332,15 @@ def csv_cells(col: Col, values: pa.Array | pa.ChunkedArray) -> pa.Array:
     kind = values.type
     if col.kind != "money" and (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
         text = pc.fill_null(neutralise_array(values), "")
-    elif col.kind != "money" and pa.types.is_integer(kind):
+    elif col.kind != "money" and pa.types.is_integer(kind) or pa.types.is_null(kind):
         text = pc.fill_null(values.cast(pa.string()), "")
-    elif pa.types.is_null(kind):
-        text = pc.fill_null(values.cast(pa.string()), "")
+    elif col.kind == "money" and (pa.types.is_integer(kind) or pa.types.is_decimal(kind) and kind.scale <= 2):
+        # Exact at two places, so Arrow's text is the "%.2f" of the value.
+        text = pc.fill_null(values.cast(pa.decimal128(38, 2)).cast(pa.string()), "")
     else:
         text = per_value(values, _cell_text(col.kind))
-    quoted = pc.binary_join_element_wise('"', pc.replace_substring(text, '"', '""'), '"', "")
-    return pc.if_else(pc.match_substring_regex(text, _NEEDS_QUOTES), quoted, text)
+    return _where(text, pc.match_substring_regex(text, _NEEDS_QUOTES),
+                  lambda few: pc.binary_join_element_wise('"', pc.replace_substring(few, '"', '""'), '"', ""))
 
 
 def _concatenated(lines: pa.Array) -> bytes:
