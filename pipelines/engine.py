@@ -10,6 +10,10 @@ the rows that are stored, with string kernels, not one dict per enterprise.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import os
+import threading
+from collections import deque
 from decimal import Decimal
 from functools import reduce
 from typing import Iterator
@@ -74,61 +78,64 @@ NAME_LIST_SCHEMA = pa.schema(
 # ---------------------------------------------------------------- columns
 
 class Columns:
-    """The population's columns, with numeric casts made once per evaluate call."""
+    """The population's columns, with numeric casts and texts made once per evaluate call.
+    Policies are evaluated in two threads (`evaluate_stream`): each derived column is made
+    once, under its own lock, by the first thread that needs it."""
 
     def __init__(self, table: pa.Table):
         self.table = table
         self.n = table.num_rows
-        self._raw: dict[str, pa.Array] = {}
-        self._num: dict[str, pa.Array] = {}
-        self._json: dict[str, pa.Array] = {}
-        self._text: dict[str, pa.Array] = {}
-        self._order: pa.Array | None = None
+        self._made: dict[tuple[str, str], pa.Array] = {}
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def _once(self, kind: str, name: str, make) -> pa.Array:
+        key = (kind, name)
+        if key not in self._made:
+            with self._guard:
+                lock = self._locks.setdefault(key, threading.Lock())
+            with lock:
+                if key not in self._made:
+                    self._made[key] = make()
+        return self._made[key]
 
     def json(self, name: str) -> pa.Array:
         """The field's values as JSON text, for the whole population (evidence takes its rows)."""
-        if name not in self._json:
-            self._json[name] = json_actual(self.raw(name))
-        return self._json[name]
+        return self._once("json", name, lambda: json_actual(self.raw(name)))
 
     def value_text(self, name: str) -> pa.Array:
         """The field's values as a clerk writes them (the reasons' text), for the whole
         population: made once per field, not once per policy that names it."""
-        if name not in self._text:
-            self._text[name] = evidence_text.number_column(name, self.raw(name)) \
-                if FIELD_KINDS[name] in NUMERIC_KINDS else evidence_text.value_column(name, self.json(name))
-        return self._text[name]
+        return self._once("text", name, lambda: evidence_text.number_column(name, self.raw(name))
+                          if FIELD_KINDS[name] in NUMERIC_KINDS else evidence_text.value_column(name, self.json(name)))
 
     def order(self) -> pa.Array:
         """Row indices in uscc order (stable), so that stored rows come out sorted without a final sort."""
-        if self._order is None:
-            self._order = pc.sort_indices(self.raw("uscc"), sort_keys=[("", "ascending")]) if self.n else \
-                pa.array([], pa.uint64())
-        return self._order
+        return self._once("order", "uscc", lambda: pc.sort_indices(self.raw("uscc"), sort_keys=[("", "ascending")])
+                          if self.n else pa.array([], pa.uint64()))
 
     def raw(self, name: str) -> pa.Array:
-        if name not in self._raw:
-            if name in self.table.column_names:
-                col = self.table.column(name).combine_chunks()
-                want = contracts.PORTRAIT_SCHEMA.field(name).type if name in contracts.PORTRAIT_SCHEMA.names else col.type
-                if col.type != want and not pa.types.is_decimal(want):
-                    col = col.cast(want)
-            else:
-                # A portrait without the field: every value unknown.
-                col = pa.nulls(self.n, contracts.PORTRAIT_SCHEMA.field(name).type)
-            self._raw[name] = col
-        return self._raw[name]
+        return self._once("raw", name, lambda: self._raw(name))
+
+    def _raw(self, name: str) -> pa.Array:
+        if name not in self.table.column_names:
+            # A portrait without the field: every value unknown.
+            return pa.nulls(self.n, contracts.PORTRAIT_SCHEMA.field(name).type)
+        col = self.table.column(name).combine_chunks()
+        want = contracts.PORTRAIT_SCHEMA.field(name).type if name in contracts.PORTRAIT_SCHEMA.names else col.type
+        return col.cast(want) if col.type != want and not pa.types.is_decimal(want) else col
 
     def num(self, name: str) -> pa.Array:
-        if name not in self._num:
-            col = self.raw(name)
-            try:
-                self._num[name] = col.cast(NUM)
-            except pa.ArrowInvalid:
-                # A legal portrait value (money is decimal(38, 6)) beyond decimal128(38, 18): compare it
-                # in a wider exact type rather than stop the run.
-                self._num[name] = col.cast(WIDE_NUM)
-        return self._num[name]
+        return self._once("num", name, lambda: self._num(name))
+
+    def _num(self, name: str) -> pa.Array:
+        col = self.raw(name)
+        try:
+            return col.cast(NUM)
+        except pa.ArrowInvalid:
+            # A legal portrait value (money is decimal(38, 6)) beyond decimal128(38, 18): compare it
+            # in a wider exact type rather than stop the run.
+            return col.cast(WIDE_NUM)
 
 
 def _lit(value, kind: str) -> pa.Scalar:
@@ -556,24 +563,28 @@ def _eligible_core(policy: Policy, d: Decision) -> pa.Table:
 
 
 def group_losers(portrait: pa.Table, active: list[Policy], name_lists, cols: Columns,
-                 on_error) -> dict[str, pa.Table]:
+                 on_error, pool=None) -> dict[str, pa.Table]:
     """就高不重复 decided before any evidence is made: policy id -> its results that another
     policy of its group outranks (uscc, excluded_by). Only policies that share an
-    exclusive group and period with another are evaluated here (without evidence); a
-    policy that fails is passed to on_error and left out, as the main pass leaves it out."""
+    exclusive group and period with another are evaluated here (without evidence; in
+    `pool`'s threads when given); a policy that fails is passed to on_error and left out,
+    as the main pass leaves it out."""
     by_group: dict[tuple, list[Policy]] = {}
     for p in active:
         if p.kind != "manual" and p.exclusive_group is not None:
             by_group.setdefault((p.exclusive_group, p.period), []).append(p)
+    grouped = [p for group in by_group.values() if len(group) > 1 for p in group]
+
+    def core(p: Policy) -> pa.Table:
+        return _eligible_core(p, decide(portrait, p, name_lists, cols))
+
+    made = [pool.submit(core, p) for p in grouped] if pool is not None else None
     cores = []
-    for group in by_group.values():
-        if len(group) < 2:
-            continue
-        for p in group:
-            try:
-                cores.append(_eligible_core(p, decide(portrait, p, name_lists, cols)))
-            except Exception as exc:  # noqa: BLE001 - one bad policy never stops the others
-                on_error(p, exc)
+    for i, p in enumerate(grouped):
+        try:
+            cores.append(made[i].result() if made is not None else core(p))
+        except Exception as exc:  # noqa: BLE001 - one bad policy never stops the others
+            on_error(p, exc)
     if not cores:
         return {}
     ranked = apply_groups(pa.concat_tables(cores))
@@ -595,9 +606,12 @@ def mark_excluded(part: pa.Table, lost: pa.Table | None) -> pa.Table:
     return part.set_column(part.schema.get_field_index("excluded_by"), "excluded_by", by)
 
 
+EVAL_THREADS = min(2, os.cpu_count() or 1)
+
+
 def evaluate_stream(portrait: pa.Table, policies: list[Policy], as_of: dt.date,
                     name_lists: dict[str, pa.Table] | None = None, errors: list | None = None,
-                    apply_budgets: bool = True) -> Iterator[tuple[Policy, pa.Table]]:
+                    apply_budgets: bool = True, threads: int = EVAL_THREADS) -> Iterator[tuple[Policy, pa.Table]]:
     """Every policy in force on `as_of`, one at a time in id order: (policy, its final results).
 
     Nothing holds the night's results at once: exclusive groups are decided first from the
@@ -605,9 +619,15 @@ def evaluate_stream(portrait: pa.Table, policies: list[Policy], as_of: dt.date,
     final when made; its budget is over its own rows. apply_budgets=False leaves budgets
     out (a shard of the enterprises: the merge applies them).
 
+    `threads` policies are evaluated at once (Arrow's kernels run outside the GIL, so a
+    second thread is a second core); the results still come in id order, and at most
+    `threads` policies' results are held beside the one being handed on.
+
     A policy that fails at run time is skipped and, when `errors` is given, reported there as
     a PolicyError (file, line 0, key = the policy id); it never stops the other policies.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from pipelines.policies import PolicyError
 
     portrait = with_registered(portrait)
@@ -620,17 +640,24 @@ def evaluate_stream(portrait: pa.Table, policies: list[Policy], as_of: dt.date,
             errors.append(PolicyError(p.file or p.id, 0, p.id, f"政策运行出错，已跳过：{type(exc).__name__}: {exc}"))
         failed.add(p.id)
 
-    losers = group_losers(portrait, active, name_lists, cols, on_error)
-    for p in active:
-        if p.id in failed:
-            continue
-        try:
-            part = evaluate_policy(portrait, p, as_of, name_lists, cols=cols)
-        except Exception as exc:  # noqa: BLE001 - one bad policy never stops the others
-            on_error(p, exc)
-            continue
-        part = mark_excluded(part, losers.get(p.id))
-        yield p, (apply_budget(part, p) if apply_budgets else part)
+    def final(p: Policy) -> pa.Table:
+        part = mark_excluded(evaluate_policy(portrait, p, as_of, name_lists, cols=cols), losers.get(p.id))
+        return apply_budget(part, p) if apply_budgets else part
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        losers = group_losers(portrait, active, name_lists, cols, on_error, pool)
+        todo = iter([p for p in active if p.id not in failed])
+        pending = deque((p, pool.submit(final, p)) for p in itertools.islice(todo, max(1, threads)))
+        while pending:
+            p, result = pending.popleft()
+            if (after := next(todo, None)) is not None:
+                pending.append((after, pool.submit(final, after)))
+            try:
+                part = result.result()
+            except Exception as exc:  # noqa: BLE001 - one bad policy never stops the others
+                on_error(p, exc)
+                continue
+            yield p, part
 
 
 def evaluate(portrait: pa.Table, policies: list[Policy], as_of: dt.date,

@@ -19,6 +19,7 @@ import re
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -456,15 +457,14 @@ def reasons(leaves: list[dict], value_text, result, outcome: pa.Array, failed_it
     values as a clerk writes them (`value_column`), at the given row indices. Each
     kind of reason is made only from the rows it is for."""
     m = len(outcome)
-    out = pa.nulls(m, pa.string())
     if not m:
-        return out
+        return pa.nulls(m, pa.string())
+    made: list[tuple[pa.Array, pa.Array]] = []   # (rows, their text); the kinds' rows are disjoint
 
     def fill(mask: pa.Array, text_of) -> None:
-        nonlocal out
         rows = pc.indices_nonzero(mask)
         if len(rows):
-            out = pc.replace_with_mask(out, mask, text_of(rows))
+            made.append((rows, text_of(rows)))
 
     def guard_text(rows):
         named = failed_guard.take(rows)
@@ -508,4 +508,11 @@ def reasons(leaves: list[dict], value_text, result, outcome: pa.Array, failed_it
             return _join(pieces, "；") if pieces else pa.repeat(pa.scalar(""), len(rows))
 
         fill(pc.and_(near, pc.fill_null(pc.equal(failed_item, item), False)), near_text)
-    return out
+    if not made:
+        return pa.nulls(m, pa.string())
+    # Put together once (a replace per kind would copy the whole column each time).
+    rows = np.concatenate([r.to_numpy() for r, _ in made])
+    at = np.full(m, -1, dtype=np.int64)
+    at[rows] = np.arange(len(rows))
+    texts = pa.concat_arrays([t.cast(pa.string()) for _, t in made])
+    return texts.take(pa.array(at, mask=at < 0))
