@@ -804,7 +804,11 @@ def read_delivery(spec: Feed, paths: list[Path], settings: Settings | None = Non
             malformed.append({**record, "_row": row, "_file": tf.name, "reason": reason})
         per_file[tf.name] = n + len(tf.malformed)
 
-    original = pa.concat_tables(texts).combine_chunks()
+    # The files' text stays in its chunks: a column is combined only while it is typed (a
+    # province's social-insurance delivery is 12M rows; a combined copy of every column
+    # doubled the stage's peak).
+    original = pa.concat_tables(texts)
+    texts.clear()
     n = original.num_rows
     typed: dict[str, pa.Array] = {}
     normalised: dict[str, dict[str, int]] = {}
@@ -812,7 +816,7 @@ def read_delivery(spec: Feed, paths: list[Path], settings: Settings | None = Non
     bad_rows: set[int] = set()
     rows = original["_row"].to_numpy()
     for col in spec.columns:
-        raw = original[col.name].chunk(0) if original[col.name].num_chunks else pa.array([], pa.string())
+        raw = original[col.name].combine_chunks() if original[col.name].num_chunks else pa.array([], pa.string())
         values, counts = normalise_column(col, raw)
         if counts:
             normalised[col.name] = counts
