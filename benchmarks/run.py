@@ -156,10 +156,13 @@ def backend_name(warehouse: str | None) -> str:
     return "PostgreSQL" if warehouse else "SQLite"
 
 
-def bench_scale(enterprises: int, policies: int | str, workdir: Path, warehouses: list[str | None]) -> list[dict]:
+def bench_scale(enterprises: int, policies: int | str, workdir: Path, warehouses: list[str | None],
+                first_night_only: bool = False) -> list[dict]:
     """policies: a count of varied policies, or "sample" for data/policies as it is.
     warehouses: per item a PostgreSQL URL (a fresh schema is made in it), or None for the SQLite
-    default; each gets its own data folder over the same deliveries and policy files."""
+    default; each gets its own data folder over the same deliveries and policy files.
+    first_night_only: the first night alone (no reference, second night or sandbox): a size
+    whose reference does not finish on the machine."""
     from pipelines import demo_data
 
     base = workdir / f"n{enterprises}_p{policies}"
@@ -183,6 +186,11 @@ def bench_scale(enterprises: int, policies: int | str, workdir: Path, warehouses
             env["MIANSHEN_WAREHOUSE_URL"] = fresh_schema(warehouse, f"bench_n{enterprises}_p{policies}")
         print(f"  {backend}: first night …", flush=True)
         first = night(env, data / "timings.json")
+        if first_night_only:
+            runs.append({"enterprises": enterprises, "policies": policies, "generate_seconds": round(generated, 1),
+                         "warehouse": backend, **first, "sandbox_seconds": None,
+                         "measured_on": date.today().isoformat()})
+            continue
         print(f"  {backend}: DuckDB reference …", flush=True)
         ref = reference(env, data, base / "policies")
         # The same data again on the same warehouse and landing: nothing new for the ledger.
@@ -241,7 +249,8 @@ def table(results: list[dict]) -> str:
     rows = [head, "|" + "---|" * (len(STAGES) + 14)]
     for r in sorted(results, key=lambda r: (r["enterprises"], r["policies"], r.get("warehouse") != "SQLite")):
         key = f"| {r['enterprises']:,} | {r['policies']} | {r.get('warehouse', 'SQLite')} |"
-        rows.append(f"{key} 1st | {_night_cells(r)} | {_reference_cells(r)} | {r['sandbox_seconds']:.1f} | {r['measured_on']} |")
+        sandbox = "—" if r.get("sandbox_seconds") is None else f"{r['sandbox_seconds']:.1f}"
+        rows.append(f"{key} 1st | {_night_cells(r)} | {_reference_cells(r)} | {sandbox} | {r['measured_on']} |")
         if r.get("second_night"):
             rows.append(f"{key} 2nd | {_night_cells(r['second_night'])} | — | — | — | — | {r['measured_on']} |")
     return "\n".join(rows)
@@ -261,6 +270,8 @@ def main() -> None:
                              'per run); every run is made on each')
     parser.add_argument("--both", action="store_const", const=BOTH, dest="warehouses",
                         help=f"SQLite and the local PostgreSQL: --warehouses {BOTH}")
+    parser.add_argument("--first-night-only", action="store_true",
+                        help="run the first night alone (no DuckDB reference, second night or sandbox)")
     parser.add_argument("--append", action="store_true",
                         help="keep the runs recorded in benchmarks/results.json (a run of the same size and "
                              "warehouse is replaced) and print the table of all of them")
@@ -272,7 +283,7 @@ def main() -> None:
     results = json.loads(recorded.read_text(encoding="utf-8")) if args.append and recorded.exists() else []
     for n, p in runs:
         print(f"benchmark: {n:,} enterprises × {p} policies …", flush=True)
-        for run in bench_scale(n, p, workdir, warehouses):
+        for run in bench_scale(n, p, workdir, warehouses, args.first_night_only):
             print(json.dumps(run, ensure_ascii=False), flush=True)
             key = (run["enterprises"], run["policies"], run["warehouse"])
             results = [r for r in results if (r["enterprises"], r["policies"], r.get("warehouse")) != key] + [run]
