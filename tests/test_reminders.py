@@ -209,3 +209,36 @@ def test_days_left_count_working_days(confirm_from, as_of, left):
     deadline = deadlines.confirm_by(calendar, confirm_from, deadlines.Days())
     assert deadline == dt.date(2026, 12, 17)
     assert calendar.working_days_between(as_of, deadline) == left
+
+
+def test_the_lists_do_not_depend_on_the_sorts_memory_or_the_lookup_batches(tmp_path, monkeypatch):
+    """The near-miss and data-gap lists are staged and sorted by DuckDB, spilling past
+    SORT_MEMORY, with the portrait looked up LOOKUP_ROWS results at a time: a tight memory
+    limit and small batches write the same bytes, and the scratch folder is left empty."""
+    from pathlib import Path
+
+    from pipelines import match
+    from pipelines.policies import load_dir
+
+    here = Path(__file__).resolve().parent / "fixtures" / "evidence_before"
+    portrait = pq.read_table(here / "portrait.parquet")
+    policies, _ = load_dir(here / "policies")
+    lists = {f.stem.removeprefix("name_list-"): pq.read_table(f) for f in here.glob("name_list-*.parquet")}
+    matches = tmp_path / "matches.parquet"
+    stream = ((p.id, part) for p, part in engine.evaluate_stream(portrait, policies, AS_OF, lists))
+    match.write_results(matches, stream, engine.evidence_templates(policies), {})
+    pq.write_table(portrait, tmp_path / "portrait.parquet")
+    monkeypatch.setattr(reminders, "NEAR_MISS_XLSX_ROWS", 40)   # so every department has a CSV of the rest
+
+    def written(folder: Path) -> dict[str, bytes]:
+        reminders.write(folder, AS_OF, matches, tmp_path / "portrait.parquet", [], policies, "单位",
+                        scratch=tmp_path / "scratch")
+        return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+    roomy = written(tmp_path / "roomy")
+    monkeypatch.setattr(reminders, "SORT_MEMORY", "32MB")
+    monkeypatch.setattr(reminders, "LOOKUP_ROWS", 300)
+    tight = written(tmp_path / "tight")
+    assert tight == roomy
+    assert any(name.endswith("_其余.csv") for name in roomy) and any(name.endswith("_企业明细.csv") for name in roomy)
+    assert not list((tmp_path / "scratch").iterdir())
