@@ -339,8 +339,7 @@ class Staged:
         self._rows = {self.near: 0, self.gaps: 0}
         import duckdb
 
-        self.con = duckdb.connect(config={"memory_limit": SORT_MEMORY, "temp_directory": str(scratch / "spill"),
-                                          "threads": 2})
+        self.con = duckdb.connect(config={"memory_limit": SORT_MEMORY, "temp_directory": str(scratch / "spill")})
 
     def add(self, path: Path, table: pa.Table) -> None:
         if table.num_rows:
@@ -518,6 +517,20 @@ def _upto(tables: Iterator[pa.Table], left: list, end: int) -> Iterator[pa.Table
         yield table
 
 
+def _regrouped(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
+    """The stream's tables put together into tables of at least `rows` rows (the last may be
+    fewer): the ledger is read in batches of 100,000, and each table made from them looks the
+    portrait up once."""
+    held: list[pa.Table] = []
+    for table in tables:
+        held.append(table)
+        if sum(t.num_rows for t in held) >= rows:
+            yield pa.concat_tables(held)
+            held = []
+    if held:
+        yield pa.concat_tables(held)
+
+
 def unclaimed_notified(table: pa.Table, plan: Ranked, portrait: pa.Table, as_of: date) -> pa.Table:
     """UNCLAIMED_COLUMNS' keys (but seq) of a batch of unanswered rows."""
     who = _lookup(portrait, table.column("uscc"))
@@ -645,7 +658,8 @@ def write(folder: Path, as_of: date, matches: pa.Table | Path, portrait_path: Pa
     summary = {}
     for dept in departments:   # in the stream's order (ranks are by department first)
         stem = safe_name(dept)
-        told = (unclaimed_notified(t, plan, portrait, as_of) for t in _upto(stream, left, plan.upto.get(dept, 0)))
+        told = (unclaimed_notified(t, plan, portrait, as_of)
+                for t in _regrouped(_upto(stream, left, plan.upto.get(dept, 0)), LOOKUP_ROWS))
         extra = manual_rows.filter(pc.equal(manual_depts, dept))
         mine = plan.rows.get(dept, 0) + extra.num_rows
         if mine:
