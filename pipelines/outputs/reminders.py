@@ -144,12 +144,10 @@ class Results:
 
     def policy(self, policy_id: str, columns: Iterable[str]) -> pa.Table:
         """The named columns (those present) of the policy's results, in their stored order."""
-        names = [c for c in dict.fromkeys(columns) if c in self.names]
-        if self.groups is not None:
-            return self.file.read_row_groups(self.groups.get(policy_id, []), columns=names)
-        if self.table is not None:
-            return self.table.filter(pc.equal(self.table.column("policy_id"), policy_id)).select(names)
-        return pq.read_table(self.source, columns=names, filters=[("policy_id", "==", policy_id)])
+        if self.groups is None:
+            return self.where(columns, policy_id=policy_id)
+        return self.file.read_row_groups(self.groups.get(policy_id, []),
+                                         columns=[c for c in dict.fromkeys(columns) if c in self.names])
 
     def where(self, columns: Iterable[str], **equal: str) -> pa.Table:
         """The named columns (those present) of every result whose columns equal the given

@@ -386,13 +386,9 @@ def write_csv_tables(path: Path, columns: Sequence[Col], tables: Iterable[pa.Tab
     return Path(path)
 
 
-def _write(path: Path, data: bytes) -> Path:
-    atomic_write_bytes(Path(path), data)
-    return Path(path)
-
-
 def write_csv(path: Path, columns: Sequence[Col], rows: Iterable[dict]) -> Path:
-    return _write(path, csv_bytes(columns, rows))
+    atomic_write_bytes(Path(path), csv_bytes(columns, rows))
+    return Path(path)
 
 
 def clear_stale(folder: Path, keep: Iterable[Path]) -> None:
