@@ -89,6 +89,10 @@ def _strip_zeros(text: pa.Array) -> pa.Array:
 def decimal_json_text(arr: pa.Array) -> pa.Array:
     """Decimals as plain text (never "0E-18" or "1.0E-7", which Arrow writes for small values)."""
     text = arr.cast(pa.string())
+    if 0 < arr.type.scale <= 6:
+        # Arrow writes plain notation down to an adjusted exponent of -6, so every value of such
+        # a scale (zero too: "0.000000"), with the point, and only its trailing zeros go.
+        return pc.utf8_rtrim(pc.utf8_rtrim(text, characters="0"), characters=".")
     scientific = pc.fill_null(pc.match_substring(text, "E"), False)
     zero = pc.fill_null(pc.equal(arr, pa.scalar(Decimal(0), arr.type)), False)
     text = pc.if_else(zero, pa.scalar("0"), text)

@@ -96,19 +96,20 @@ def atomic_write_parquet(path: Path, table, row_group_size: int | None = None) -
     return atomic_write(path, lambda fh: pq.write_table(table, fh, row_group_size=row_group_size))
 
 
-def atomic_write_parquet_stream(path: Path, schema, tables, before_publish: Callable[[], Any] | None = None) -> Path:
+def atomic_write_parquet_stream(path: Path, schema, tables, before_publish: Callable[[], Any] | None = None,
+                                **options) -> Path:
     """Parquet written table by table (each its own row groups), so nothing holds them all.
 
     The tables are encoded and written by a thread of their own while the next one is made
     (Parquet encoding releases the GIL, so on two cores the writing mostly overlaps the
-    making); at most two wait in between."""
+    making); at most two wait in between. `options`: the ParquetWriter's."""
     import queue
     import threading
 
     import pyarrow.parquet as pq
 
     def write(fh):
-        with pq.ParquetWriter(fh, schema) as writer:
+        with pq.ParquetWriter(fh, schema, **options) as writer:
             waiting: queue.Queue = queue.Queue(maxsize=2)
             failed: list[BaseException] = []
 

@@ -121,8 +121,15 @@ def write_results(path: Path, stream, templates: dict, meta: dict[bytes, str], b
     schema = schema.with_metadata({**schema.metadata, **{k: v.encode("utf-8") for k, v in meta.items()}})
     tallied = (tally.add(pid, part) for pid, part in stream)
     files_lib.atomic_write_parquet_stream(path, schema, (part for part in tallied if part.num_rows),
-                                          (lambda: before_publish(tally)) if before_publish else None)
+                                          (lambda: before_publish(tally)) if before_publish else None,
+                                          write_statistics=with_statistics(schema))
     return tally
+
+
+def with_statistics(schema: pa.Schema) -> list[str]:
+    """The columns whose min/max statistics a results file keeps: not those of long text no
+    reader filters by (cut short anyway), which are a tenth of the writer's time."""
+    return [n for n in schema.names if n not in {"name", "evidence_actual", "evidence_result", "reason"}]
 
 
 def _active(settings: Settings, as_of: dt.date):
@@ -262,7 +269,8 @@ def run_shard(settings: Settings, as_of: dt.date, shard: int, shards: int) -> st
     parts = pq.ParquetFile(scratch)
     schema = parts.schema_arrow.with_metadata({**parts.schema_arrow.metadata,
                                                SHARD_META: json.dumps(meta, ensure_ascii=False).encode("utf-8")})
-    files_lib.atomic_write_parquet_stream(path, schema, (parts.read_row_group(i) for i in range(parts.num_row_groups)))
+    files_lib.atomic_write_parquet_stream(path, schema, (parts.read_row_group(i) for i in range(parts.num_row_groups)),
+                                          write_statistics=with_statistics(schema))
     scratch.unlink()
     return str(path)
 

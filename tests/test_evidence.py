@@ -31,3 +31,14 @@ def test_the_typed_columns_text_is_the_jsons(data):
     rows = data.draw(st.lists(st.none() | values_of(field), max_size=30))
     typed = pa.array(rows, PORTRAIT_SCHEMA.field(field).type)
     assert number_column(field, typed).to_pylist() == value_column(field, json_actual(typed)).to_pylist()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 18).flatmap(lambda scale: st.tuples(st.just(scale), st.lists(
+    st.none() | st.decimals(min_value=Decimal(-10**15), max_value=Decimal(10**15), places=scale), max_size=20))))
+def test_a_decimals_json_text_is_plain_without_trailing_zeros(scale_rows):
+    from pipelines.evidence import decimal_json_text, decimal_text
+
+    scale, rows = scale_rows
+    got = decimal_json_text(pa.array(rows, pa.decimal128(38, scale))).to_pylist()
+    assert got == [None if d is None else decimal_text(d) for d in rows]
