@@ -273,23 +273,66 @@ def _where(text: pa.Array, mask: pa.Array, make) -> pa.Array:
     return pc.replace_with_mask(text, mask, make(text.filter(mask)))
 
 
-_FORMULA_FIRST = pa.array(FORMULA_START, pa.string())
+def _byte_table(chars: str) -> np.ndarray:
+    table = np.zeros(256, dtype=bool)
+    table[[ord(c) for c in chars]] = True
+    return table
+
+
+# Each a set of ASCII characters: in UTF-8 an ASCII byte is never part of another character,
+# so a scan of a column's bytes finds exactly the rows holding one (a regex per row is the
+# slow way to learn that almost none does).
+_ILLEGAL_BYTES = _byte_table("".join(map(chr, [*range(0x09), 0x0b, 0x0c, *range(0x0e, 0x20)])))
+_FORMULA_BYTES = _byte_table("".join(FORMULA_START))
+_QUOTED_BYTES = _byte_table(',"\r\n')
+
+
+def _text_bytes(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(each row's start in `data`, one past its end as the next row's start; data): a string
+    column's offsets and bytes, without copying them."""
+    _, offsets, data = text.buffers()
+    if offsets is None:   # an empty column
+        return np.zeros(len(text) + 1, np.int64), np.zeros(0, np.uint8)
+    width = np.int64 if pa.types.is_large_string(text.type) else np.int32
+    return (np.frombuffer(offsets, dtype=width)[text.offset:text.offset + len(text) + 1],
+            np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8))
+
+
+def _special_rows(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(the rows holding a character a workbook cannot hold, the rows holding one for which the
+    csv module quotes a field) of a string column, found in one scan of its bytes."""
+    offsets, data = _text_bytes(text)
+    body = data[offsets[0]:offsets[-1]]
+    at = np.flatnonzero((body < 0x20) | (body == ord('"')) | (body == ord(',')))   # a superset of both
+    rows = np.searchsorted(offsets, at + offsets[0], side="right") - 1
+    found = []
+    for table in (_ILLEGAL_BYTES, _QUOTED_BYTES):
+        mask = np.zeros(len(text), dtype=bool)
+        mask[rows[table[body[at]]]] = True
+        found.append(mask & ~np.asarray(pc.is_null(text)) if text.null_count else mask)
+    return found[0], found[1]
+
+
+def _neutralised(text: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """(`neutralise` of each row, the rows the csv module quotes): neither removing control
+    characters nor the apostrophe changes whether a field is quoted."""
+    illegal, quoted = _special_rows(text)
+    text = _where(text, pa.array(illegal), lambda few: pc.replace_substring_regex(few, ILLEGAL_CHARACTERS.pattern, ""))
+    offsets, data = _text_bytes(text)
+    formula = np.zeros(len(text), dtype=bool)
+    filled = offsets[1:] > offsets[:-1]
+    formula[filled] = _FORMULA_BYTES[data[offsets[:-1][filled]]]
+    return _where(text, pa.array(formula), lambda few: pc.binary_join_element_wise(
+        pa.scalar("'", few.type), few, pa.scalar("", few.type))), quoted
 
 
 def neutralise_array(text: pa.Array) -> pa.Array:
     """`neutralise` for a whole column of text."""
-    if isinstance(text, pa.ChunkedArray):
-        text = text.combine_chunks()
-    illegal = pc.fill_null(pc.match_substring_regex(text, ILLEGAL_CHARACTERS.pattern), False)
-    text = _where(text, illegal, lambda few: pc.replace_substring_regex(few, ILLEGAL_CHARACTERS.pattern, ""))
-    formula = pc.is_in(pc.utf8_slice_codeunits(text, 0, 1), value_set=_FORMULA_FIRST)
-    return _where(text, formula, lambda few: pc.binary_join_element_wise("'", few, ""))
+    return _neutralised(text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text)[0]
 
 
 # ---------------------------------------------------------------- CSV, column-wise
 
-# A field the csv module (QUOTE_MINIMAL, ",", '"', "\r\n") encloses in quotes.
-_NEEDS_QUOTES = '[,"\\r\\n]'
 CSV_BATCH_ROWS = 100_000
 
 
@@ -329,9 +372,13 @@ def csv_cells(col: Col, values: pa.Array | pa.ChunkedArray) -> pa.Array:
     (amounts, dates) formatted by Python once per distinct value."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
+    if pa.types.is_large_string(values.type):   # a batch's cells, joined with plain strings
+        values = values.cast(pa.string())
     kind = values.type
-    if col.kind != "money" and (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-        text = pc.fill_null(neutralise_array(values), "")
+    quoted = None
+    if col.kind != "money" and pa.types.is_string(kind):
+        text, quoted = _neutralised(values)
+        text = pc.fill_null(text, "")
     elif col.kind != "money" and pa.types.is_integer(kind) or pa.types.is_null(kind):
         text = pc.fill_null(values.cast(pa.string()), "")
     elif col.kind == "money" and (pa.types.is_integer(kind) or pa.types.is_decimal(kind) and kind.scale <= 2):
@@ -339,7 +386,9 @@ def csv_cells(col: Col, values: pa.Array | pa.ChunkedArray) -> pa.Array:
         text = pc.fill_null(values.cast(pa.decimal128(38, 2)).cast(pa.string()), "")
     else:
         text = per_value(values, _cell_text(col.kind))
-    return _where(text, pc.match_substring_regex(text, _NEEDS_QUOTES),
+    # the csv module (QUOTE_MINIMAL, ",", '"', "\r\n") encloses a field holding , " CR or LF
+    quoted = _special_rows(text)[1] if quoted is None else quoted
+    return _where(text, pa.array(quoted),
                   lambda few: pc.binary_join_element_wise('"', pc.replace_substring(few, '"', '""'), '"', ""))
 
 

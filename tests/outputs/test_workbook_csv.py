@@ -53,3 +53,11 @@ def test_the_streamed_file_is_what_write_csv_writes(tmp_path):
     table = pa.Table.from_pylist(rows, schema=TYPES)
     path = write_csv_tables(tmp_path / "x.csv", COLUMNS, [table.slice(0, 10), table.slice(10)])
     assert path.read_bytes() == csv_bytes(COLUMNS, rows)
+
+
+def test_large_string_columns_are_written_alike():
+    rows = [{"seq": 1, "name": '=企业,"甲"', "amount": None, "day": None, "note": "a\x07\r\nb"},
+            {"seq": 2, "name": None, "amount": Decimal("-0.50"), "day": date(2026, 1, 2), "note": ""}]
+    table = pa.Table.from_pylist(rows, schema=TYPES)
+    wide = table.cast(pa.schema([f.with_type(pa.large_string()) if f.type == pa.string() else f for f in TYPES]))
+    assert csv_header(COLUMNS) + csv_body(COLUMNS, wide) == csv_bytes(COLUMNS, rows)
