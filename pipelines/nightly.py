@@ -199,10 +199,13 @@ def run(settings: Settings, as_of: date, run_id: str | None = None, accept_drift
     """The whole night in one process: ingest, validate, gate, then everything downstream.
     Raises validate.GateClosed (after the alerts and the report).
     `meter` (optional) records each stage's wall time and peak memory."""
-    from pipelines import validate
+    from pipelines import validate, warehouse
 
     run_id = run_id or f"cli__{as_of.isoformat()}"
     started_at = datetime.now(timezone.utc)
+    # The warehouse first (reached, its schema brought up to date): a night whose warehouse is
+    # unreachable stops before the feeds are read, and no stage's time holds the migration check.
+    warehouse.connect(settings.warehouse_url)
     with feed_pool(settings) as pool:
         with _stage(meter, "ingest"):
             ingest_all(settings, as_of, pool)
