@@ -87,3 +87,16 @@ def test_feeds_in_worker_processes_give_what_one_process_gives(tmp_path):
              for f in FEED_ORDER})
     assert outputs[1][0] == outputs[2][0] and outputs[1][1] == outputs[2][1]
     assert all((a is None and b is None) or a.equals(b) for a, b in zip(outputs[1][2].values(), outputs[2][2].values()))
+
+
+def test_a_night_whose_warehouse_is_unreachable_stops_before_reading_the_feeds(tmp_path, monkeypatch):
+    from pipelines import nightly
+    from pipelines.config import load_settings
+
+    demo_data.generate(tmp_path / "landing", AS_OF, 300, 7)
+    env = {"MIANSHEN_DATA": str(tmp_path), "MIANSHEN_LANDING": str(tmp_path / "landing"),
+           "MIANSHEN_WAREHOUSE_URL": "postgresql+psycopg2://postgres@127.0.0.1:1/test"}   # nobody listens
+    settings = load_settings(env)
+    with pytest.raises(sa.exc.OperationalError):
+        nightly.run(settings, AS_OF, accept_drift=True)
+    assert not settings.ingest_summary_path("registry", AS_OF).exists()

@@ -258,7 +258,7 @@ def build_tech(world: World) -> TechData:
     k = len(ent)
     cert = _weighted(rng, (0.3, 0.6, 0.08, 0.02), k)
     # an enterprise with two certificates holds two different kinds
-    dup = np.concatenate([[False], ent[1:] == ent[:-1]])
+    dup = np.concatenate([np.zeros(min(k, 1), dtype=bool), ent[1:] == ent[:-1]])   # (none: no holders)
     cert[dup] = (cert[np.flatnonzero(dup) - 1] + 1 + rng.integers(0, 3, int(dup.sum()))) % 4
     today = _days(world.as_of)
     issued = today - rng.integers(1, 4 * 365, k)
