@@ -207,6 +207,7 @@ def sync_from_matches(conn: Connection, as_of: date, matches: pa.Table, run_id: 
     src.drop(conn, checkfirst=True)
     src.create(conn)
     wh.bulk_insert(conn, src.name, source)
+    wh.analyze(conn, src, ledger)
     counts = _sync(conn, as_of, run_id, src)
     src.drop(conn)
     return counts

@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection
 
 from pipelines import deadlines
 from pipelines.deadlines import Days, RowState
-from pipelines.warehouse import ledger, ledger_transitions
+from pipelines.warehouse import analyze, ledger, ledger_transitions
 from pipelines.workdays import WorkCalendar
 
 COUNTED = ("eligible", "notified", "confirmed", "declined", "expired", "approved", "rejected",
@@ -111,6 +111,7 @@ def compute(conn: Connection, as_of: date, calendar: WorkCalendar, days: Mapping
     temporary table; the figures are then grouped in SQL, and only the few distinct
     (policy, status, date) combinations go through the deadline arithmetic in Python.
     Per row, Python sees only the overdue items (which the lists name one by one)."""
+    analyze(conn, ledger, ledger_transitions)   # the night's moves are just written
     state = _row_states(conn, as_of)
     try:
         return _figures(conn, as_of, calendar, days, state)

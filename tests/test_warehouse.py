@@ -261,3 +261,25 @@ def test_the_ledger_step_lock_is_per_schema_on_postgresql():
             with other_a.connect() as conn:
                 assert conn.execute(try_lock, {"k": warehouse.LEDGER_STEP_LOCK}).scalar() is False
         other_a.dispose()
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+def test_postgresql_plans_the_sync_and_supervision_on_fresh_statistics(engine):   # noqa: F811
+    """A bulk load leaves PostgreSQL's statistics stale (a temporary table never gets any), and
+    its planner then takes a million rows for a few hundred: the sync and 督导统计 gather them."""
+    from pipelines import oversight
+    from pipelines.workdays import WorkCalendar
+
+    def analysed() -> dict[str, int]:
+        with engine.connect() as conn:
+            return dict(conn.exec_driver_sql(
+                "SELECT relname, analyze_count + autoanalyze_count FROM pg_stat_user_tables "
+                "WHERE relname IN ('ledger', 'ledger_transitions')").all())
+
+    before = analysed()
+    with engine.begin() as conn:
+        ledger.sync_from_matches(conn, AS_OF, table([match(n=i) for i in range(50)]), "run-1")
+    assert analysed()["ledger"] > before.get("ledger", 0)
+    with engine.begin() as conn:
+        oversight.compute(conn, AS_OF, WorkCalendar(), {})
+    assert analysed()["ledger_transitions"] > before.get("ledger_transitions", 0)
