@@ -91,8 +91,8 @@ def decimal_json_text(arr: pa.Array) -> pa.Array:
     text = arr.cast(pa.string())
     if 0 < arr.type.scale <= 6:
         # Arrow writes plain notation down to an adjusted exponent of -6, so every value of such
-        # a scale (zero too: "0.000000"), with the point, and only its trailing zeros go.
-        return pc.utf8_rtrim(pc.utf8_rtrim(text, characters="0"), characters=".")
+        # a scale (zero too: "0.000000") needs only its trailing zeros gone.
+        return _strip_zeros(text)
     scientific = pc.fill_null(pc.match_substring(text, "E"), False)
     zero = pc.fill_null(pc.equal(arr, pa.scalar(Decimal(0), arr.type)), False)
     text = pc.if_else(zero, pa.scalar("0"), text)
@@ -413,16 +413,15 @@ def number_column(field: str, values: pa.Array) -> pa.Array:
     t = values.type
     if field in PERCENT_FIELDS or not (pa.types.is_integer(t) or pa.types.is_decimal128(t)):
         exact = values.cast(pa.decimal256(76, 18))
-        text = _number_text(pc.fill_null(exact, pa.scalar(Decimal(0), exact.type)), field)
-    elif pa.types.is_integer(t):
-        text = pc.binary_join_element_wise(pc.fill_null(values, 0).cast(pa.string()), UNITS.get(field, ""), "")
+        return pc.if_else(null, NO_DATA, _number_text(pc.fill_null(exact, pa.scalar(Decimal(0), exact.type)), field))
+    if pa.types.is_integer(t):
+        plain = pc.fill_null(values, 0).cast(pa.string())
     else:
         if t.scale > DECIMALS:
             values = pc.round(values, ndigits=DECIMALS, round_mode="half_towards_infinity")
         shown = values.cast(pa.decimal128(38, DECIMALS))
-        text = pc.binary_join_element_wise(decimal_json_text(pc.fill_null(shown, pa.scalar(Decimal(0), shown.type))),
-                                           UNITS.get(field, ""), "")
-    return pc.if_else(null, NO_DATA, text)
+        plain = decimal_json_text(pc.fill_null(shown, pa.scalar(Decimal(0), shown.type)))
+    return pc.if_else(null, NO_DATA, pc.binary_join_element_wise(plain, UNITS.get(field, ""), ""))
 
 
 def _number_text(exact: pa.Array, field: str) -> pa.Array:

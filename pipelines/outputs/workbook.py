@@ -304,13 +304,14 @@ def _special_rows(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     offsets, data = _text_bytes(text)
     body = data[offsets[0]:offsets[-1]]
     at = np.flatnonzero((body < 0x20) | (body == ord('"')) | (body == ord(',')))   # a superset of both
-    rows = np.searchsorted(offsets, at + offsets[0], side="right") - 1
-    found = []
-    for table in (_ILLEGAL_BYTES, _QUOTED_BYTES):
-        mask = np.zeros(len(text), dtype=bool)
-        mask[rows[table[body[at]]]] = True
-        found.append(mask & ~np.asarray(pc.is_null(text)) if text.null_count else mask)
-    return found[0], found[1]
+    rows, found = np.searchsorted(offsets, at + offsets[0], side="right") - 1, body[at]
+    illegal, quoted = np.zeros(len(text), dtype=bool), np.zeros(len(text), dtype=bool)
+    illegal[rows[_ILLEGAL_BYTES[found]]] = True
+    quoted[rows[_QUOTED_BYTES[found]]] = True
+    if text.null_count:   # (a null slot's bytes, if any, are not its text)
+        valid = np.asarray(pc.is_valid(text))
+        illegal, quoted = illegal & valid, quoted & valid
+    return illegal, quoted
 
 
 def _neutralised(text: pa.Array) -> tuple[pa.Array, np.ndarray]:
