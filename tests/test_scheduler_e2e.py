@@ -1,7 +1,7 @@
 """A real scheduler end to end (slow): Airflow's api-server, scheduler and
 dag-processor on loopback with the project's DAGs and a PostgreSQL metadata
 database, on CeleryExecutor with Redis and two workers; `mianshen_nightly`
-(matching in 4 shards, spread over both workers) is triggered through the REST API v2 with a token
+(matching in 4 shards; the night's tasks spread over both workers) is triggered through the REST API v2 with a token
 and must succeed; a cleared task reruns to the same result; a backfill of the
 day before runs through Airflow's own backfill and moves nothing in the
 ledger; then a dropped name list must be picked up by `mianshen_inbox`.
@@ -185,11 +185,16 @@ def test_scheduler_runs_nightly_and_inbox_through_the_rest_api(airflow_stack):
     matches = pq.read_table(settings.run_dir(AS_OF) / "matches.parquet")
     assert matches.num_rows > 0
 
-    # The 4 match shards ran on both Celery workers, and their merge is the unsharded result.
+    # The 4 match shards ran on the Celery workers, both workers took tasks of the night, and
+    # the shards' merge is the unsharded result. Which worker takes which shard is Celery's
+    # choice: a worker still finishing the task before them (under load, seconds) can leave
+    # all four to the other, so the night as a whole is what must reach both.
     tis = api.call("GET", f"/api/v2/dags/mianshen_nightly/dagRuns/{run_id}/taskInstances?limit=100")
     shards = [ti for ti in tis["task_instances"] if ti["task_id"] == "match_shard"]
     assert sorted(ti["map_index"] for ti in shards) == [0, 1, 2, 3]
-    assert {ti["hostname"] for ti in shards} == {"w1", "w2"}, [ti["hostname"] for ti in shards]
+    assert {ti["hostname"] for ti in shards} <= {"w1", "w2"}, [ti["hostname"] for ti in shards]
+    hosts = {ti["hostname"] for ti in tis["task_instances"] if ti["state"] == "success"}
+    assert hosts == {"w1", "w2"}, hosts
     assert pq.read_table(match.run(settings, AS_OF)["matches"]).equals(matches)
 
     # Clearing a task through the API reruns it and everything after it: the
