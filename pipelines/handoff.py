@@ -10,8 +10,10 @@ rerun of the same date (after a crash anywhere) writes the same files.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -112,33 +114,67 @@ def ledger_and_outputs(settings: Settings, as_of: date, run_id: str,
 
 def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_holds: Iterable,
                         engine) -> dict:
+    # A backfill: a later date has already been through this step. The ledger
+    # has moved on from this date, so this run moves nothing (no sync, no
+    # notification, no publicity start, no batch) and rewrites the date's
+    # lists from what was recorded for it (SMS by notified_as_of, payout by
+    # batch date); the lists that show the ledger's state at the time
+    # (review, publicity) and ledger.json stay as the date's run wrote them.
+    with engine.connect() as conn:
+        newest = warehouse.newest_night(conn, other_than=as_of)
+        conn.rollback()
+    backfill = newest is not None and newest > as_of
+    recorded = read_json(settings.ledger_summary_path(as_of)) if backfill else None
+    with _near_miss_and_gaps_beside(settings, as_of, start=recorded is None) as lists_job:
+        return _hand_on(settings, as_of, run_id, release_holds, engine, backfill, recorded, lists_job)
+
+
+# A night with this many results writes its 差一项 and 数据缺口 lists in a second process beside
+# the ledger work (reminders.ListsJob); a smaller one does it in line, where the second
+# process's start (about a second) would cost more than it saves.
+SEPARATE_LISTS_FROM_RESULTS = 1_000_000
+
+
+@contextlib.contextmanager
+def _near_miss_and_gaps_beside(settings: Settings, as_of: date, start: bool):
+    """A `reminders.ListsJob` writing the night's 差一项 and 数据缺口 lists while the stage
+    syncs the ledger (or None: a small night, one core, or a backfill that rewrites no lists);
+    stopped if the stage fails before it takes the job's result."""
+    results = settings.matches_path(as_of)
+    if not (start and (os.cpu_count() or 1) > 1
+            and pq.ParquetFile(results).metadata.num_rows >= SEPARATE_LISTS_FROM_RESULTS):
+        yield None
+        return
+    job = reminders.ListsJob(settings.reminders_dir(as_of), as_of, results, settings.portrait_path(as_of),
+                             settings.policies, UNIT, settings.work / "lists")
+    try:
+        yield job
+    finally:
+        job.stop()
+
+
+def _hand_on(settings: Settings, as_of: date, run_id: str, release_holds: Iterable, engine, backfill: bool,
+             recorded: dict | None, lists_job: reminders.ListsJob | None) -> dict:
     run_dir = settings.run_dir(as_of)
     # The night's results stay in matches.parquet (the warehouse registers it) and are read
     # piece by piece, never whole: the ledger gets only the eligible rows, the reminder
     # lists the columns they show.
     results = settings.matches_path(as_of)
-    eligible = pq.read_table(results, filters=[("outcome", "==", "eligible"), ("kind", "!=", "manual")],
-                             columns=["policy_id", "period", "uscc", "amount", "evidence_version",
-                                      "evidence_actual", "evidence_result", "policy_name", "department",
-                                      "name", "over_budget", "outcome", "kind"])
     days = publicity_days(settings.policies)
     loaded, policy_errors = load_dir(settings.policies)   # once: every list below reads these
     policies = {p.id: p for p in loaded}
     calendar = WorkCalendar(settings.calendar)
 
     with engine.begin() as conn:
-        # A backfill: a later date has already been through this step. The ledger
-        # has moved on from this date, so this run moves nothing (no sync, no
-        # notification, no publicity start, no batch) and rewrites the date's
-        # lists from what was recorded for it (SMS by notified_as_of, payout by
-        # batch date); the lists that show the ledger's state at the time
-        # (review, publicity) and ledger.json stay as the date's run wrote them.
-        newest = warehouse.newest_night(conn, other_than=as_of)
-        backfill = newest is not None and newest > as_of
         warehouse.register_matches(conn, as_of, results, run_id)
         _release(conn, release_holds)
         if not backfill:
+            eligible = pq.read_table(results, filters=[("outcome", "==", "eligible"), ("kind", "!=", "manual")],
+                                     columns=["policy_id", "period", "uscc", "amount", "evidence_version",
+                                              "evidence_actual", "evidence_result", "policy_name", "department",
+                                              "name", "over_budget", "outcome", "kind"])
             ledger.sync_from_matches(conn, as_of, eligible, run_id, days)
+            del eligible   # a province's first night: millions of rows with their evidence
         # Counted from what is committed, not from what this attempt did: a rerun
         # after a crash finds the work done and must report the same figures.
         synced = ledger.date_counts(conn, as_of, run_id)
@@ -162,7 +198,6 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
             conn.rollback()
     clear_stale(run_dir / "sms", sms_files)
 
-    recorded = read_json(settings.ledger_summary_path(as_of)) if backfill else None
     if recorded is not None:
         review_files = _listed(run_dir / "review")
         publicity_files = _listed(run_dir / "publicity")
@@ -218,7 +253,8 @@ def _ledger_and_outputs(settings: Settings, as_of: date, run_id: str, release_ho
                                               lambda ranks: ledger.stream_unanswered(conn, ranks))
             reminder = reminders.write(settings.reminders_dir(as_of), as_of, results,
                                        settings.portrait_path(as_of), unanswered, loaded, UNIT, calendar, applied,
-                                       scratch=settings.work / "lists")
+                                       scratch=settings.work / "lists",
+                                       near_miss_and_gaps=lists_job.result() if lists_job else None)
             conn.rollback()
         clear_stale(settings.reminders_dir(as_of), reminder.paths)
         watched_rows, reminder_paths = len(watched), reminder.paths

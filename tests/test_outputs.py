@@ -198,6 +198,98 @@ def test_reminder_lists_are_actionable_and_read_as_a_clerk_writes(settings):
     assert code(6) in gaps and "区税务局（年度纳税信息）" in gaps
 
 
+def _reminder_night(settings):
+    near = match(n=5, outcome="near_miss", amount=None, failed_item=1, evidence=NEAR_EVIDENCE)
+    missing = match(n=6, outcome="missing_data", amount=None, evidence=[
+        {"path": "0", "field": "tax_growth", "op": "ge", "value": "0.2", "actual": None, "result": None}])
+    _portrait(settings, D1, {code(5): {}, code(6): {}, code(1): {}})
+    return [near, missing, match(n=1)]
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def _lists_in_a_second_process(monkeypatch) -> list:
+    """From now on every night, however small, writes its 差一项 and 数据缺口 lists in a second
+    process; returns the list the jobs started are recorded in."""
+    started = []
+
+    class Recorded(reminders.ListsJob):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            started.append(self)
+
+    monkeypatch.setattr(handoff, "SEPARATE_LISTS_FROM_RESULTS", 0)
+    monkeypatch.setattr(handoff.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(reminders, "ListsJob", Recorded)
+    return started
+
+
+def test_near_miss_and_gap_lists_written_in_a_second_process_are_the_same_files(settings, monkeypatch):
+    rows = _reminder_night(settings)
+    in_line = run(settings, D1, rows)
+    folder = settings.run_dir(D1) / "reminders"
+    expected = _files(folder)
+    assert {"区人力资源和社会保障局_差一项清单.xlsx", "区人力资源和社会保障局_数据缺口清单_企业明细.csv"} <= set(expected)
+
+    started = _lists_in_a_second_process(monkeypatch)
+    for path in folder.iterdir():
+        path.unlink()
+    beside = run(settings, D1, rows, "r1-again")
+    assert [job.process.returncode for job in started] == [0]
+    assert _files(folder) == expected
+    assert beside["reminder_lists"] == in_line["reminder_lists"]
+    assert not list((settings.work / "lists").iterdir())   # the child's scratch folder is gone
+
+
+def test_a_stage_that_fails_stops_its_lists_process_and_leaves_no_half_files(settings, monkeypatch):
+    from pipelines.files import is_temporary
+
+    started = _lists_in_a_second_process(monkeypatch)
+    real_notify = ledger.notify
+
+    def killed(*a, **k):
+        raise RuntimeError("worker killed")
+
+    monkeypatch.setattr(ledger, "notify", killed)
+    rows = _reminder_night(settings)
+    with pytest.raises(RuntimeError, match="worker killed"):
+        run(settings, D1, rows)
+    [job] = started
+    assert job.process.returncode is not None        # stopped, not left running
+    left = [p for p in settings.work.parent.rglob("*") if is_temporary(p) or p.name.startswith("lists-")]
+    assert not left, left
+    monkeypatch.setattr(ledger, "notify", real_notify)
+    out = run(settings, D1, rows, "r1-retry")
+    assert out["reminder_lists"]["区人力资源和社会保障局"]["差一项清单"] == 1
+
+
+def test_a_lists_process_stopped_midway_removes_its_scratch_and_half_written_files(settings):
+    import time
+
+    from pipelines.files import is_temporary
+
+    write_matches(settings, D1, _reminder_night(settings))
+    scratch = settings.work / "lists"
+    job = reminders.ListsJob(settings.reminders_dir(D1), D1, settings.matches_path(D1), settings.portrait_path(D1),
+                             settings.policies, "单位", scratch)
+    deadline = time.monotonic() + 60
+    while not (scratch.is_dir() and any(scratch.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.005)   # until the child is at work: its scratch folder is there
+    assert job.process.poll() is None, "the child finished before it could be stopped"
+    job.stop()
+    assert job.process.returncode == 128 + 15        # it ended through its SIGTERM handler
+    left = [p for p in settings.work.parent.rglob("*") if is_temporary(p) or p.name.startswith("lists-")]
+    assert not left, left
+
+
+def test_a_lists_process_that_fails_fails_the_stage_with_its_exit_code(tmp_path):
+    job = reminders.ListsJob(tmp_path / "reminders", D1, tmp_path / "missing.parquet", None, tmp_path, "单位", None)
+    with pytest.raises(RuntimeError, match=r"near-miss and data-gap lists failed in process \d+ \(exit code 1\)"):
+        job.result()
+
+
 def test_a_workbook_carries_no_clock_time_so_a_rerun_writes_the_same_bytes():
     import io
     import zipfile

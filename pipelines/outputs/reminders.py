@@ -25,6 +25,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import signal
+import subprocess
+import sys
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
@@ -43,7 +46,7 @@ from pipelines.files import atomic_write_bytes
 from pipelines.outputs.review import safe_name
 from pipelines.outputs.workbook import (CSV_BATCH_ROWS, XLSX_MAX_ROWS, Col, cn_date, per_value, write_csv_tables,
                                         write_workbook)
-from pipelines.policies import Policy
+from pipelines.policies import Policy, load_dir
 from pipelines.workdays import WorkCalendar
 
 UNCLAIMED, NEAR_MISS, DATA_GAPS = "应享未享提醒", "差一项清单", "数据缺口清单"
@@ -619,19 +622,99 @@ def write_lists(folder: Path, as_of: date, staged: Staged, unit: str) -> tuple[l
     return paths, counts
 
 
+@dataclass
+class NearMissAndGaps:
+    """The 差一项清单 and 数据缺口清单 written: their files, and per department its figures."""
+    paths: list[Path]
+    counts: dict[str, dict]
+
+
+def _benefit_bases(policies: list[Policy]) -> set[str]:
+    return {p.benefit.base for p in policies if p.benefit is not None and p.benefit.base}
+
+
+def _write_near_miss_and_gaps(folder: Path, as_of: date, results: Results, portrait: pa.Table,
+                              by_id: dict[str, Policy], unit: str, scratch: Path | None) -> NearMissAndGaps:
+    if scratch is not None:
+        scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="lists-", dir=scratch) as tmp:
+        staged = Staged(Path(tmp))
+        try:
+            stage_lists(results, portrait, by_id, staged)
+            return NearMissAndGaps(*write_lists(folder, as_of, staged, unit))
+        finally:
+            staged.con.close()
+
+
+def write_near_miss_and_gaps(folder: Path, as_of: date, matches: pa.Table | Path, portrait_path: Path | None,
+                             policies: list[Policy], unit: str, scratch: Path | None = None) -> NearMissAndGaps:
+    """Each department's 差一项清单 and 数据缺口清单, written into `folder`. They read only the
+    night's results, the portrait and the policies, never the ledger."""
+    portrait = read_portrait(portrait_path, _benefit_bases(policies))
+    return _write_near_miss_and_gaps(folder, as_of, Results(matches), portrait, {p.id: p for p in policies}, unit,
+                                     scratch)
+
+
+class ListsJob:
+    """`write_near_miss_and_gaps` in a process of its own (`python -m pipelines.outputs.reminders`).
+
+    At province scale the two lists are minutes of work (tens of millions of rows staged,
+    sorted and written) that need nothing of the ledger, while the ledger stage's own work is
+    one process's SQL and SMS outbox; in a second process the lists take the machine's second
+    core instead of adding their minutes to the stage. The child reads the policies from
+    `policies_dir`, as the stage does. `stop()` ends it early (the stage failed): the child
+    turns SIGTERM into an exit, so its half-written files and scratch folder are removed."""
+
+    def __init__(self, folder: Path, as_of: date, matches: Path, portrait_path: Path | None,
+                 policies_dir: Path, unit: str, scratch: Path | None):
+        job = {"folder": str(folder), "as_of": as_of.isoformat(), "matches": str(matches),
+               "portrait": str(portrait_path) if portrait_path else None, "policies": str(policies_dir),
+               "unit": unit, "scratch": str(scratch) if scratch else None}
+        self.process = subprocess.Popen([sys.executable, "-m", __name__, json.dumps(job, ensure_ascii=False)],
+                                        stdout=subprocess.PIPE)
+
+    def result(self) -> NearMissAndGaps:
+        out, _ = self.process.communicate()
+        if self.process.returncode:
+            raise RuntimeError(f"writing the near-miss and data-gap lists failed in process {self.process.pid} "
+                               f"(exit code {self.process.returncode}); its error is in the log above")
+        done = json.loads(out.splitlines()[-1])   # the last line: nothing a library printed before it
+        return NearMissAndGaps([Path(p) for p in done["paths"]], done["counts"])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.communicate()
+
+
+def _lists_job(argument: str) -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    job = json.loads(argument)
+    written = write_near_miss_and_gaps(
+        Path(job["folder"]), date.fromisoformat(job["as_of"]), Path(job["matches"]),
+        Path(job["portrait"]) if job["portrait"] else None, load_dir(Path(job["policies"]))[0], job["unit"],
+        Path(job["scratch"]) if job["scratch"] else None)
+    print(json.dumps({"paths": [str(p) for p in written.paths], "counts": written.counts}, ensure_ascii=False))
+
+
 def write(folder: Path, as_of: date, matches: pa.Table | Path, portrait_path: Path | None,
           notified: Unanswered | list[dict], policies: list[Policy], unit: str, calendar: WorkCalendar | None = None,
-          applied: frozenset[tuple[str, str, str]] = frozenset(), scratch: Path | None = None) -> Written:
+          applied: frozenset[tuple[str, str, str]] = frozenset(), scratch: Path | None = None,
+          near_miss_and_gaps: NearMissAndGaps | None = None) -> Written:
     """Write every department's lists into `folder` and SUMMARY beside them. `notified`: the
     ledger's unanswered results (`Unanswered`, or its rows); `applied`: the (policy id, period,
     uscc) of manual policies' online applications, not to be reminded again; `scratch`: where
     the near-miss and data-gap lists are staged and sorted (the system's temporary folder by
-    default)."""
+    default); `near_miss_and_gaps`: those two lists when they are already written (`ListsJob`),
+    else they are written here."""
     if not isinstance(notified, Unanswered):
         notified = Unanswered.of(list(notified))
     by_id = {p.id: p for p in policies}
-    bases = {p.benefit.base for p in policies if p.benefit is not None and p.benefit.base}
-    portrait = read_portrait(portrait_path, bases)
+    portrait = read_portrait(portrait_path, _benefit_bases(policies))
     results = Results(matches)
     manual = results.where(["department", "policy_id", "policy_name", "period", "uscc"],
                            kind="manual", outcome="eligible")
@@ -641,15 +724,9 @@ def write(folder: Path, as_of: date, matches: pa.Table | Path, portrait_path: Pa
     plan = ranked(notified.groups, by_id, as_of, calendar or WorkCalendar())
     manual_rows = unclaimed_manual(manual, portrait)
     manual_depts = manual_rows.column("department")
-    if scratch is not None:
-        scratch.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="lists-", dir=scratch) as tmp:
-        staged = Staged(Path(tmp))
-        try:
-            stage_lists(results, portrait, by_id, staged)
-            paths, counts = write_lists(folder, as_of, staged, unit)
-        finally:
-            staged.con.close()
+    if near_miss_and_gaps is None:
+        near_miss_and_gaps = _write_near_miss_and_gaps(folder, as_of, results, portrait, by_id, unit, scratch)
+    paths, counts = list(near_miss_and_gaps.paths), near_miss_and_gaps.counts
     departments = sorted(set(plan.rows) | set(manual_depts.to_pylist()) | set(counts))
     stream = iter(notified.read(plan.ranks) if plan.ranks else ())
     left: list[pa.Table] = []
@@ -670,3 +747,7 @@ def write(folder: Path, as_of: date, matches: pa.Table | Path, portrait_path: Pa
     path = folder / SUMMARY
     atomic_write_bytes(path, json.dumps(summary, ensure_ascii=False, indent=2).encode("utf-8"))
     return Written(paths + [path], summary)
+
+
+if __name__ == "__main__":
+    _lists_job(sys.argv[1])
