@@ -174,12 +174,15 @@ _SYNC_NEW = sa.Table(
 )
 
 
-def sync_from_matches(conn: Connection, as_of: date, matches: pa.Table, run_id: str,
-                      publicity_days: Mapping[str, int | None] | None = None) -> dict:
+def sync_from_matches(conn: Connection, as_of: date, matches: pa.Table | Iterable[pa.Table | pa.RecordBatch],
+                      run_id: str, publicity_days: Mapping[str, int | None] | None = None) -> dict:
     """Bring the run's eligible results into the ledger (see the module's decisions).
 
-    publicity_days: policy id -> days (None/0: no publicity); kept on rows whose
-    window has not started. Returns counts: new, amount_changed, seen.
+    matches: the results as a table, or as a stream of tables or record batches (a
+    province's first night has millions of eligible results with their evidence, which
+    are then never held at once); rows not eligible, and manual policies' rows, are
+    left out here. publicity_days: policy id -> days (None/0: no publicity); kept on
+    rows whose window has not started. Returns counts: new, amount_changed, seen.
 
     Set-based, for a province's night of millions of eligible results: the
     run's eligible rows are bulk-loaded into a temporary table, and a handful
@@ -189,28 +192,41 @@ def sync_from_matches(conn: Connection, as_of: date, matches: pa.Table, run_id: 
     still `eligible`.
     """
     days = dict(publicity_days or {})
-    eligible = matches.filter(pc.and_(pc.equal(matches.column("outcome"), "eligible"),
-                                      pc.not_equal(matches.column("kind"), "manual")))
-    if not eligible.num_rows:
-        return {"new": 0, "amount_changed": 0, "seen": 0}
-    ids = eligible.column("policy_id")
     known = pa.array(list(days), pa.string())
     given = pa.array([days[k] for k in days], pa.int64())
-    # The evidence as its values (the policy version's template is in evidence_versions).
-    source = eligible.select(["policy_id", "period", "uscc", "amount", "evidence_version", "evidence_actual",
-                              "evidence_result", "policy_name", "department", "name", "over_budget"])
-    source = source.append_column("days", pc.take(given, pc.index_in(ids, value_set=known)))
-    source = source.append_column("has_days", pc.is_in(ids, value_set=known))
     # (Creating the temporary table is part of the transaction on both databases: a failed
     # sync rolls it back with everything else.)
     src = _SYNC_SOURCE
     src.drop(conn, checkfirst=True)
     src.create(conn)
-    wh.bulk_insert(conn, src.name, source)
+    loaded = 0
+    for part in [matches] if isinstance(matches, pa.Table) else matches:
+        source = _sync_source(pa.Table.from_batches([part]) if isinstance(part, pa.RecordBatch) else part,
+                              known, given)
+        if source.num_rows:
+            wh.bulk_insert(conn, src.name, source)
+            loaded += source.num_rows
+    if not loaded:
+        src.drop(conn)
+        return {"new": 0, "amount_changed": 0, "seen": 0}
     wh.analyze(conn, src, ledger)
     counts = _sync(conn, as_of, run_id, src)
     src.drop(conn)
     return counts
+
+
+def _sync_source(matches: pa.Table, known: pa.Array, given: pa.Array) -> pa.Table:
+    """The sync's temporary table rows of some results: the eligible ones (not of manual
+    policies), their evidence as its values (the policy version's template is in
+    evidence_versions), and the publicity days of their policy."""
+    wanted = pc.fill_null(pc.and_(pc.equal(matches.column("outcome"), "eligible"),
+                                  pc.not_equal(matches.column("kind"), "manual")), False)
+    eligible = matches if pc.all(wanted).as_py() else matches.filter(wanted)   # (no copy when all are)
+    ids = eligible.column("policy_id")
+    source = eligible.select(["policy_id", "period", "uscc", "amount", "evidence_version", "evidence_actual",
+                              "evidence_result", "policy_name", "department", "name", "over_budget"])
+    source = source.append_column("days", pc.take(given, pc.index_in(ids, value_set=known)))
+    return source.append_column("has_days", pc.is_in(ids, value_set=known))
 
 
 def _sync(conn: Connection, as_of: date, run_id: str, src: sa.Table) -> dict:

@@ -47,6 +47,31 @@ def test_rerun_of_the_same_date_adds_nothing_and_keeps_later_states(engine):
     assert [r.status for r in before[0]] == ["notified", "eligible"]  # manual never enters
 
 
+def test_a_sync_fed_a_stream_of_batches_stores_what_the_whole_table_stores(engine, tmp_path):
+    """The nightly stage streams the night's results into the sync a batch at a time (a
+    province's first night is millions of rows with evidence): batches of one row, a table,
+    rows that are not eligible and an empty batch end as the whole table does (on SQLite)."""
+    rows = [match(n=3, amount="1.00"), match(n=1), match(n=5, outcome="near_miss", amount=None),
+            match(n=2, policy_id="WL-KJ-01", amount="12345.67"),
+            match(n=4, kind="manual", amount=None, policy_id="WL-M-01"), match(n=6, over_budget=True)]
+    results = table(rows)
+    streamed = [*results.slice(0, 2).to_batches(max_chunksize=1), results.slice(2, 0), results.slice(2)]
+    states = []
+    for source, into in ((results, warehouse.connect(f"sqlite:///{tmp_path / 'whole.db'}")), (streamed, engine)):
+        with into.begin() as conn:
+            counts = ledger.sync_from_matches(conn, D1, source, "r1", {"WL-KJ-01": 5})
+        with into.connect() as conn:
+            stored = [tuple(r) for r in conn.execute(sa.select(*(c for c in ledger_t.c if c.name != "updated_at"))
+                                                       .order_by(ledger_t.c.id))]
+            log = [tuple(r) for r in conn.execute(
+                sa.select(ledger_transitions.c.ledger_id, ledger_transitions.c.to_status,
+                          ledger_transitions.c.amount, ledger_transitions.c.note).order_by(ledger_transitions.c.id))]
+        states.append((counts, stored, log))
+    assert states[1] == states[0]
+    assert states[0][0] == {"new": 4, "amount_changed": 0, "seen": 4}
+    assert [r[3] for r in states[0][1]] == [code(3), code(1), code(2), code(6)]
+
+
 def test_a_sync_logs_each_new_row_once_in_the_ledger_order(engine):
     """The same run and date again with more rows (a rerun after the night's results grew):
     only the rows not logged yet get their first transition, in the order of the ledger's ids."""
