@@ -72,6 +72,26 @@ def test_a_sync_fed_a_stream_of_batches_stores_what_the_whole_table_stores(engin
     assert [r[3] for r in states[0][1]] == [code(3), code(1), code(2), code(6)]
 
 
+def test_a_streamed_read_gives_the_values_an_ordinary_read_gives(engine):
+    """`ledger.stream` reads SQLite's money, dates and times as text and casts them in Arrow;
+    the values must be those SQLAlchemy's types give, also for text Arrow cannot read
+    (written by hand: a padded amount falls back to the type's own conversion)."""
+    sync(engine, [match(n=n, amount=f"{n}.5") for n in range(1, 6)])
+    with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":   # (while eligible: later the amount is fixed)
+            conn.exec_driver_sql("UPDATE ledger SET amount = '1E+2' WHERE id = 1")
+            conn.exec_driver_sql("UPDATE ledger SET last_match_amount = ' 5.00' WHERE id = 2")
+        ledger.notify(conn, D1, "r1")
+    query = sa.select(*ledger.listed_columns()).order_by(ledger_t.c.id)
+    with engine.connect() as conn:
+        expected = [tuple(r) for r in conn.execute(query)]
+        streamed = [tuple(r.values()) for t in ledger.stream(conn, query, rows=2) for r in t.to_pylist()]
+    assert streamed == expected
+    assert [r[ledger.listed_columns().index(ledger_t.c.notified_as_of)] for r in streamed] == [D1] * 5
+    if engine.dialect.name == "sqlite":
+        assert streamed[0][5] == Decimal("100.00") and streamed[1][6] == Decimal("5.00")
+
+
 def test_a_sync_logs_each_new_row_once_in_the_ledger_order(engine):
     """The same run and date again with more rows (a rerun after the night's results grew):
     only the rows not logged yet get their first transition, in the order of the ledger's ids."""
@@ -100,6 +120,47 @@ def test_amount_follows_the_newest_run_only_while_eligible(engine):
     assert got[code(1)] == (Decimal("5000.00"), Decimal("6000.00"), "r2")  # told 5000: fixed
     assert got[code(2)] == (Decimal("7000.00"), Decimal("7000.00"), "r2")
     assert notes == ["金额调整：5000.00 → 7000.00"]
+
+
+def _rows_written(conn) -> int:
+    """How many ledger rows were written since `_count_writes` (SQLite: a temporary trigger;
+    PostgreSQL: rows whose version (xmin) is not the one recorded)."""
+    if conn.dialect.name == "sqlite":
+        return conn.exec_driver_sql("SELECT count(DISTINCT id) FROM temp.written").scalar_one()
+    return conn.exec_driver_sql("SELECT count(*) FROM ledger JOIN xmins USING (id) "
+                                "WHERE ledger.xmin::text <> xmins.version").scalar_one()
+
+
+def _count_writes(conn) -> None:
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("CREATE TEMP TABLE written (id INTEGER)")
+        conn.exec_driver_sql("CREATE TEMP TRIGGER count_writes AFTER UPDATE ON main.ledger "
+                             "BEGIN INSERT INTO written VALUES (NEW.id); END")
+    else:
+        conn.exec_driver_sql("CREATE TEMP TABLE xmins AS SELECT id, xmin::text AS version FROM ledger")
+
+
+def test_a_rerun_of_the_date_rewrites_no_ledger_row_and_a_later_run_each_it_found(engine):
+    """The sync writes the newest run's figures only where they differ: a rerun of the date
+    (a province's ledger after a crash) leaves every row untouched; the next night's run, a
+    changed budget flag or a changed amount are still written."""
+    rows = [match(n=1), match(n=2), match(n=3, policy_id="WL-B-01")]
+    sync(engine, rows, days={"WL-B-01": 5})
+    with engine.connect() as conn:
+        _count_writes(conn)
+        ledger.sync_from_matches(conn, D1, table(rows), "r1", {"WL-B-01": 5})
+        assert _rows_written(conn) == 0
+        ledger.sync_from_matches(conn, D1, table([match(n=1), match(n=2, amount="5100.00"),
+                                                  match(n=3, policy_id="WL-B-01", over_budget=True)]),
+                                 "r1", {"WL-B-01": 5})
+        assert _rows_written(conn) == 2
+        d2 = D1 + timedelta(days=1)
+        ledger.sync_from_matches(conn, d2, table(rows), "r2", {"WL-B-01": 5})
+        got = conn.execute(sa.select(ledger_t.c.uscc, ledger_t.c.last_run, ledger_t.c.last_as_of,
+                                     ledger_t.c.amount, ledger_t.c.over_budget).order_by(ledger_t.c.id)).all()
+        assert [tuple(r) for r in got] == [(code(n), "r2", d2, Decimal("5000.00"), False) for n in (1, 2, 3)]
+        assert _rows_written(conn) == 3
+        conn.rollback()
 
 
 def test_two_syncs_at_once_leave_one_set_of_rows(db_url, engine):
