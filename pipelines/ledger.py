@@ -494,7 +494,7 @@ def _text_column(values: tuple, kind: pa.DataType, column: sa.ColumnElement, dia
     own conversion, as an ordinary read would."""
     try:
         return pc.cast(pa.array(values, pa.string()), kind)
-    except pa.ArrowInvalid:
+    except (pa.ArrowInvalid, pa.ArrowTypeError):   # (ArrowTypeError: a value that is not text)
         convert = column.type.dialect_impl(dialect).result_processor(dialect, None)
         return pa.array([convert(v) for v in values] if convert else values, kind)
 
