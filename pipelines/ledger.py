@@ -477,11 +477,31 @@ def stream(conn: Connection, query: sa.Select, rows: int = STREAM_ROWS) -> Itera
         query = query.with_only_columns(
             *(sa.type_coerce(c, sa.String).label(c.key) if text else c for c, text in zip(columns, as_text)),
             maintain_column_froms=True)
-    # (options of this statement only: on the connection they would stay for its later statements)
-    result = conn.execute(query, execution_options={"stream_results": True, "yield_per": rows})
-    for part in result.partitions(rows):
-        yield pa.table([_text_column(values, kind, column, conn.dialect) if text else pa.array(values, kind)
-                        for values, kind, column, text in zip(zip(*part), types, columns, as_text)], names=names)
+    if conn.dialect.name == "sqlite":
+        # pysqlite's own tuples, not a Row object per row (a fifth of reading an outbox back);
+        # what a Row would have converted (a boolean's 0/1) is converted below. (No streaming
+        # options: with them the result would fetch a first row ahead, off the cursor.)
+        convert = [None if text else c.type.dialect_impl(conn.dialect).result_processor(conn.dialect, None)
+                   for c, text in zip(columns, as_text)]
+        parts = _fetched(conn.execute(query), rows)
+    else:
+        # (options of this statement only: on the connection they would stay for its later statements)
+        result = conn.execute(query, execution_options={"stream_results": True, "yield_per": rows})
+        convert, parts = [None] * len(columns), result.partitions(rows)
+    for part in parts:
+        yield pa.table([_text_column(values, kind, column, conn.dialect) if text
+                        else pa.array([f(v) for v in values] if f else values, kind)
+                        for values, kind, column, text, f in zip(zip(*part), types, columns, as_text, convert)],
+                       names=names)
+
+
+def _fetched(result: sa.CursorResult, rows: int) -> Iterator[list[tuple]]:
+    """The DBAPI cursor's rows of a result, `rows` at a time; the result is closed after."""
+    try:
+        while part := result.cursor.fetchmany(rows):
+            yield part
+    finally:
+        result.close()
 
 
 def _kept_as_text(kind: pa.DataType) -> bool:

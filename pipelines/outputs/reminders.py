@@ -44,8 +44,8 @@ from pipelines.evidence import (MISSING_BENEFIT_BASE, failing, full_evidence, mi
                                 top_item, templates_of)
 from pipelines.files import atomic_write_bytes
 from pipelines.outputs.review import safe_name
-from pipelines.outputs.workbook import (CSV_BATCH_ROWS, XLSX_MAX_ROWS, Col, cn_date, per_value, write_csv_tables,
-                                        write_workbook)
+from pipelines.outputs.workbook import (CSV_BATCH_ROWS, XLSX_MAX_ROWS, Col, cn_date, per_value, regrouped,
+                                        write_csv_tables, write_workbook)
 from pipelines.policies import Policy, load_dir
 from pipelines.workdays import WorkCalendar
 
@@ -238,18 +238,13 @@ def district_items(policy: Policy) -> set[int]:
     return {top_item(leaf.path) for leaf in policy.leaves() if leaf.field == "division_code"}
 
 
-def would_be_amounts(part: pa.Table, portrait_rows: pa.Table, policies: dict[str, Policy]) -> pa.Array:
-    """What each near miss would be paid if it qualified (null when unknown: a manual or name-list policy)."""
-    amount = pa.nulls(part.num_rows, engine.AMOUNT)
-    ids = part.column("policy_id").combine_chunks()
-    for pid in pc.unique(ids).to_pylist():
-        policy = policies.get(pid)
-        if policy is None or policy.benefit is None or policy.benefit.type == "from_list":
-            continue
-        mask = pc.equal(ids, pid)
-        got, _ = engine.raw_amounts(engine.Columns(portrait_rows.filter(mask)), policy, None)
-        amount = pc.replace_with_mask(amount, mask, got.cast(engine.AMOUNT))
-    return amount
+def would_be_amounts(part: pa.Table, portrait_rows: pa.Table, policy: Policy | None) -> pa.Array:
+    """What each of a policy's near misses would be paid if it qualified (null when unknown: a
+    manual or name-list policy)."""
+    if policy is None or policy.benefit is None or policy.benefit.type == "from_list":
+        return pa.nulls(part.num_rows, engine.AMOUNT)
+    got, _ = engine.raw_amounts(engine.Columns(portrait_rows), policy, None)
+    return got.cast(engine.AMOUNT)
 
 
 NEAR_MISS_LIST = pa.schema([("department", pa.string()), ("uscc", pa.string()), ("name", pa.string()),
@@ -257,26 +252,23 @@ NEAR_MISS_LIST = pa.schema([("department", pa.string()), ("uscc", pa.string()), 
                             ("period", pa.string()), ("amount", engine.AMOUNT), ("reason", pa.string())])
 
 
-def actionable(part: pa.Table, who: pa.Table, policies: dict[str, Policy]) -> pa.Table:
-    """The near misses (of any policies; `who`: their portrait rows) a department can act on:
-    the enterprise is registered, active, not on a credit list and inside the district, and
-    the failing item is not the district itself; with the would-be benefit (NEAR_MISS_LIST)."""
+def actionable(part: pa.Table, who: pa.Table, policy: Policy | None) -> pa.Table:
+    """The near misses of one policy (`who`: their portrait rows) a department can act on: the
+    enterprise is registered, active, not on a credit list and inside the district, and the
+    failing item is not the district itself; with the would-be benefit (NEAR_MISS_LIST)."""
     keep = pc.and_(pc.and_(pc.fill_null(who.column("registered"), False), pc.fill_null(who.column("active"), False)),
                    pc.and_(pc.invert(pc.fill_null(who.column("dishonest"), True)),
                            pc.fill_null(pc.equal(who.column("division_code"), contracts.WOLONG), False)))
-    ids = part.column("policy_id")
-    for pid in pc.unique(ids).to_pylist():
-        items = district_items(policies[pid]) if pid in policies else set()
-        if items:
-            on_district = pc.and_(pc.equal(ids, pid),
-                                  pc.is_in(part.column("failed_item"), value_set=pa.array(sorted(items), pa.int64())))
-            keep = pc.and_(keep, pc.invert(pc.fill_null(on_district, False)))
+    items = district_items(policy) if policy is not None else set()
+    if items:
+        on_district = pc.is_in(part.column("failed_item"), value_set=pa.array(sorted(items), pa.int64()))
+        keep = pc.and_(keep, pc.invert(pc.fill_null(on_district, False)))
     part, who = part.filter(keep), who.filter(keep)
     return pa.table({
         "department": part.column("department"), "uscc": part.column("uscc"), "name": registry_names(who),
         "phone": pc.fill_null(who.column("phone"), ""), "policy_id": part.column("policy_id"),
         "policy_name": part.column("policy_name"), "period": part.column("period"),
-        "amount": would_be_amounts(part, who, policies), "reason": part.column("reason"),
+        "amount": would_be_amounts(part, who, policy), "reason": part.column("reason"),
     }, schema=NEAR_MISS_LIST)
 
 
@@ -382,19 +374,21 @@ NEAR_MISS_ORDER = f"amount DESC NULLS LAST, policy_id, uscc, {ORDER}"
 def stage_lists(results: Results, portrait: pa.Table, policies: dict[str, Policy], staged: Staged) -> None:
     """Every policy's actionable near misses and missing-data results, staged. The portrait is
     looked up for LOOKUP_ROWS results at a time (a lookup hashes the whole portrait)."""
-    near: list[pa.Table] = []
+    near: list[tuple[str, pa.Table]] = []   # (policy id, its near misses)
     gap: list[pa.Table] = []
 
     def flush():
-        if near or gap:   # one lookup for both lists
-            near_part = pa.concat_tables(near) if near else None
-            gap_part = pa.concat_tables(gap) if gap else None
-            codes = [t.column("uscc") for t in (near_part, gap_part) if t is not None]
-            who = _lookup(portrait, pa.chunked_array([c for col in codes for c in col.chunks], pa.string()))
-            if near_part is not None:
-                staged.add(staged.near, actionable(near_part, who.slice(0, near_part.num_rows), policies))
-            if gap_part is not None:
-                staged.add(staged.gaps, gap_detail(gap_part, who.slice(who.num_rows - gap_part.num_rows)))
+        if near or gap:   # one lookup for both lists; each policy's near misses are a slice of it
+            codes = [c for t in [t for _, t in near] + gap for c in t.column("uscc").chunks]
+            who = _lookup(portrait, pa.chunked_array(codes, pa.string()))
+            at, kept = 0, []
+            for pid, part in near:
+                kept.append(actionable(part, who.slice(at, part.num_rows), policies.get(pid)))
+                at += part.num_rows
+            if kept:
+                staged.add(staged.near, pa.concat_tables(kept))
+            if gap:
+                staged.add(staged.gaps, gap_detail(pa.concat_tables(gap), who.slice(at)))
         near.clear()
         gap.clear()
 
@@ -402,9 +396,9 @@ def stage_lists(results: Results, portrait: pa.Table, policies: dict[str, Policy
         rows = results.policy(pid, LIST_COLUMNS)
         if "failed_guard" not in rows.column_names:
             rows = rows.append_column("failed_guard", pa.nulls(rows.num_rows, pa.string()))
-        near.append(_outcome(results, pid, rows, "near_miss"))
+        near.append((pid, _outcome(results, pid, rows, "near_miss")))
         gap.append(with_gaps(_outcome(results, pid, rows, "missing_data"), policies.get(pid)))
-        if sum(t.num_rows for t in near + gap) >= LOOKUP_ROWS:
+        if sum(t.num_rows for _, t in near) + sum(t.num_rows for t in gap) >= LOOKUP_ROWS:
             flush()
     flush()
     staged.close()
@@ -516,20 +510,6 @@ def _upto(tables: Iterator[pa.Table], left: list, end: int) -> Iterator[pa.Table
                 yield table.slice(0, n)
             return
         yield table
-
-
-def _regrouped(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
-    """The stream's tables put together into tables of at least `rows` rows (the last may be
-    fewer): the ledger is read in batches of 100,000, and each table made from them looks the
-    portrait up once."""
-    held: list[pa.Table] = []
-    for table in tables:
-        held.append(table)
-        if sum(t.num_rows for t in held) >= rows:
-            yield pa.concat_tables(held)
-            held = []
-    if held:
-        yield pa.concat_tables(held)
 
 
 def unclaimed_notified(table: pa.Table, plan: Ranked, portrait: pa.Table, as_of: date) -> pa.Table:
@@ -734,7 +714,7 @@ def write(folder: Path, as_of: date, matches: pa.Table | Path, portrait_path: Pa
     for dept in departments:   # in the stream's order (ranks are by department first)
         stem = safe_name(dept)
         told = (unclaimed_notified(t, plan, portrait, as_of)
-                for t in _regrouped(_upto(stream, left, plan.upto.get(dept, 0)), LOOKUP_ROWS))
+                for t in regrouped(_upto(stream, left, plan.upto.get(dept, 0)), LOOKUP_ROWS))
         extra = manual_rows.filter(pc.equal(manual_depts, dept))
         mine = plan.rows.get(dept, 0) + extra.num_rows
         if mine:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -415,6 +415,20 @@ def csv_body(columns: Sequence[Col], table: pa.Table) -> bytes:
         cells = [pc.if_else(pc.equal(cells[0], ""), '""', cells[0])]
     lines = pc.binary_join_element_wise(*cells, ",") if len(cells) > 1 else cells[0]
     return _concatenated(pc.binary_join_element_wise(lines, "\r\n", ""))
+
+
+def regrouped(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
+    """The stream's tables put together into tables of at least `rows` rows (the last may be
+    fewer): a list read from the ledger in batches of 100,000 looks each table made from them
+    up in the portrait once (a lookup hashes the whole portrait)."""
+    held: list[pa.Table] = []
+    for table in tables:
+        held.append(table)
+        if sum(t.num_rows for t in held) >= rows:
+            yield pa.concat_tables(held)
+            held = []
+    if held:
+        yield pa.concat_tables(held)
 
 
 def csv_stream_writer(columns: Sequence[Col], tables: Iterable[pa.Table]):

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pyarrow as pa
 from hypothesis import given, settings, strategies as st
 
-from pipelines.outputs.workbook import Col, csv_body, csv_bytes, csv_header, write_csv_tables
+from pipelines.outputs.workbook import Col, csv_body, csv_bytes, csv_header, regrouped, write_csv_tables
 
 COLUMNS = (Col("序号", "seq", "int"), Col("=名称", "name"), Col("金额", "amount", "money"),
            Col("日期", "day", "date"), Col("备注", "note"), Col("不在表中", "absent"))
@@ -61,3 +61,17 @@ def test_large_string_columns_are_written_alike():
     table = pa.Table.from_pylist(rows, schema=TYPES)
     wide = table.cast(pa.schema([f.with_type(pa.large_string()) if f.type == pa.string() else f for f in TYPES]))
     assert csv_header(COLUMNS) + csv_body(COLUMNS, wide) == csv_bytes(COLUMNS, rows)
+
+
+@given(sizes=st.lists(st.integers(0, 9), max_size=12), at_least=st.integers(1, 12))
+def test_regrouped_keeps_every_row_in_order_in_tables_of_at_least_the_size_asked(sizes, at_least):
+    """A stream put together for one portrait lookup per table: nothing lost, nothing reordered,
+    and no table but the last smaller than asked."""
+    start, tables = 0, []
+    for n in sizes:
+        tables.append(pa.table({"seq": pa.array(range(start, start + n), pa.int64())}))
+        start += n
+    out = list(regrouped(iter(tables), at_least))
+    assert [v for t in out for v in t.column("seq").to_pylist()] == list(range(start))
+    assert all(t.num_rows >= at_least for t in out[:-1])
+    assert (not tables) == (not out)
