@@ -73,8 +73,9 @@ def phones(settings: Settings, as_of: date) -> pa.Table:
 
 
 def _sms_batches(conn, as_of: date):
-    """(kind, ledger rows) batches of the date's outbox: first notices, then 催办; each of
-    up to LOOKUP_ROWS rows, as the outbox looks each batch's phones up at once."""
+    """(kind, ledger rows) batches of the date's outbox: first notices, then 催办; each of at
+    least LOOKUP_ROWS rows (but the last of a kind), as the outbox looks each batch's phones
+    up at once."""
     for kind, which in ((sms.FIRST, ledger.ledger.c.notified_as_of == as_of),
                         (sms.REMINDER, ledger.ledger.c.reminded_as_of == as_of)):
         for table in regrouped(ledger.stream(conn, ledger.sms_query(which)), reminders.LOOKUP_ROWS):

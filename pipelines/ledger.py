@@ -477,10 +477,12 @@ def stream(conn: Connection, query: sa.Select, rows: int = STREAM_ROWS) -> Itera
         query = query.with_only_columns(
             *(sa.type_coerce(c, sa.String).label(c.key) if text else c for c, text in zip(columns, as_text)),
             maintain_column_froms=True)
-    if conn.dialect.name == "sqlite":
+    ahead = {"stream_results", "yield_per"} & set(conn.get_execution_options())
+    if conn.dialect.name == "sqlite" and not ahead:
         # pysqlite's own tuples, not a Row object per row (a fifth of reading an outbox back);
-        # what a Row would have converted (a boolean's 0/1) is converted below. (No streaming
-        # options: with them the result would fetch a first row ahead, off the cursor.)
+        # what a Row would have converted (a boolean's 0/1) is converted below. (Not with
+        # streaming options, here or on the connection: the result would then have fetched a
+        # first row ahead, off the cursor.)
         convert = [None if text else c.type.dialect_impl(conn.dialect).result_processor(conn.dialect, None)
                    for c, text in zip(columns, as_text)]
         parts = _fetched(conn.execute(query), rows)
@@ -488,11 +490,14 @@ def stream(conn: Connection, query: sa.Select, rows: int = STREAM_ROWS) -> Itera
         # (options of this statement only: on the connection they would stay for its later statements)
         result = conn.execute(query, execution_options={"stream_results": True, "yield_per": rows})
         convert, parts = [None] * len(columns), result.partitions(rows)
-    for part in parts:
-        yield pa.table([_text_column(values, kind, column, conn.dialect) if text
-                        else pa.array([f(v) for v in values] if f else values, kind)
-                        for values, kind, column, text, f in zip(zip(*part), types, columns, as_text, convert)],
-                       names=names)
+    try:
+        for part in parts:
+            yield pa.table([_text_column(values, kind, column, conn.dialect) if text
+                            else pa.array([f(v) for v in values] if f else values, kind)
+                            for values, kind, column, text, f in zip(zip(*part), types, columns, as_text, convert)],
+                           names=names)
+    finally:   # the cursor is closed now, not when the frame is collected (it would block a DROP)
+        parts.close()
 
 
 def _fetched(result: sa.CursorResult, rows: int) -> Iterator[list[tuple]]:

@@ -86,8 +86,12 @@ def test_a_streamed_read_gives_the_values_an_ordinary_read_gives(engine):
     with engine.connect() as conn:
         expected = [tuple(r) for r in conn.execute(query)]
         streamed = [tuple(r.values()) for t in ledger.stream(conn, query, rows=2) for r in t.to_pylist()]
+        # a connection that streams already (its result reads a row ahead): no row is skipped
+        ahead = conn.execution_options(stream_results=True, yield_per=2)
+        streamed_ahead = [tuple(r.values()) for t in ledger.stream(ahead, query, rows=2) for r in t.to_pylist()]
     at = {c.name: i for i, c in enumerate(ledger.listed_columns())}
     assert streamed == expected
+    assert streamed_ahead == expected
     assert [r[at["notified_as_of"]] for r in streamed] == [D1] * 5
     if engine.dialect.name == "sqlite":
         assert streamed[0][at["amount"]] == Decimal("100.00") and streamed[1][at["last_match_amount"]] == Decimal("5.00")

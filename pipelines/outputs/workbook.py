@@ -419,8 +419,8 @@ def csv_body(columns: Sequence[Col], table: pa.Table) -> bytes:
 
 def regrouped(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
     """The stream's tables put together into tables of at least `rows` rows (the last may be
-    fewer): a list read from the ledger in batches of 100,000 looks each table made from them
-    up in the portrait once (a lookup hashes the whole portrait)."""
+    fewer): a list read in small batches looks each table made from them up at once (a lookup
+    hashes the whole table it looks in: the portrait, its phones)."""
     held: list[pa.Table] = []
     for table in tables:
         held.append(table)
