@@ -33,7 +33,7 @@ from pipelines.outputs import payout, publicity, published, reminders, review, s
 from pipelines.policies import load_dir
 from pipelines.files import atomic_write_bytes, read_json
 from pipelines.orchestration import parse_hold
-from pipelines.outputs.workbook import clear_stale, regrouped
+from pipelines.outputs.workbook import clear_stale
 from pipelines.workdays import WorkCalendar
 
 log = logging.getLogger(__name__)
@@ -73,12 +73,10 @@ def phones(settings: Settings, as_of: date) -> pa.Table:
 
 
 def _sms_batches(conn, as_of: date):
-    """(kind, ledger rows) batches of the date's outbox: first notices, then 催办; each of at
-    least LOOKUP_ROWS rows (but the last of a kind), as the outbox looks each batch's phones
-    up at once."""
+    """(kind, ledger rows) batches of the date's outbox: first notices, then 催办."""
     for kind, which in ((sms.FIRST, ledger.ledger.c.notified_as_of == as_of),
                         (sms.REMINDER, ledger.ledger.c.reminded_as_of == as_of)):
-        for table in regrouped(ledger.stream(conn, ledger.sms_query(which)), reminders.LOOKUP_ROWS):
+        for table in ledger.stream(conn, ledger.sms_query(which)):
             yield kind, table
 
 

@@ -44,8 +44,8 @@ from pipelines.evidence import (MISSING_BENEFIT_BASE, failing, full_evidence, mi
                                 top_item, templates_of)
 from pipelines.files import atomic_write_bytes
 from pipelines.outputs.review import safe_name
-from pipelines.outputs.workbook import (CSV_BATCH_ROWS, XLSX_MAX_ROWS, Col, cn_date, per_value, regrouped,
-                                        write_csv_tables, write_workbook)
+from pipelines.outputs.workbook import (CSV_BATCH_ROWS, LOOKUP_ROWS, XLSX_MAX_ROWS, Col, cn_date, per_value,
+                                        regrouped, write_csv_tables, write_workbook)
 from pipelines.policies import Policy, load_dir
 from pipelines.workdays import WorkCalendar
 
@@ -314,7 +314,6 @@ def gap_detail(part: pa.Table, who: pa.Table) -> pa.Table:
 # ---------------------------------------------------------------- staged, then sorted out of core
 
 ORDER = "_order"      # a staged row's place in the night's order (policy, then code): the last sort key
-LOOKUP_ROWS = 2_000_000
 SORT_MEMORY = "1GB"   # DuckDB's limit when it sorts the staged lists; beyond it, it spills to disk
 
 

@@ -4,6 +4,7 @@ deadline (`confirm_days` working days after the first SMS, pipelines/deadlines.p
 the department's contact from the policy's guide."""
 from __future__ import annotations
 
+import itertools
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Iterable, Iterator, Mapping
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.outputs.workbook import XLSX_MAX_ROWS, Col, per_value, write_csv_tables, write_workbook
+from pipelines.outputs.workbook import LOOKUP_ROWS, XLSX_MAX_ROWS, Col, per_value, regrouped, write_csv_tables, write_workbook
 from pipelines import deadlines
 from pipelines.workdays import WorkCalendar
 
@@ -110,11 +111,13 @@ def phone_lookup(codes: pa.Array | pa.ChunkedArray, phones: pa.Table) -> pa.Arra
 
 def outbox(batches: Iterable[tuple[str, pa.Table]], phones: pa.Table, policies: Mapping[str, object],
            calendar: WorkCalendar) -> Iterator[pa.Table]:
-    """The outbox's rows (COLUMNS' keys) of each (kind, ledger rows) batch, numbered on."""
+    """The outbox's rows (COLUMNS' keys) of the (kind, ledger rows) batches, numbered on; the
+    batches of a kind put together LOOKUP_ROWS rows at a time, each looking its phones up once."""
     days = deadlines.days_of(policies)
     contacts = {pid: p.guide_dict.get("contact") for pid, p in policies.items()}
     seq = 1
-    for kind, t in batches:
+    for kind, t in ((kind, t) for kind, same in itertools.groupby(batches, key=lambda b: b[0])
+                    for t in regrouped((t for _, t in same), LOOKUP_ROWS)):
         if not t.num_rows:
             continue
         t = t.append_column("deadline", confirm_dates(t.column("policy_id"), t.column("notified_as_of"),

@@ -417,16 +417,22 @@ def csv_body(columns: Sequence[Col], table: pa.Table) -> bytes:
     return _concatenated(pc.binary_join_element_wise(lines, "\r\n", ""))
 
 
+# A list's rows are looked up in the portrait this many at a time (a lookup hashes the whole
+# table it looks in: the portrait, or its phones).
+LOOKUP_ROWS = 2_000_000
+
+
 def regrouped(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
     """The stream's tables put together into tables of at least `rows` rows (the last may be
-    fewer): a list read in small batches looks each table made from them up at once (a lookup
-    hashes the whole table it looks in: the portrait, its phones)."""
+    fewer): a list read in small batches then looks each table made from them up at once."""
     held: list[pa.Table] = []
+    count = 0
     for table in tables:
         held.append(table)
-        if sum(t.num_rows for t in held) >= rows:
+        count += table.num_rows
+        if count >= rows:
             yield pa.concat_tables(held)
-            held = []
+            held, count = [], 0
     if held:
         yield pa.concat_tables(held)
 
