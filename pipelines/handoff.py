@@ -11,13 +11,14 @@ rerun of the same date (after a crash anywhere) writes the same files.
 from __future__ import annotations
 
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 import json
 import logging
 import os
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -193,14 +194,6 @@ def _hand_on(settings: Settings, as_of: date, run_id: str, release_holds: Iterab
         expired = conn.execute(sa.select(sa.func.count()).select_from(warehouse.ledger_transitions).where(
             warehouse.ledger_transitions.c.to_status == "expired",
             warehouse.ledger_transitions.c.as_of == as_of)).scalar_one()
-    sms_files = []
-    if notified or reminded:   # read back in batches: a province's first night tells millions
-        with engine.connect() as conn:
-            sms_files = sms.write(run_dir, as_of, _sms_batches(conn, as_of), notified + reminded,
-                                  phones(settings, as_of), UNIT, policies, calendar)
-            conn.rollback()
-    clear_stale(run_dir / "sms", sms_files)
-
     if recorded is not None:
         review_files = _listed(run_dir / "review")
         publicity_files = _listed(run_dir / "publicity")
@@ -242,37 +235,18 @@ def _hand_on(settings: Settings, as_of: date, run_id: str, release_holds: Iterab
     payout_files = payout.write(run_dir, as_of, items, UNIT, policies)
     clear_stale(run_dir / "payout", payout_files)
 
-    if recorded is None:
-        # The lists that show the ledger's state tonight; a backfill keeps what the date's run wrote.
-        with engine.connect() as conn:
-            applied = ledger.applications(conn)
-            paid = ledger.paid_since(conn, supervision.since(as_of))
-            conn.rollback()
-        watched = supervision.rows(paid, recheck.enterprise_facts(settings, as_of, (r["uscc"] for r in paid)))
-        supervision_files = supervision.write(run_dir, as_of, watched, UNIT)
-        clear_stale(run_dir / "supervision", supervision_files)
-        with engine.connect() as conn:   # the unanswered rows are read while the lists are written
-            unanswered = reminders.Unanswered(ledger.unanswered_groups(conn),
-                                              lambda ranks: ledger.stream_unanswered(conn, ranks))
-            reminder = reminders.write(settings.reminders_dir(as_of), as_of, results,
-                                       settings.portrait_path(as_of), unanswered, loaded, UNIT, calendar, applied,
-                                       scratch=settings.work / "lists",
-                                       near_miss_and_gaps=lists_job.result() if lists_job else None)
-            conn.rollback()
-        clear_stale(settings.reminders_dir(as_of), reminder.paths)
-        watched_rows, reminder_paths = len(watched), reminder.paths
-        unclaimed, reminder_summary = reminder.unclaimed_rows, reminder.summary
-    else:
-        supervision_files, reminder_paths = _listed(run_dir / "supervision"), _listed(settings.reminders_dir(as_of))
-        watched_rows = int(recorded.get(REPORT_LABELS["supervision_rows"], 0))
-        unclaimed = int(recorded.get(REPORT_LABELS["reminders"], 0))
-        reminder_summary = read_json(settings.reminder_summary_path(as_of)) or {}
-    list_files = published.publish(settings, as_of, loaded, policy_errors, UNIT)
-
-    # 督导统计: replayed from the ledger's log up to as_of, after every move of the night
-    with engine.connect() as conn:
-        figures = oversight.compute(conn, as_of, calendar, days_of)
-        conn.rollback()
+    # The night's moves end here; from now on the stage only reads the ledger. So 督导统计 (replayed
+    # from the ledger's log up to as_of: a few statements the database runs for a minute at a
+    # province's scale, without holding the interpreter) and the SMS outbox (the rows told or
+    # reminded tonight, which no later move changes) are each put together in a thread of their
+    # own, on a connection of their own, beside the lists below.
+    with ThreadPoolExecutor(2, thread_name_prefix="readers") as beside:
+        replayed = beside.submit(_oversight_figures, engine, as_of, calendar, days_of)
+        outbox = beside.submit(_sms_outbox, settings, as_of, run_dir, engine, notified + reminded, policies,
+                               calendar)
+        read = _lists_that_only_read(settings, as_of, run_dir, engine, results, loaded, policy_errors, calendar,
+                                     recorded, lists_job)
+        sms_files, figures = outbox.result(), replayed.result()
     oversight_files = oversight_sheet.write(run_dir, as_of, figures, UNIT)
     overdue = {label: sum(f[f"overdue_{k}"] for f in figures["figures"])
                for k, label in deadlines.OVERDUE_KINDS.items()}
@@ -303,12 +277,12 @@ def _hand_on(settings: Settings, as_of: date, run_id: str, release_holds: Iterab
         "payout_total": str(total),
         "held_over_budget": len(held),
         "held_policies": sorted({f"{r['policy_id']}:{r['period']}" for r in held}),
-        "reminders": unclaimed,
-        "reminder_lists": reminder_summary,
-        "supervision_rows": watched_rows,
+        "reminders": read.unclaimed,
+        "reminder_lists": read.reminder_summary,
+        "supervision_rows": read.watched_rows,
         "files": [str(Path(p).relative_to(run_dir))
                   for p in sms_files + review_files + publicity_files + payout_files
-                  + supervision_files + reminder_paths + list_files + oversight_files],
+                  + read.supervision_files + read.reminder_paths + read.list_files + oversight_files],
     }
     # The run report shows ledger.json's scalar entries as they are: Chinese labels.
     shown = {label: summary[key] for key, label in REPORT_LABELS.items()}
@@ -326,6 +300,68 @@ def _hand_on(settings: Settings, as_of: date, run_id: str, release_holds: Iterab
                        json.dumps(shown if recorded is None else recorded, ensure_ascii=False,
                                   indent=2).encode("utf-8"))
     return summary
+
+
+def _sms_outbox(settings: Settings, as_of: date, run_dir: Path, engine, rows: int, policies: dict,
+                calendar: WorkCalendar) -> list[Path]:
+    """The night's SMS outbox (first notices, then 催办), read back in batches: a province's first
+    night tells millions."""
+    sms_files = []
+    if rows:
+        with warehouse.reader(engine) as conn:
+            sms_files = sms.write(run_dir, as_of, _sms_batches(conn, as_of), rows, phones(settings, as_of), UNIT,
+                                  policies, calendar)
+    clear_stale(run_dir / "sms", sms_files)
+    return sms_files
+
+
+def _oversight_figures(engine, as_of: date, calendar: WorkCalendar, days_of) -> dict:
+    with warehouse.reader(engine) as conn:
+        return oversight.compute(conn, as_of, calendar, days_of)
+
+
+class _ReadLists(NamedTuple):
+    supervision_files: list[Path]
+    reminder_paths: list[Path]
+    list_files: list[Path]
+    watched_rows: int
+    unclaimed: int
+    reminder_summary: dict
+
+
+def _lists_that_only_read(settings: Settings, as_of: date, run_dir: Path, engine, results: Path, loaded,
+                          policy_errors,
+                          calendar: WorkCalendar, recorded: dict | None,
+                          lists_job: reminders.ListsJob | None) -> _ReadLists:
+    """The lists that only read the ledger, written after its last move of the night: 事后监管,
+    the reminder lists and the published lists."""
+    if recorded is None:
+        # The lists that show the ledger's state tonight; a backfill keeps what the date's run wrote.
+        with engine.connect() as conn:
+            applied = ledger.applications(conn)
+            paid = ledger.paid_since(conn, supervision.since(as_of))
+            conn.rollback()
+        watched = supervision.rows(paid, recheck.enterprise_facts(settings, as_of, (r["uscc"] for r in paid)))
+        supervision_files = supervision.write(run_dir, as_of, watched, UNIT)
+        clear_stale(run_dir / "supervision", supervision_files)
+        with engine.connect() as conn:   # the unanswered rows are read while the lists are written
+            unanswered = reminders.Unanswered(ledger.unanswered_groups(conn),
+                                              lambda ranks: ledger.stream_unanswered(conn, ranks))
+            reminder = reminders.write(settings.reminders_dir(as_of), as_of, results,
+                                       settings.portrait_path(as_of), unanswered, loaded, UNIT, calendar, applied,
+                                       scratch=settings.work / "lists",
+                                       near_miss_and_gaps=lists_job.result() if lists_job else None)
+            conn.rollback()
+        clear_stale(settings.reminders_dir(as_of), reminder.paths)
+        watched_rows, reminder_paths = len(watched), reminder.paths
+        unclaimed, reminder_summary = reminder.unclaimed_rows, reminder.summary
+    else:
+        supervision_files, reminder_paths = _listed(run_dir / "supervision"), _listed(settings.reminders_dir(as_of))
+        watched_rows = int(recorded.get(REPORT_LABELS["supervision_rows"], 0))
+        unclaimed = int(recorded.get(REPORT_LABELS["reminders"], 0))
+        reminder_summary = read_json(settings.reminder_summary_path(as_of)) or {}
+    list_files = published.publish(settings, as_of, loaded, policy_errors, UNIT)
+    return _ReadLists(supervision_files, reminder_paths, list_files, watched_rows, unclaimed, reminder_summary)
 
 
 def _listed(folder: Path) -> list[Path]:

@@ -211,7 +211,7 @@ def sync_from_matches(conn: Connection, as_of: date, matches: pa.Table | Iterabl
         return {"new": 0, "amount_changed": 0, "seen": 0}
     wh.analyze(conn, src, ledger)
     counts = _sync(conn, as_of, run_id, src)
-    src.drop(conn)
+    wh.drop_temporary(conn, src)
     return counts
 
 
@@ -267,6 +267,7 @@ def _sync(conn: Connection, as_of: date, run_id: str, src: sa.Table) -> dict:
 
     # New rows, and the transition that created each.
     l = ledger.c
+    before = conn.execute(sa.select(sa.func.coalesce(sa.func.max(l.id), 0))).scalar_one()
     new = conn.execute(_insert_ignore(conn, ledger, ["policy_id", "period", "uscc"]).from_select(
         [l.policy_id, l.period, l.uscc, l.status, l.amount, l.last_match_amount, l.evidence_version,
          l.evidence_actual, l.evidence_result, l.policy_name,
@@ -287,15 +288,16 @@ def _sync(conn: Connection, as_of: date, run_id: str, src: sa.Table) -> dict:
         fresh = _SYNC_NEW
         fresh.drop(conn, checkfirst=True)
         fresh.create(conn)
+        # (ids past the newest one before: a range of the table, not a scan of a province's ledger)
         conn.execute(fresh.insert().from_select(["id"], sa.select(ledger.c.id).where(
-            ledger.c.first_run == run_id, ledger.c.first_as_of == as_of, ~logged)))
+            ledger.c.id > before, ledger.c.first_run == run_id, ledger.c.first_as_of == as_of, ~logged)))
         conn.execute(ledger_transitions.insert().from_select(log_cols, sa.select(
             ledger.c.id, sa.null(), sa.literal("eligible", sa.String), sa.literal(now, sa.DateTime),
             sa.literal(run_id, sa.String), sa.null(), sa.null(), ledger.c.department, ledger.c.amount,
             sa.literal(f"数据比对符合（{as_of}）", sa.Text), sa.literal(as_of, sa.Date))
             .select_from(ledger.join(fresh, fresh.c.id == ledger.c.id))
             .order_by(ledger.c.id)))   # logged in the ledger's order, as one scan of it would
-        fresh.drop(conn)
+        wh.drop_temporary(conn, fresh)
     return {"new": new, "amount_changed": changed, "seen": seen}
 
 

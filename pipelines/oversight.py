@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection
 
 from pipelines import deadlines
 from pipelines.deadlines import Days, RowState
-from pipelines.warehouse import analyze, ledger, ledger_transitions
+from pipelines.warehouse import analyze, drop_temporary, ledger, ledger_transitions
 from pipelines.workdays import WorkCalendar
 
 COUNTED = ("eligible", "notified", "confirmed", "declined", "expired", "approved", "rejected",
@@ -116,7 +116,7 @@ def compute(conn: Connection, as_of: date, calendar: WorkCalendar, days: Mapping
     try:
         return _figures(conn, as_of, calendar, days, state)
     finally:
-        state.drop(conn)
+        drop_temporary(conn, state)
 
 
 _STATE_DATES = ("eligible_on", "notified_on", "confirmed_on", "approved_on", "paid_on", "publicity_to")

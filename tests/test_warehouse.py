@@ -283,3 +283,33 @@ def test_postgresql_plans_the_sync_and_supervision_on_fresh_statistics(engine): 
     with engine.begin() as conn:
         oversight.compute(conn, AS_OF, WorkCalendar(), {})
     assert analysed()["ledger_transitions"] > before.get("ledger_transitions", 0)
+
+
+def test_readers_beside_the_stage_leave_it_the_write_lock(tmp_path):
+    """`warehouse.reader` (the stage's SMS outbox and 督导统计, read in threads after the night's
+    moves) takes no write lock on SQLite: two readers and one ordinary transaction, whose
+    start takes the write lock, are open at once, and none of them waits."""
+    engine = warehouse.connect(f"sqlite:///{tmp_path / 'w.db'}")
+    count = sa.select(sa.func.count()).select_from(ledger_t)
+    with warehouse.reader(engine) as first, warehouse.reader(engine) as second, engine.connect() as stage:
+        for conn in (first, second, stage):   # no queueing (the stage's 60 s): a lock taken fails at once
+            conn.connection.dbapi_connection.execute("PRAGMA busy_timeout=100")
+        assert first.execute(count).scalar_one() == 0
+        assert second.execute(count).scalar_one() == 0
+        assert stage.execute(count).scalar_one() == 0      # BEGIN IMMEDIATE: the write lock
+        stage.rollback()
+
+
+def test_a_temporary_table_done_with_is_gone_on_every_connection_after(engine):
+    """The sync's temporary table of a province's night is not DROPped on SQLite (that walks every
+    page of it) but goes with its connection; a pooled connection never carries it on, and a
+    second sync on the same connection finds it and starts afresh."""
+    rows = table([match(n=1), match(n=2)])
+    with engine.begin() as conn:
+        assert ledger.sync_from_matches(conn, AS_OF, rows, "r1")["new"] == 2
+        assert ledger.sync_from_matches(conn, AS_OF, rows, "r1")["new"] == 0
+    for _ in range(2):
+        with engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                assert sa.inspect(conn).get_temp_table_names() == []
+            assert conn.execute(sa.select(sa.func.count()).select_from(ledger_t)).scalar_one() == 2
