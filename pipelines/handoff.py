@@ -11,10 +11,10 @@ rerun of the same date (after a crash anywhere) writes the same files.
 from __future__ import annotations
 
 import contextlib
-from concurrent.futures import ThreadPoolExecutor
 import json
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -330,8 +330,7 @@ class _ReadLists(NamedTuple):
 
 
 def _lists_that_only_read(settings: Settings, as_of: date, run_dir: Path, engine, results: Path, loaded,
-                          policy_errors,
-                          calendar: WorkCalendar, recorded: dict | None,
+                          policy_errors, calendar: WorkCalendar, recorded: dict | None,
                           lists_job: reminders.ListsJob | None) -> _ReadLists:
     """The lists that only read the ledger, written after its last move of the night: 事后监管,
     the reminder lists and the published lists."""
