@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,7 +44,7 @@ import pyarrow.parquet as pq
 from pipelines import contracts, deadlines, engine, match
 from pipelines.evidence import (MISSING_BENEFIT_BASE, failing, full_evidence, missing_fields,
                                 top_item, templates_of)
-from pipelines.files import atomic_write_bytes
+from pipelines.files import atomic_write_bytes, is_temporary
 from pipelines.outputs.review import safe_name
 from pipelines.outputs.workbook import (CSV_BATCH_ROWS, LOOKUP_ROWS, XLSX_MAX_ROWS, Col, cn_date, per_value,
                                         regrouped, write_csv_tables, write_workbook)
@@ -641,14 +643,16 @@ class ListsJob:
     sorted and written) that need nothing of the ledger, while the ledger stage's own work is
     one process's SQL and SMS outbox; in a second process the lists take the machine's second
     core instead of adding their minutes to the stage. The child reads the policies from
-    `policies_dir`, as the stage does. `stop()` ends it early (the stage failed): the child
-    turns SIGTERM into an exit, so its half-written files and scratch folder are removed."""
+    `policies_dir`, as the stage does. `stop()` ends it early (the stage failed) and removes
+    its half-written files and its scratch folder."""
 
     def __init__(self, folder: Path, as_of: date, matches: Path, portrait_path: Path | None,
                  policies_dir: Path, unit: str, scratch: Path | None):
         job = {"folder": str(folder), "as_of": as_of.isoformat(), "matches": str(matches),
                "portrait": str(portrait_path) if portrait_path else None, "policies": str(policies_dir),
                "unit": unit, "scratch": str(scratch) if scratch else None}
+        self.folder, self.scratch = folder, scratch
+        self._scratch_before = set(scratch.glob("lists-*")) if scratch and scratch.is_dir() else set()
         self.process = subprocess.Popen([sys.executable, "-m", __name__, json.dumps(job, ensure_ascii=False)],
                                         stdout=subprocess.PIPE)
 
@@ -661,17 +665,31 @@ class ListsJob:
         return NearMissAndGaps([Path(p) for p in done["paths"]], done["counts"])
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.communicate()
+        """End the child if it is still at work, then remove what it left: the files it was
+        still writing in `folder` and its folder in `scratch` (a child started without a
+        scratch folder leaves its staging in the system's temporary folder). The child exits
+        at once on SIGTERM, without unwinding: a SystemExit raised in the middle of DuckDB's or
+        Arrow's work could abort the process (seen under load as exit code -6) or stop its own
+        clean-up halfway. So the clean-up is done here, also for a child that had to be killed."""
+        if self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.communicate()
+        if self.scratch is not None and self.scratch.is_dir():
+            for left in set(self.scratch.glob("lists-*")) - self._scratch_before:
+                shutil.rmtree(left, ignore_errors=True)
+        if self.folder.is_dir():
+            for path in self.folder.rglob("*"):
+                if is_temporary(path):
+                    path.unlink(missing_ok=True)
 
 
 def _lists_job(argument: str) -> None:
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(128 + signal.SIGTERM))   # ListsJob.stop cleans up
     job = json.loads(argument)
     written = write_near_miss_and_gaps(
         Path(job["folder"]), date.fromisoformat(job["as_of"]), Path(job["matches"]),
