@@ -336,21 +336,19 @@ def _lists_that_only_read(settings: Settings, as_of: date, run_dir: Path, engine
     the reminder lists and the published lists."""
     if recorded is None:
         # The lists that show the ledger's state tonight; a backfill keeps what the date's run wrote.
-        with engine.connect() as conn:
+        with warehouse.reader(engine) as conn:
             applied = ledger.applications(conn)
             paid = ledger.paid_since(conn, supervision.since(as_of))
-            conn.rollback()
         watched = supervision.rows(paid, recheck.enterprise_facts(settings, as_of, (r["uscc"] for r in paid)))
         supervision_files = supervision.write(run_dir, as_of, watched, UNIT)
         clear_stale(run_dir / "supervision", supervision_files)
-        with engine.connect() as conn:   # the unanswered rows are read while the lists are written
+        with warehouse.reader(engine) as conn:   # the unanswered rows are read while the lists are written
             unanswered = reminders.Unanswered(ledger.unanswered_groups(conn),
                                               lambda ranks: ledger.stream_unanswered(conn, ranks))
             reminder = reminders.write(settings.reminders_dir(as_of), as_of, results,
                                        settings.portrait_path(as_of), unanswered, loaded, UNIT, calendar, applied,
                                        scratch=settings.work / "lists",
                                        near_miss_and_gaps=lists_job.result() if lists_job else None)
-            conn.rollback()
         clear_stale(settings.reminders_dir(as_of), reminder.paths)
         watched_rows, reminder_paths = len(watched), reminder.paths
         unclaimed, reminder_summary = reminder.unclaimed_rows, reminder.summary

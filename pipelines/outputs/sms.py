@@ -13,7 +13,8 @@ from typing import Iterable, Iterator, Mapping
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.outputs.workbook import LOOKUP_ROWS, XLSX_MAX_ROWS, Col, per_value, regrouped, write_csv_tables, write_workbook
+from pipelines.outputs.workbook import (LOOKUP_ROWS, XLSX_MAX_ROWS, Col, per_value, regrouped, write_csv_tables,
+                                        write_workbook)
 from pipelines import deadlines
 from pipelines.workdays import WorkCalendar
 
