@@ -169,25 +169,26 @@ def _hand_on(settings: Settings, as_of: date, run_id: str, release_holds: Iterab
     policies = {p.id: p for p in loaded}
     calendar = WorkCalendar(settings.calendar)
 
+    days_of = deadlines.days_of(policies)
     with engine.begin() as conn:
         warehouse.register_matches(conn, as_of, results, run_id)
         _release(conn, release_holds)
         if not backfill:
-            # streamed: a province's first night has millions of eligible rows with their evidence
+            # 催办 and 逾期未确认 before tonight's new SMS (a result told tonight owes nothing yet)
+            ledger.remind_and_expire(conn, as_of, run_id, calendar, days_of)
+            # streamed: a province's first night has millions of eligible rows with their evidence;
+            # the new ones enter told (notify=True), as `notify` below would move them
             eligible = ds.dataset(results).to_batches(
                 columns=["policy_id", "period", "uscc", "amount", "evidence_version", "evidence_actual",
                          "evidence_result", "policy_name", "department", "name", "over_budget", "outcome", "kind"],
                 filter=(ds.field("outcome") == "eligible") & (ds.field("kind") != "manual"))
-            ledger.sync_from_matches(conn, as_of, eligible, run_id, days)
+            ledger.sync_from_matches(conn, as_of, eligible, run_id, days, notify=True)
         # Counted from what is committed, not from what this attempt did: a rerun
         # after a crash finds the work done and must report the same figures.
         synced = ledger.date_counts(conn, as_of, run_id)
         released = len(_requested(release_holds) & ledger.released_holds(conn))
 
-    days_of = deadlines.days_of(policies)
     with engine.begin() as conn:
-        if not backfill:   # 催办 and 逾期未确认 before tonight's new SMS (a result told tonight owes nothing yet)
-            ledger.remind_and_expire(conn, as_of, run_id, calendar, days_of)
         notified = (ledger.count(conn, ledger.ledger.c.notified_as_of == as_of) if backfill
                     else ledger.notify(conn, as_of, run_id))
         reminded = ledger.count(conn, ledger.ledger.c.reminded_as_of == as_of)

@@ -147,23 +147,44 @@ def history(conn: Connection, key: Key) -> list[dict]:
 
 # ---------------------------------------------------------------- nightly sync
 
-_SYNC_SOURCE = sa.Table(
-    "ledger_sync_source", sa.MetaData(),
-    sa.Column("policy_id", sa.String(100), primary_key=True),
-    sa.Column("period", sa.String(32), primary_key=True),
-    sa.Column("uscc", sa.String(18), primary_key=True),
+# The sync's source: the night's eligible results, one row each, in a temporary table of only what
+# varies from row to row (loaded row by row: on SQLite that is most of the sync's time, and each
+# column of text a million rows long costs seconds), and what is the same for every result of a
+# policy in a table of one row per policy. The statements read them joined, as one view.
+# No key on the rows: the sync joins them to the ledger by the ledger's own key, and a night's
+# results are one per (policy, period, enterprise) by construction (one portrait row each).
+_SYNC_ROWS = sa.Table(
+    "ledger_sync_rows", sa.MetaData(),
+    sa.Column("policy_id", sa.String(100)),
+    sa.Column("period", sa.String(32)),
+    sa.Column("uscc", sa.String(18)),
     sa.Column("amount", wh.Money),
-    sa.Column("evidence_version", sa.String(16)),
     sa.Column("evidence_actual", sa.Text),
     sa.Column("evidence_result", sa.Text),
-    sa.Column("policy_name", sa.Text),
-    sa.Column("department", sa.Text),
     sa.Column("name", sa.Text),
     sa.Column("over_budget", sa.Boolean),
+    prefixes=["TEMPORARY"],
+)
+_SYNC_POLICIES = sa.Table(
+    "ledger_sync_policies", sa.MetaData(),
+    sa.Column("policy_id", sa.String(100), primary_key=True),
+    sa.Column("evidence_version", sa.String(16)),
+    sa.Column("policy_name", sa.Text),
+    sa.Column("department", sa.Text),
     sa.Column("days", sa.Integer),          # the policy's publicity_days
     sa.Column("has_days", sa.Boolean),      # whether the policy file gave publicity_days at all
     prefixes=["TEMPORARY"],
 )
+PER_POLICY = ("evidence_version", "policy_name", "department")
+_SYNC_SOURCE = sa.Table(   # a temporary view of the two
+    "ledger_sync_source", sa.MetaData(),
+    *(sa.Column(c.name, c.type) for c in _SYNC_ROWS.columns),
+    *(sa.Column(c.name, c.type) for c in _SYNC_POLICIES.columns if c.name != "policy_id"),
+)
+_SYNC_VIEW = (f"CREATE TEMPORARY VIEW {_SYNC_SOURCE.name} AS SELECT "
+              + ", ".join([f"r.{c.name}" for c in _SYNC_ROWS.columns]
+                          + [f"p.{c.name}" for c in _SYNC_POLICIES.columns if c.name != "policy_id"])
+              + f" FROM {_SYNC_ROWS.name} AS r JOIN {_SYNC_POLICIES.name} AS p ON p.policy_id = r.policy_id")
 
 
 # The ledger rows the sync created and has not logged yet (ids only).
@@ -175,7 +196,8 @@ _SYNC_NEW = sa.Table(
 
 
 def sync_from_matches(conn: Connection, as_of: date, matches: pa.Table | Iterable[pa.Table | pa.RecordBatch],
-                      run_id: str, publicity_days: Mapping[str, int | None] | None = None) -> dict:
+                      run_id: str, publicity_days: Mapping[str, int | None] | None = None,
+                      notify: bool = False) -> dict:
     """Bring the run's eligible results into the ledger (see the module's decisions).
 
     matches: the results as a table, or as a stream of tables or record batches (a
@@ -184,52 +206,75 @@ def sync_from_matches(conn: Connection, as_of: date, matches: pa.Table | Iterabl
     left out here. publicity_days: policy id -> days (None/0: no publicity); kept on
     rows whose window has not started. Returns counts: new, amount_changed, seen.
 
+    notify: the new rows are told tonight (the nightly run, which hands the SMS outbox on):
+    each enters at `notified`, with both its moves logged (found, then told), unless its
+    policy period is held over budget (see `notify`). At a province's scale that is what
+    inserting them at `eligible` and then moving them would do, without writing millions of
+    rows twice (the database lets a row start at `notified` only on the night it is found).
+
     Set-based, for a province's night of millions of eligible results: the
-    run's eligible rows are bulk-loaded into a temporary table, and a handful
+    run's eligible rows are bulk-loaded into temporary tables, and a handful
     of INSERT ... SELECT / UPDATE ... FROM statements do what a loop over the
     rows would: new rows (and their first transition), the newest run's
     figures on every row it found, and amount adjustments (logged) on rows
     still `eligible`.
     """
     days = dict(publicity_days or {})
-    known = pa.array(list(days), pa.string())
-    given = pa.array([days[k] for k in days], pa.int64())
-    # (Creating the temporary table is part of the transaction on both databases: a failed
-    # sync rolls it back with everything else.)
-    src = _SYNC_SOURCE
-    src.drop(conn, checkfirst=True)
-    src.create(conn)
+    # (Creating the temporary tables is part of the transaction on both databases: a failed
+    # sync rolls them back with everything else.)
+    _drop_sync_source(conn, checkfirst=True)
+    _SYNC_ROWS.create(conn)
+    policies: dict[str, tuple] = {}
     loaded = 0
     for part in [matches] if isinstance(matches, pa.Table) else matches:
-        source = _sync_source(pa.Table.from_batches([part]) if isinstance(part, pa.RecordBatch) else part,
-                              known, given)
-        if source.num_rows:
-            wh.bulk_insert(conn, src.name, source)
-            loaded += source.num_rows
+        rows = _eligible(pa.Table.from_batches([part]) if isinstance(part, pa.RecordBatch) else part)
+        if rows.num_rows:
+            _add_policies(policies, rows)
+            wh.bulk_insert(conn, _SYNC_ROWS.name, rows.select([c.name for c in _SYNC_ROWS.columns]))
+            loaded += rows.num_rows
     if not loaded:
-        src.drop(conn)
+        _SYNC_ROWS.drop(conn)
         return {"new": 0, "amount_changed": 0, "seen": 0}
-    wh.analyze(conn, src, ledger)
-    counts = _sync(conn, as_of, run_id, src)
-    wh.drop_temporary(conn, src)
+    _SYNC_POLICIES.create(conn)
+    conn.execute(_SYNC_POLICIES.insert(), [
+        {"policy_id": pid, **dict(zip(PER_POLICY, values)), "days": days.get(pid), "has_days": pid in days}
+        for pid, values in policies.items()])
+    conn.exec_driver_sql(_SYNC_VIEW)
+    wh.analyze(conn, _SYNC_ROWS, _SYNC_POLICIES, ledger)
+    counts = _sync(conn, as_of, run_id, _SYNC_SOURCE, notify)
+    _drop_sync_source(conn)
     return counts
 
 
-def _sync_source(matches: pa.Table, known: pa.Array, given: pa.Array) -> pa.Table:
-    """The sync's temporary table rows of some results: the eligible ones (not of manual
-    policies), their evidence as its values (the policy version's template is in
-    evidence_versions), and the publicity days of their policy."""
+def _eligible(matches: pa.Table) -> pa.Table:
+    """The eligible results (not of manual policies) of some results."""
     wanted = pc.fill_null(pc.and_(pc.equal(matches.column("outcome"), "eligible"),
                                   pc.not_equal(matches.column("kind"), "manual")), False)
-    eligible = matches if pc.all(wanted).as_py() else matches.filter(wanted)   # (no copy when all are)
-    ids = eligible.column("policy_id")
-    source = eligible.select(["policy_id", "period", "uscc", "amount", "evidence_version", "evidence_actual",
-                              "evidence_result", "policy_name", "department", "name", "over_budget"])
-    source = source.append_column("days", pc.take(given, pc.index_in(ids, value_set=known)))
-    return source.append_column("has_days", pc.is_in(ids, value_set=known))
+    return matches if pc.all(wanted).as_py() else matches.filter(wanted)   # (no copy when all are)
 
 
-def _sync(conn: Connection, as_of: date, run_id: str, src: sa.Table) -> dict:
+def _add_policies(policies: dict[str, tuple], rows: pa.Table) -> None:
+    """Add the per-policy values of some results (policy id -> PER_POLICY values); a policy whose
+    results disagree on them is a broken results file, not something to pick one of."""
+    for found in rows.group_by(["policy_id", *PER_POLICY], use_threads=False).aggregate([]).to_pylist():
+        values = tuple(found[c] for c in PER_POLICY)
+        if policies.setdefault(found["policy_id"], values) != values:
+            raise ValueError(f"results of policy {found['policy_id']} disagree on {PER_POLICY}: "
+                             f"{policies[found['policy_id']]} and {values}")
+
+
+def _drop_sync_source(conn: Connection, checkfirst: bool = False) -> None:
+    """Be done with the sync's view and temporary tables; checkfirst: any left on this connection
+    (by a sync rolled back, or by `warehouse.drop_temporary` on SQLite), before a new sync."""
+    if checkfirst:
+        conn.exec_driver_sql(f"DROP VIEW IF EXISTS {_SYNC_SOURCE.name}")
+        for table in (_SYNC_ROWS, _SYNC_POLICIES):
+            table.drop(conn, checkfirst=True)
+    else:
+        wh.drop_temporary(conn, _SYNC_ROWS, _SYNC_POLICIES, views=[_SYNC_SOURCE.name])
+
+
+def _sync(conn: Connection, as_of: date, run_id: str, src: sa.Table, notify: bool) -> dict:
     now = wh.utcnow()
     keys = sa.and_(ledger.c.policy_id == src.c.policy_id, ledger.c.period == src.c.period,
                    ledger.c.uscc == src.c.uscc)
@@ -268,12 +313,15 @@ def _sync(conn: Connection, as_of: date, run_id: str, src: sa.Table) -> dict:
     # New rows, and the transition that created each.
     l = ledger.c
     before = conn.execute(sa.select(sa.func.coalesce(sa.func.max(l.id), 0))).scalar_one()
+    held = held_over_budget(src)
+    status = sa.case((held, "eligible"), else_="notified") if notify else sa.literal("eligible", sa.String)
+    told = sa.case((held, sa.null()), else_=sa.literal(as_of, sa.Date)) if notify else sa.null()
     new = conn.execute(_insert_ignore(conn, ledger, ["policy_id", "period", "uscc"]).from_select(
-        [l.policy_id, l.period, l.uscc, l.status, l.amount, l.last_match_amount, l.evidence_version,
-         l.evidence_actual, l.evidence_result, l.policy_name,
+        [l.policy_id, l.period, l.uscc, l.status, l.notified_as_of, l.amount, l.last_match_amount,
+         l.evidence_version, l.evidence_actual, l.evidence_result, l.policy_name,
          l.department, l.name, l.over_budget, l.publicity_days, l.first_run, l.last_run, l.first_as_of,
          l.last_as_of, l.updated_at],
-        sa.select(src.c.policy_id, src.c.period, src.c.uscc, sa.literal("eligible", sa.String), src.c.amount,
+        sa.select(src.c.policy_id, src.c.period, src.c.uscc, status, told, src.c.amount,
                   src.c.amount, src.c.evidence_version, src.c.evidence_actual, src.c.evidence_result,
                   src.c.policy_name, src.c.department, src.c.name,
                   src.c.over_budget, src.c.days, sa.literal(run_id, sa.String), sa.literal(run_id, sa.String),
@@ -291,12 +339,18 @@ def _sync(conn: Connection, as_of: date, run_id: str, src: sa.Table) -> dict:
         # (ids past the newest one before: a range of the table, not a scan of a province's ledger)
         conn.execute(fresh.insert().from_select(["id"], sa.select(ledger.c.id).where(
             ledger.c.id > before, ledger.c.first_run == run_id, ledger.c.first_as_of == as_of, ~logged)))
-        conn.execute(ledger_transitions.insert().from_select(log_cols, sa.select(
-            ledger.c.id, sa.null(), sa.literal("eligible", sa.String), sa.literal(now, sa.DateTime),
-            sa.literal(run_id, sa.String), sa.null(), sa.null(), ledger.c.department, ledger.c.amount,
-            sa.literal(f"数据比对符合（{as_of}）", sa.Text), sa.literal(as_of, sa.Date))
-            .select_from(ledger.join(fresh, fresh.c.id == ledger.c.id))
-            .order_by(ledger.c.id)))   # logged in the ledger's order, as one scan of it would
+        # Found, then (the rows told tonight) told: each logged in the ledger's order, as one scan
+        # of it would.
+        moves = [(None, "eligible", f"数据比对符合（{as_of}）", sa.true())]
+        if notify:
+            moves.append(("eligible", "notified", NOTIFIED_NOTE, ledger.c.status == "notified"))
+        for from_status, to_status, note, which in moves:
+            conn.execute(ledger_transitions.insert().from_select(log_cols, sa.select(
+                ledger.c.id, sa.literal(from_status, sa.String), sa.literal(to_status, sa.String),
+                sa.literal(now, sa.DateTime), sa.literal(run_id, sa.String), sa.null(), sa.null(),
+                ledger.c.department, ledger.c.amount, sa.literal(note, sa.Text), sa.literal(as_of, sa.Date))
+                .select_from(ledger.join(fresh, fresh.c.id == ledger.c.id)).where(which)
+                .order_by(ledger.c.id)))
         wh.drop_temporary(conn, fresh)
     return {"new": new, "amount_changed": changed, "seen": seen}
 
@@ -541,24 +595,29 @@ def with_evidence(conn: Connection, rows: list[dict]) -> list[dict]:
     return rows
 
 
-def held_over_budget() -> sa.ColumnElement[bool]:
-    """Rows of a policy period flagged over budget whose hold no operator has released."""
+def held_over_budget(rows: sa.Table = ledger) -> sa.ColumnElement[bool]:
+    """Rows (of the ledger, or of results) of a policy period flagged over budget whose hold no
+    operator has released."""
     released = sa.select(wh.budget_releases.c.policy_id).where(
-        wh.budget_releases.c.policy_id == ledger.c.policy_id,
-        wh.budget_releases.c.period == ledger.c.period).exists()
-    return sa.and_(ledger.c.over_budget.is_(True), ~released)
+        wh.budget_releases.c.policy_id == rows.c.policy_id,
+        wh.budget_releases.c.period == rows.c.period).exists()
+    return sa.and_(rows.c.over_budget.is_(True), ~released)
+
+
+NOTIFIED_NOTE = "短信待发清单已生成"
 
 
 def notify(conn: Connection, as_of: date, run_id: str) -> int:
     """Move every `eligible` row to `notified` (the SMS outbox is handed on) and
     return how many rows are notified for this as_of, including those an earlier
-    attempt of the same date already moved, so a rerun writes the same outbox
-    (`sms_query` reads them).
+    attempt of the same date already moved and those the night's sync inserted told
+    (`sync_from_matches(notify=True)`), so a rerun writes the same outbox (`sms_query`
+    reads them).
 
     A policy period held over budget is told nothing (no enterprise is promised
     money the budget cannot pay): its rows stay `eligible` until the night the
     hold is released."""
-    move_all(conn, "eligible", "notified", run_id, note="短信待发清单已生成", where=~held_over_budget(),
+    move_all(conn, "eligible", "notified", run_id, note=NOTIFIED_NOTE, where=~held_over_budget(),
              as_of=as_of, notified_as_of=as_of)
     return count(conn, ledger.c.notified_as_of == as_of)
 

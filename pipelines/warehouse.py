@@ -585,18 +585,21 @@ def reader(engine: Engine):
             conn.rollback()
 
 
-def drop_temporary(conn: Connection, table: sa.Table) -> None:
-    """Be done with a temporary table of the caller's connection. On a SQLite file the table
-    is not dropped: the connection is taken out of the pool and closed when the caller ends
-    with it, and SQLite deletes the connection's temporary file whole, where a DROP first
-    walks every page of the table onto the free list (20 s of a province's first night for
-    the sync's table of 8.5M rows, 6.5 s for 督导统计's). The table stays until then, so a
-    `create` of it on the same connection must check first. In memory (the one connection
-    is the database) and on PostgreSQL: DROP."""
+def drop_temporary(conn: Connection, *tables: sa.Table, views: Iterable[str] = ()) -> None:
+    """Be done with temporary tables (and the temporary views over them) of the caller's
+    connection. On a SQLite file they are not dropped: the connection is taken out of the pool
+    and closed when the caller ends with it, and SQLite deletes the connection's temporary file
+    whole, where a DROP first walks every page of a table onto the free list (20 s of a
+    province's first night for the sync's table of 8.5M rows, 6.5 s for 督导统计's). The tables
+    stay until then, so a `create` of one on the same connection must check first. In memory
+    (the one connection is the database) and on PostgreSQL: DROP."""
     if conn.dialect.name == "sqlite" and (conn.engine.url.database or ":memory:") != ":memory:":
         conn.connection.detach()
         return
-    table.drop(conn)
+    for view in views:
+        conn.exec_driver_sql(f"DROP VIEW IF EXISTS {view}")
+    for table in tables:
+        table.drop(conn, checkfirst=True)
 
 
 def bulk_insert(conn: Connection, name: str, table: pa.Table) -> None:

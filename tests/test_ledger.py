@@ -47,6 +47,54 @@ def test_rerun_of_the_same_date_adds_nothing_and_keeps_later_states(engine):
     assert [r.status for r in before[0]] == ["notified", "eligible"]  # manual never enters
 
 
+def test_new_rows_told_by_the_sync_end_as_a_sync_then_notify_leaves_them(engine, tmp_path):
+    """The nightly run's sync inserts tonight's new rows told (notify=True) instead of moving
+    them afterwards: over two nights (a held policy, its hold released, a row found the second
+    night, a row already told), the ledger and each row's logged moves are what the plain sync
+    followed by `notify` leaves; only the order of different rows' moves in the log differs."""
+    d2 = D1 + timedelta(days=1)
+    nights = [(D1, [match(n=1), match(n=2, amount="1.00"), match(n=3, policy_id="WL-B-01", over_budget=True),
+                    match(n=4, kind="manual", amount=None, policy_id="WL-M-01")]),
+              (d2, [match(n=1), match(n=2, amount="1.00"), match(n=3, policy_id="WL-B-01", over_budget=True),
+                    match(n=5), match(n=6, policy_id="WL-B-01", over_budget=True)])]
+    ends = []
+    for told, into in ((False, warehouse.connect(f"sqlite:///{tmp_path / 'moved.db'}")), (True, engine)):
+        notified = []
+        for as_of, rows in nights:
+            with into.begin() as conn:
+                if as_of == d2:
+                    ledger.release_budget_hold(conn, "WL-B-01", "2026", "张科长")
+                ledger.sync_from_matches(conn, as_of, table(rows), f"run-{as_of}", {"WL-B-01": 5}, notify=told)
+            with into.begin() as conn:
+                notified.append(ledger.notify(conn, as_of, f"run-{as_of}"))
+        with into.connect() as conn:   # (by key: the reference is a SQLite file, the engine may not be)
+            stored = {(r.policy_id, r.period, r.uscc): {k: v for k, v in r._mapping.items()
+                                                         if k not in ("id", "updated_at")}
+                      for r in conn.execute(sa.select(ledger_t).order_by(ledger_t.c.id))}
+            t = ledger_transitions.c
+            log = [(r.policy_id, r.period, r.uscc, *r[3:]) for r in conn.execute(
+                sa.select(ledger_t.c.policy_id, ledger_t.c.period, ledger_t.c.uscc, t.from_status, t.to_status,
+                          t.run_id, t.source_file, t.department, t.amount, t.note, t.as_of)
+                .join_from(ledger_transitions, ledger_t, ledger_t.c.id == t.ledger_id).order_by(t.ledger_id, t.id))]
+        ends.append((notified, stored, log))
+    assert ends[1] == ends[0]
+    notified, stored, log = ends[1]
+    assert notified == [2, 3]   # n=1, n=2; then n=3 and n=6 (released) and n=5
+    assert [(key[2], r["status"], r["notified_as_of"]) for key, r in stored.items()] == [
+        (code(1), "notified", D1), (code(2), "notified", D1), (code(3), "notified", d2),
+        (code(5), "notified", d2), (code(6), "notified", d2)]
+    assert [m[3:5] for m in log if m[2] == code(1)] == [(None, "eligible"), ("eligible", "notified")]
+
+
+def test_a_sync_refuses_results_of_one_policy_that_disagree_on_its_name(engine):
+    """What is the same for every result of a policy is loaded once per policy: results that
+    say otherwise are a broken file, not something to pick one of (and nothing is stored)."""
+    rows = [match(n=1), match(n=2, policy_name="另一个名称")]
+    with pytest.raises(ValueError, match="WL-RS-2026-01"):
+        sync(engine, rows)
+    assert snapshot(engine) == ([], 0)
+
+
 def test_a_sync_fed_a_stream_of_batches_stores_what_the_whole_table_stores(engine, tmp_path):
     """The nightly stage streams the night's results into the sync a batch at a time (a
     province's first night is millions of rows with evidence): batches of one row, a table,

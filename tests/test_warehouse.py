@@ -173,6 +173,22 @@ def test_database_refuses_an_illegal_transition(engine):
     assert row == ("notified", Decimal("5000.00"))
 
 
+NEW_ROW = ("INSERT INTO ledger (policy_id, period, uscc, status, notified_as_of, amount, policy_name, department, "
+           "over_budget, first_run, last_run, first_as_of, last_as_of, updated_at) VALUES ('P1', '2026', :u, "
+           ":s, :told, '5.00', '政策', '部门', false, 'r1', 'r1', '2026-11-26', '2026-11-26', '2026-11-26 02:00:00')")
+
+
+def test_database_lets_a_new_row_start_notified_only_when_told_the_night_it_is_found(engine):
+    _refused(engine, NEW_ROW, {"u": "U1", "s": "notified", "told": None})
+    _refused(engine, NEW_ROW, {"u": "U1", "s": "notified", "told": "2026-11-25"})
+    _refused(engine, NEW_ROW, {"u": "U1", "s": "confirmed", "told": "2026-11-26"})   # no application
+    _refused(engine, NEW_ROW, {"u": "U1", "s": "approved", "told": "2026-11-26"})
+    with engine.begin() as conn:
+        conn.execute(sa.text(NEW_ROW), {"u": "U2", "s": "notified", "told": "2026-11-26"})
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(ledger_t.c.uscc, ledger_t.c.status)).all() == [("U2", "notified")]
+
+
 def test_database_refuses_to_edit_the_transition_log(engine):
     _one_row(engine)
     _refused(engine, "UPDATE ledger_transitions SET note = 'x'", {})
