@@ -24,6 +24,10 @@ Decisions (the spec is silent):
   eligible -> eligible entry in ledger_transitions. Once notified, the amount
   is fixed (the database refuses a change) and only last_match_amount moves.
 - A declined or rejected key stays final for its period.
+- The nightly run's sync inserts a result told the night it is found at `notified`
+  (`sync_from_matches(notify=True)`), with both its moves logged, instead of inserting
+  it at `eligible` and moving it: the ledger and each row's log end the same, without
+  rewriting a province's millions of new rows.
 - The publicity window of a policy with publicity_days = N starts on the
   as_of of the first nightly run that lists the approved result on the
   publicity list, and covers N working days including that day when it is one
