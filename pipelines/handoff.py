@@ -349,7 +349,7 @@ def _lists_that_only_read(settings: Settings, as_of: date, run_dir: Path, engine
             reminder = reminders.write(settings.reminders_dir(as_of), as_of, results,
                                        settings.portrait_path(as_of), unanswered, loaded, UNIT, calendar, applied,
                                        scratch=settings.work / "lists",
-                                       near_miss_and_gaps=lists_job.result() if lists_job else None)
+                                       near_miss_and_gaps=lists_job.result if lists_job else None)
         clear_stale(settings.reminders_dir(as_of), reminder.paths)
         watched_rows, reminder_paths = len(watched), reminder.paths
         unclaimed, reminder_summary = reminder.unclaimed_rows, reminder.summary

@@ -211,10 +211,9 @@ def test_days_left_count_working_days(confirm_from, as_of, left):
     assert calendar.working_days_between(as_of, deadline) == left
 
 
-def test_the_lists_do_not_depend_on_the_sorts_memory_or_the_lookup_batches(tmp_path, monkeypatch):
-    """The near-miss and data-gap lists are staged and sorted by DuckDB, spilling past
-    SORT_MEMORY, with the portrait looked up LOOKUP_ROWS results at a time: a tight memory
-    limit and small batches write the same bytes, and the scratch folder is left empty."""
+def fixture_night(tmp_path):
+    """The evidence fixture's night: its results written as the match stage writes them, its
+    portrait beside them; (matches path, portrait path, policies)."""
     from pathlib import Path
 
     from pipelines import match
@@ -228,6 +227,41 @@ def test_the_lists_do_not_depend_on_the_sorts_memory_or_the_lookup_batches(tmp_p
     stream = ((p.id, part) for p, part in engine.evaluate_stream(portrait, policies, AS_OF, lists))
     match.write_results(matches, stream, engine.evidence_templates(policies), {})
     pq.write_table(portrait, tmp_path / "portrait.parquet")
+    return matches, tmp_path / "portrait.parquet", policies
+
+
+def test_the_unclaimed_lists_are_written_before_the_lists_made_beside_are_waited_for(tmp_path):
+    """The nightly stage hands `write` what waits for the 差一项 and 数据缺口 lists of its second
+    process (`ListsJob.result`): by the time it is asked, every 应享未享 list is written, and
+    the folder ends as one `write` that makes all the lists itself leaves it, paths in the
+    same order."""
+    matches, portrait, policies = fixture_night(tmp_path)
+    inline = reminders.write(tmp_path / "inline", AS_OF, matches, portrait, [], policies, "单位",
+                             scratch=tmp_path / "scratch")
+    folder = tmp_path / "beside"
+    made = reminders.write_near_miss_and_gaps(folder, AS_OF, matches, portrait, policies, "单位", tmp_path / "scratch")
+    unclaimed_then = []
+
+    def wait():
+        unclaimed_then.extend(sorted(p.name for p in folder.iterdir() if reminders.UNCLAIMED in p.name))
+        return made
+
+    beside = reminders.write(folder, AS_OF, matches, portrait, [], policies, "单位", near_miss_and_gaps=wait)
+    unclaimed = sorted(p.name for p in (tmp_path / "inline").iterdir() if reminders.UNCLAIMED in p.name)
+    assert unclaimed and unclaimed_then == unclaimed
+    assert [p.name for p in beside.paths] == [p.name for p in inline.paths]
+    assert beside.summary == inline.summary
+    assert ({p.name: p.read_bytes() for p in folder.iterdir() if p.suffix != ".xlsx"}
+            == {p.name: p.read_bytes() for p in (tmp_path / "inline").iterdir() if p.suffix != ".xlsx"})
+
+
+def test_the_lists_do_not_depend_on_the_sorts_memory_or_the_lookup_batches(tmp_path, monkeypatch):
+    """The near-miss and data-gap lists are staged and sorted by DuckDB, spilling past
+    SORT_MEMORY, with the portrait looked up LOOKUP_ROWS results at a time: a tight memory
+    limit and small batches write the same bytes, and the scratch folder is left empty."""
+    from pathlib import Path
+
+    matches, _, policies = fixture_night(tmp_path)
     monkeypatch.setattr(reminders, "NEAR_MISS_XLSX_ROWS", 40)   # so every department has a CSV of the rest
 
     def written(folder: Path) -> dict[str, bytes]:

@@ -701,13 +701,14 @@ def _lists_job(argument: str) -> None:
 def write(folder: Path, as_of: date, matches: pa.Table | Path, portrait_path: Path | None,
           notified: Unanswered | list[dict], policies: list[Policy], unit: str, calendar: WorkCalendar | None = None,
           applied: frozenset[tuple[str, str, str]] = frozenset(), scratch: Path | None = None,
-          near_miss_and_gaps: NearMissAndGaps | None = None) -> Written:
+          near_miss_and_gaps: NearMissAndGaps | Callable[[], NearMissAndGaps] | None = None) -> Written:
     """Write every department's lists into `folder` and SUMMARY beside them. `notified`: the
     ledger's unanswered results (`Unanswered`, or its rows); `applied`: the (policy id, period,
     uscc) of manual policies' online applications, not to be reminded again; `scratch`: where
     the near-miss and data-gap lists are staged and sorted (the system's temporary folder by
-    default); `near_miss_and_gaps`: those two lists when they are already written (`ListsJob`),
-    else they are written here."""
+    default); `near_miss_and_gaps`: those two lists when they are written elsewhere, or what
+    waits for them (`ListsJob.result`: asked for once the 应享未享 lists are written, so they
+    are written while the job works), else they are written here."""
     if not isinstance(notified, Unanswered):
         notified = Unanswered.of(list(notified))
     by_id = {p.id: p for p in policies}
@@ -721,29 +722,33 @@ def write(folder: Path, as_of: date, matches: pa.Table | Path, portrait_path: Pa
     plan = ranked(notified.groups, by_id, as_of, calendar or WorkCalendar())
     manual_rows = unclaimed_manual(manual, portrait)
     manual_depts = manual_rows.column("department")
-    if near_miss_and_gaps is None:
-        near_miss_and_gaps = _write_near_miss_and_gaps(folder, as_of, results, portrait, by_id, unit, scratch)
-    paths, counts = list(near_miss_and_gaps.paths), near_miss_and_gaps.counts
-    departments = sorted(set(plan.rows) | set(manual_depts.to_pylist()) | set(counts))
     stream = iter(notified.read(plan.ranks) if plan.ranks else ())
     left: list[pa.Table] = []
-    summary = {}
-    for dept in departments:   # in the stream's order (ranks are by department first)
-        stem = safe_name(dept)
+    unclaimed: dict[str, int] = {}
+    unclaimed_paths = []
+    for dept in sorted(set(plan.rows) | set(manual_depts.to_pylist())):   # in the stream's order (ranks are
+        stem = safe_name(dept)                                              # by department first)
         told = (unclaimed_notified(t, plan, portrait, as_of)
                 for t in regrouped(_upto(stream, left, plan.upto.get(dept, 0)), LOOKUP_ROWS))
         extra = manual_rows.filter(pc.equal(manual_depts, dept))
-        mine = plan.rows.get(dept, 0) + extra.num_rows
-        if mine:
-            paths.append(_write_unclaimed(
-                folder / f"{stem}_{UNCLAIMED}.xlsx", itertools.chain(told, [extra]), mine,
+        unclaimed[dept] = plan.rows.get(dept, 0) + extra.num_rows
+        if unclaimed[dept]:
+            unclaimed_paths.append(_write_unclaimed(
+                folder / f"{stem}_{UNCLAIMED}.xlsx", itertools.chain(told, [extra]), unclaimed[dept],
                 unit=unit, made_on=as_of, subtitle=f"执行部门：{dept}", sheet="应享未享提醒", total=False))
+    if near_miss_and_gaps is None:
+        near_miss_and_gaps = _write_near_miss_and_gaps(folder, as_of, results, portrait, by_id, unit, scratch)
+    elif callable(near_miss_and_gaps):
+        near_miss_and_gaps = near_miss_and_gaps()
+    counts = near_miss_and_gaps.counts
+    summary = {}
+    for dept in sorted(set(unclaimed) | set(counts)):
         figures = counts.get(dept, {})
-        summary[dept] = {UNCLAIMED: mine, NEAR_MISS: figures.get(NEAR_MISS, 0), DATA_GAPS: figures.get(DATA_GAPS, 0),
-                         "top_gaps": figures.get("top_gaps", [])}
+        summary[dept] = {UNCLAIMED: unclaimed.get(dept, 0), NEAR_MISS: figures.get(NEAR_MISS, 0),
+                         DATA_GAPS: figures.get(DATA_GAPS, 0), "top_gaps": figures.get("top_gaps", [])}
     path = folder / SUMMARY
     atomic_write_bytes(path, json.dumps(summary, ensure_ascii=False, indent=2).encode("utf-8"))
-    return Written(paths + [path], summary)
+    return Written(list(near_miss_and_gaps.paths) + unclaimed_paths + [path], summary)
 
 
 if __name__ == "__main__":
