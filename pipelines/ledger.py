@@ -180,14 +180,13 @@ _SYNC_POLICIES = sa.Table(
     prefixes=["TEMPORARY"],
 )
 PER_POLICY = ("evidence_version", "policy_name", "department")
+_POLICY_VALUES = [c for c in _SYNC_POLICIES.columns if c.name != "policy_id"]
 _SYNC_SOURCE = sa.Table(   # a temporary view of the two
     "ledger_sync_source", sa.MetaData(),
-    *(sa.Column(c.name, c.type) for c in _SYNC_ROWS.columns),
-    *(sa.Column(c.name, c.type) for c in _SYNC_POLICIES.columns if c.name != "policy_id"),
+    *(sa.Column(c.name, c.type) for c in [*_SYNC_ROWS.columns, *_POLICY_VALUES]),
 )
 _SYNC_VIEW = (f"CREATE TEMPORARY VIEW {_SYNC_SOURCE.name} AS SELECT "
-              + ", ".join([f"r.{c.name}" for c in _SYNC_ROWS.columns]
-                          + [f"p.{c.name}" for c in _SYNC_POLICIES.columns if c.name != "policy_id"])
+              + ", ".join([f"r.{c.name}" for c in _SYNC_ROWS.columns] + [f"p.{c.name}" for c in _POLICY_VALUES])
               + f" FROM {_SYNC_ROWS.name} AS r JOIN {_SYNC_POLICIES.name} AS p ON p.policy_id = r.policy_id")
 
 
@@ -268,14 +267,10 @@ def _add_policies(policies: dict[str, tuple], rows: pa.Table) -> None:
 
 
 def _drop_sync_source(conn: Connection, checkfirst: bool = False) -> None:
-    """Be done with the sync's view and temporary tables; checkfirst: any left on this connection
-    (by a sync rolled back, or by `warehouse.drop_temporary` on SQLite), before a new sync."""
-    if checkfirst:
-        conn.exec_driver_sql(f"DROP VIEW IF EXISTS {_SYNC_SOURCE.name}")
-        for table in (_SYNC_ROWS, _SYNC_POLICIES):
-            table.drop(conn, checkfirst=True)
-    else:
-        wh.drop_temporary(conn, _SYNC_ROWS, _SYNC_POLICIES, views=[_SYNC_SOURCE.name])
+    """Be done with the sync's view and temporary tables; checkfirst: drop any left on this
+    connection (by `warehouse.drop_temporary` in memory), before a new sync."""
+    drop = wh.drop_if_there if checkfirst else wh.drop_temporary
+    drop(conn, _SYNC_ROWS, _SYNC_POLICIES, views=[_SYNC_SOURCE.name])
 
 
 def _sync(conn: Connection, as_of: date, run_id: str, src: sa.Table, notify: bool) -> dict:

@@ -596,6 +596,11 @@ def drop_temporary(conn: Connection, *tables: sa.Table, views: Iterable[str] = (
     if conn.dialect.name == "sqlite" and (conn.engine.url.database or ":memory:") != ":memory:":
         conn.connection.detach()
         return
+    drop_if_there(conn, *tables, views=views)
+
+
+def drop_if_there(conn: Connection, *tables: sa.Table, views: Iterable[str] = ()) -> None:
+    """DROP the temporary views, then the tables under them, that this connection has."""
     for view in views:
         conn.exec_driver_sql(f"DROP VIEW IF EXISTS {view}")
     for table in tables:
